@@ -1,0 +1,36 @@
+# Latchkey: the two front-door commands are `make run` and `make test`.
+# Everything happens inside .venv; nothing here needs root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint venv deps test-deps bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# The server and the SDK are two distributions; both install editable.
+deps: $(BIN)/python
+	$(BIN)/pip install -q -e ./server -e ./client_sdk
+
+test-deps: deps
+	$(BIN)/pip install -q -r requirements-test.txt
+
+run: deps
+	$(BIN)/latchkey-server --host $(HOST) --port $(PORT)
+
+test: test-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: test-deps
+	$(BIN)/ruff check .
+
+bench: test-deps
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache
