@@ -1,0 +1,48 @@
+"""Latchkey token server: build the Flask app with :func:`create_app`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import errors, extension, hardening
+from .access_log import init_app as init_access_log
+from .api import account, auth, ops, wellknown
+from .config import Settings, load_settings
+from .embedded import EmbeddedRedis
+from .keys import ensure_key_material
+from .logging_setup import configure_logging
+
+__all__ = ["create_app"]
+
+
+def _redis_url(app: Flask, settings: Settings) -> str:
+    """Return the configured Redis URL, starting the embedded Redis if none is set."""
+    if settings.redis_url:
+        return settings.redis_url
+    embedded = EmbeddedRedis(settings.instance_path / "redis")
+    app.extensions["latchkey_embedded_redis"] = embedded
+    return embedded.start()
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then ``LATCHKEY_*`` environment, then ``test_config``."""
+    settings = load_settings(overrides=test_config)
+    configure_logging(settings.log_level)
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    ensure_key_material(settings)
+    extension.init_app(app, settings, _redis_url(app, settings))
+    errors.init_app(app)
+    hardening.init_app(app, settings.max_body_bytes)
+    init_access_log(app)
+    for module in (auth, account, wellknown, ops):
+        app.register_blueprint(module.bp)
+    if settings.trusted_proxy_count:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxy_count,
+            x_proto=settings.trusted_proxy_count, x_host=settings.trusted_proxy_count,
+        )
+    return app

@@ -1,0 +1,1 @@
+"""The HTTP API, one blueprint per area (auth, account, wellknown, ops)."""

@@ -1,0 +1,69 @@
+"""The ``latchkey-server`` command: serve the API (the default) and operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from .config import ConfigError, load_settings
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser; subcommands register themselves here."""
+    parser = argparse.ArgumentParser(
+        prog="latchkey-server",
+        description="Latchkey token server. With no command, serves the API.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="serve the HTTP API (default)")
+    for p in (parser, serve):
+        p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+        p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+        p.add_argument("--workers", type=int, default=int(os.environ.get(
+            "LATCHKEY_WORKERS", "2")), help="gunicorn worker processes (default 2)")
+        p.add_argument("--threads", type=int, default=int(os.environ.get(
+            "LATCHKEY_THREADS", "8")), help="threads per worker (default 8)")
+        p.add_argument("--dev", action="store_true",
+                       help="use werkzeug's development server instead of gunicorn")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serving import serve_dev, serve_gunicorn
+
+    settings = load_settings()
+    # SIGTERM ends the dev server like Ctrl-C, so the embedded Redis is stopped cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        if args.dev:
+            serve_dev(settings, args.host, args.port)
+        else:
+            serve_gunicorn(settings, args.host, args.port, args.workers, args.threads)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in (None, "serve"):
+            return _serve(args)
+        handler = getattr(args, "handler", None)
+        if handler is None:
+            build_parser().print_help()
+            return 2
+        return int(handler(args) or 0)
+    except ConfigError as exc:
+        print(f"latchkey-server: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

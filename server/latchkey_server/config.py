@@ -1,0 +1,218 @@
+"""Read, validate and hold every setting of the server in one place.
+
+Settings come from three layers, later ones winning: the security profile's defaults, the
+``LATCHKEY_*`` environment variables, then a test override passed to ``create_app``. They
+are validated once at start-up, so a typo fails loudly before the first request instead of
+silently weakening a timeout. Every duration carries its unit in its name.
+
+Profile presets follow OWASP Mobile M9 for the idle timeout (15/30/60 minutes). The
+absolute and access-token defaults are Latchkey's choice, justified in docs/CONFIGURATION.md.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PROFILES", "ConfigError", "Settings", "load_settings"]
+
+ENV_PREFIX = "LATCHKEY_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or unsafe; raised at start-up, never per request."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The timeouts a security profile sets before any explicit override."""
+
+    access_token_ttl_seconds: int
+    idle_timeout_seconds: int
+    absolute_timeout_seconds: int
+    step_up_window_seconds: int
+
+
+PROFILES: dict[str, Profile] = {
+    # High: banking-grade. Short access tokens bound how long a stolen one is useful.
+    "high": Profile(120, 15 * 60, 8 * 3600, 120),
+    # Medium: the default for most apps.
+    "medium": Profile(300, 30 * 60, 24 * 3600, 300),
+    # Low: content apps where a sign-in a week is acceptable.
+    "low": Profile(600, 60 * 60, 7 * 24 * 3600, 600),
+}
+
+BINDING_POLICIES = ("off", "report", "enforce")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated server settings; build one with :func:`load_settings`."""
+
+    profile: str = "medium"
+    access_token_ttl_seconds: int = 300
+    idle_timeout_seconds: int = 1800
+    absolute_timeout_seconds: int = 86400
+    refresh_reuse_grace_seconds: int = 30
+    step_up_window_seconds: int = 300
+    # How long an ended session's record stays to recognise replays of its tokens.
+    ended_session_retention_seconds: int = 86400
+    max_sessions_per_user: int = 10
+    single_session: bool = False
+    binding_policy: str = "report"
+    allow_registration: bool = True
+
+    redis_url: str | None = None
+    instance_path: Path = field(default_factory=lambda: Path("instance").resolve())
+    signing_key_file: Path | None = None
+    hmac_secret_file: Path | None = None
+
+    issuer: str = "latchkey"
+    audience: str = "latchkey-api"
+    # Previous signing keys stay in the JWKS this long after a rotation.
+    key_retention_seconds: int = 0  # 0: derived as access_token_ttl_seconds + 60
+
+    max_body_bytes: int = 16 * 1024
+    hsts_enabled: bool = False
+    hsts_max_age_seconds: int = 31536000
+    trusted_proxy_count: int = 0
+
+    # argon2id cost (RFC 9106 second recommendation: t=3, m=64 MiB, p=4).
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+
+    # Verified-signature cache for the hot path: size in tokens.
+    jwt_cache_size: int = 20000
+    redis_socket_timeout_seconds: float = 2.0
+    redis_connect_timeout_seconds: float = 2.0
+    log_level: str = "INFO"
+
+    @property
+    def signing_key_retention_seconds(self) -> int:
+        """Return how long a retired key must still verify tokens it signed."""
+        return self.key_retention_seconds or self.access_token_ttl_seconds + 60
+
+
+# Environment variable (without prefix) -> Settings attribute.
+_ENV_NAMES: dict[str, str] = {
+    "PROFILE": "profile",
+    "ACCESS_TOKEN_TTL": "access_token_ttl_seconds",
+    "IDLE_TIMEOUT": "idle_timeout_seconds",
+    "ABSOLUTE_TIMEOUT": "absolute_timeout_seconds",
+    "REFRESH_REUSE_GRACE": "refresh_reuse_grace_seconds",
+    "STEP_UP_WINDOW": "step_up_window_seconds",
+    "ENDED_SESSION_RETENTION": "ended_session_retention_seconds",
+    "MAX_SESSIONS_PER_USER": "max_sessions_per_user",
+    "SINGLE_SESSION": "single_session",
+    "BINDING_POLICY": "binding_policy",
+    "ALLOW_REGISTRATION": "allow_registration",
+    "REDIS_URL": "redis_url",
+    "INSTANCE_PATH": "instance_path",
+    "SIGNING_KEY_FILE": "signing_key_file",
+    "HMAC_SECRET_FILE": "hmac_secret_file",
+    "ISSUER": "issuer",
+    "AUDIENCE": "audience",
+    "KEY_RETENTION": "key_retention_seconds",
+    "HSTS": "hsts_enabled",
+    "HSTS_MAX_AGE": "hsts_max_age_seconds",
+    "TRUSTED_PROXIES": "trusted_proxy_count",
+    "ARGON2_TIME_COST": "argon2_time_cost",
+    "ARGON2_MEMORY_KIB": "argon2_memory_kib",
+    "ARGON2_PARALLELISM": "argon2_parallelism",
+    "JWT_CACHE_SIZE": "jwt_cache_size",
+    "LOG_LEVEL": "log_level",
+}
+
+_PROFILE_FIELDS = {f.name for f in fields(Profile)}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, raw: Any, target: Any) -> Any:
+    """Convert one raw value to the type of the attribute's default."""
+    if raw is None:
+        return None
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(text)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind in ("Path", "Path | None"):
+            return Path(raw).expanduser().resolve() if raw != "" else None
+        if kind == "str | None":
+            return str(raw) or None
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r} has an invalid value") from exc
+
+
+def _validate(s: Settings) -> None:
+    """Reject settings that would make sessions unsafe or the server unusable."""
+    positive = (
+        "access_token_ttl_seconds",
+        "idle_timeout_seconds",
+        "absolute_timeout_seconds",
+        "step_up_window_seconds",
+        "max_sessions_per_user",
+        "max_body_bytes",
+        "argon2_time_cost",
+        "argon2_memory_kib",
+        "argon2_parallelism",
+        "jwt_cache_size",
+    )
+    for name in positive:
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    if s.refresh_reuse_grace_seconds < 0 or s.refresh_reuse_grace_seconds > 300:
+        raise ConfigError("refresh_reuse_grace_seconds must be between 0 and 300")
+    if s.idle_timeout_seconds > s.absolute_timeout_seconds:
+        raise ConfigError("idle_timeout_seconds cannot exceed absolute_timeout_seconds")
+    if s.access_token_ttl_seconds > s.idle_timeout_seconds:
+        raise ConfigError("access_token_ttl_seconds cannot exceed idle_timeout_seconds")
+    if s.binding_policy not in BINDING_POLICIES:
+        raise ConfigError(f"binding_policy must be one of {', '.join(BINDING_POLICIES)}")
+    if s.trusted_proxy_count < 0:
+        raise ConfigError("trusted_proxy_count cannot be negative")
+
+
+def load_settings(
+    environ: dict[str, str] | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Build validated settings from the profile, the environment and explicit overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for env_name, attr in _ENV_NAMES.items():
+        if ENV_PREFIX + env_name in env:
+            values[attr] = env[ENV_PREFIX + env_name]
+    for key, value in (overrides or {}).items():
+        if key not in {f.name for f in fields(Settings)}:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = value
+
+    profile_name = str(values.get("profile", "medium")).strip().lower()
+    if profile_name not in PROFILES:
+        raise ConfigError(f"profile must be one of {', '.join(PROFILES)}")
+    merged: dict[str, Any] = {
+        name: getattr(PROFILES[profile_name], name) for name in _PROFILE_FIELDS
+    }
+    merged["profile"] = profile_name
+    for attr, raw in values.items():
+        if attr == "profile":
+            continue
+        merged[attr] = _coerce(attr, raw, getattr(Settings, attr, None))
+    settings = replace(Settings(), **merged)
+    _validate(settings)
+    return settings

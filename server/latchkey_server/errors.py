@@ -1,0 +1,255 @@
+"""Own every error the API can answer with, and render each as RFC 9457 problem details.
+
+The tree, one class per condition, each carrying its stable ``code`` and HTTP status::
+
+    ApiError
+    ├── InvalidRequest (400)          ├── StepUpRequired (403)
+    ├── TokenInUrl (400)              ├── RegistrationDisabled (403)
+    ├── InvalidCredentials (401)      ├── NotFound (404)
+    ├── InvalidToken (401) *          ├── MethodNotAllowed (405)
+    ├── TokenExpired (401) *          ├── UsernameTaken (409)
+    ├── SessionExpired (401) *        ├── PayloadTooLarge (413)
+    ├── SessionRevoked (401) *        ├── UnsupportedMediaType (415)
+    ├── RefreshTokenReused (401)      ├── WeakPassword (422)
+    │                                 ├── TooManyRequests (429, Retry-After)
+    │                                 ├── StoreUnavailable (503)
+    │                                 └── InternalError (500, never with details)
+
+``*`` marks errors that carry ``WWW-Authenticate: Bearer error="invalid_token"`` when they
+answer a Bearer-protected request (RFC 6750 section 3). The codes are the contract with
+clients (API.md); their titles are for humans and may change.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, json
+from werkzeug.exceptions import HTTPException
+
+__all__ = [
+    "ERROR_CODES",
+    "ApiError",
+    "InternalError",
+    "InvalidCredentials",
+    "InvalidRequest",
+    "InvalidToken",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "RefreshTokenReused",
+    "RegistrationDisabled",
+    "SessionExpired",
+    "SessionRevoked",
+    "StepUpRequired",
+    "StoreUnavailable",
+    "TokenExpired",
+    "TokenInUrl",
+    "TooManyRequests",
+    "UnsupportedMediaType",
+    "UsernameTaken",
+    "WeakPassword",
+    "init_app",
+    "problem_response",
+]
+
+_log = logging.getLogger("latchkey.errors")
+
+PROBLEM_TYPE_BASE = "https://latchkey.dev/problems/"
+
+
+class ApiError(Exception):
+    """An error the client may see: a stable code, a status and a safe message."""
+
+    status: int = 400
+    code: str = "invalid_request"
+    title: str = "Invalid request"
+    bearer_challenge: bool = False
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        """Return the problem-details document for this error."""
+        doc: dict[str, Any] = {
+            "type": PROBLEM_TYPE_BASE + self.code,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        doc.update(self.extra)
+        return doc
+
+
+class InvalidRequest(ApiError):
+    status, code, title = 400, "invalid_request", "Invalid request"
+
+
+class UnprocessableRequest(InvalidRequest):
+    status = 422
+
+
+class TokenInUrl(ApiError):
+    status, code, title = 400, "token_in_url", "Tokens must never be sent in a URL"
+
+
+class InvalidCredentials(ApiError):
+    status, code, title = 401, "invalid_credentials", "Invalid username or password"
+
+
+class InvalidToken(ApiError):
+    status, code, title = 401, "invalid_token", "The token is invalid"
+    bearer_challenge = True
+
+
+class TokenExpired(ApiError):
+    status, code, title = 401, "token_expired", "The access token has expired"
+    bearer_challenge = True
+
+
+class SessionExpired(ApiError):
+    status, code, title = 401, "session_expired", "The session has expired"
+    bearer_challenge = True
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"The session ended after its {reason} timeout", extra={"reason": reason})
+
+
+class SessionRevoked(ApiError):
+    status, code, title = 401, "session_revoked", "The session has been ended"
+    bearer_challenge = True
+
+    def __init__(self, reason: str | None) -> None:
+        super().__init__(extra={"reason": reason} if reason else None)
+
+
+class RefreshTokenReused(ApiError):
+    status, code, title = 401, "refresh_token_reused", "The refresh token was already used"
+
+
+class StepUpRequired(ApiError):
+    status, code, title = 403, "step_up_required", "Re-authenticate to do this"
+
+
+class RegistrationDisabled(ApiError):
+    status, code, title = 403, "registration_disabled", "Registration is switched off"
+
+
+class NotFound(ApiError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code, title = 405, "method_not_allowed", "Method not allowed"
+
+
+class UsernameTaken(ApiError):
+    status, code, title = 409, "username_taken", "That username is taken"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, title = 413, "payload_too_large", "The request body is too large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code, title = 415, "unsupported_media_type", "Send application/json"
+
+
+class WeakPassword(ApiError):
+    status, code, title = 422, "weak_password", "The password is too weak"
+
+
+class TooManyRequests(ApiError):
+    status, code, title = 429, "too_many_requests", "Too many requests"
+
+    def __init__(self, retry_after_seconds: int, detail: str | None = None) -> None:
+        retry = max(1, int(retry_after_seconds))
+        super().__init__(detail, headers={"Retry-After": str(retry)})
+
+
+class StoreUnavailable(ApiError):
+    status, code, title = 503, "store_unavailable", "The session store is unavailable"
+
+
+class InternalError(ApiError):
+    status, code, title = 500, "internal_error", "Internal server error"
+
+
+ERROR_CODES: dict[str, int] = {
+    cls.code: cls.status
+    for cls in (
+        InvalidRequest, TokenInUrl, InvalidCredentials, InvalidToken, TokenExpired,
+        SessionExpired, SessionRevoked, RefreshTokenReused, StepUpRequired,
+        RegistrationDisabled, NotFound, MethodNotAllowed, UsernameTaken, PayloadTooLarge,
+        UnsupportedMediaType, WeakPassword, TooManyRequests, StoreUnavailable, InternalError,
+    )
+}
+
+# werkzeug's HTTP exceptions the framework raises itself, mapped onto our table.
+_HTTP_MAP: dict[int, type[ApiError]] = {
+    400: InvalidRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def problem_response(error: ApiError) -> Response:
+    """Render an error as ``application/problem+json`` with its headers."""
+    resp = Response(
+        json.dumps(error.body()), status=error.status, mimetype="application/problem+json"
+    )
+    for name, value in error.headers.items():
+        resp.headers[name] = value
+    if error.bearer_challenge and getattr(g, "bearer_presented", False):
+        resp.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return resp
+
+
+def init_app(app: Flask) -> None:
+    """Register the one handler that turns every exception into problem details."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Response:
+        return problem_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        cls = _HTTP_MAP.get(error.code or 500)
+        if cls is None:
+            api = ApiError("Request could not be handled")
+            api.status = error.code or 400
+        else:
+            api = cls()
+        resp = problem_response(api)
+        if error.code == 405 and getattr(error, "valid_methods", None):
+            resp.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        # Never a traceback to the client: log it under a correlation id the client sees.
+        correlation_id = uuid.uuid4().hex
+        _log.error(
+            "unhandled exception",
+            exc_info=error,
+            extra={"event": "internal_error", "correlation_id": correlation_id},
+        )
+        return problem_response(
+            InternalError(
+                "Something went wrong on our side", extra={"correlation_id": correlation_id}
+            )
+        )

@@ -1,0 +1,109 @@
+"""Apply the transport rules to every request and response (X1, X3).
+
+Order matters and follows API.md: a token in the URL is refused on every path and method
+*before anything else is checked* (and, being leaked, its session is ended); then TRACE,
+body size and content type; then the view. Every response gets ``nosniff``; every API
+response ``Cache-Control: no-store`` and ``Pragma: no-cache`` (token responses above all);
+HSTS when configured or served over TLS.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+
+from .errors import (
+    InvalidToken,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    TokenExpired,
+    TokenInUrl,
+    UnsupportedMediaType,
+)
+from .extension import services
+from .redaction import TOKEN_QUERY_PARAMS
+from .tokens import RefreshToken, looks_like_token
+
+__all__ = ["init_app"]
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_CACHEABLE_PATHS = frozenset({"/.well-known/jwks.json", "/openapi.json"})
+
+
+def _revoke_leaked(value: str) -> None:
+    """End the session a leaked token belongs to, if it is one of ours."""
+    svc = services()
+    user_id = session_id = None
+    refresh_hash = ""
+    if value.startswith("lkr_"):
+        try:
+            token = RefreshToken.parse(value)
+        except InvalidToken:
+            return
+        user_id, session_id = token.user_id, token.session_id
+        refresh_hash = svc.tokens.refresh_hash(token)
+    else:
+        try:
+            claims = svc.tokens.verify_access_token(value)
+        except TokenExpired:
+            claims = svc.tokens.claims_ignoring_expiry(value)
+        except InvalidToken:
+            return
+        user_id, session_id = claims.user_id, claims.session_id
+    outcome = svc.store.revoke_session(user_id, session_id, "leak", refresh_hash)
+    svc.events.security("token_in_url", session_id=session_id, user_id=user_id,
+                        ip=request.remote_addr, revoked=outcome == "revoked")
+    if outcome == "revoked":
+        svc.events.lifecycle("session_revoked", session_id=session_id, user_id=user_id,
+                             reason="leak")
+
+
+def _refuse_tokens_in_url() -> None:
+    names = {name.lower() for name in request.args}
+    leaked = [v for k, vs in request.args.lists() if k.lower() in TOKEN_QUERY_PARAMS for v in vs]
+    leaked += [seg for seg in request.path.split("/") if seg and looks_like_token(seg)]
+    if not leaked and not names & TOKEN_QUERY_PARAMS:
+        return
+    for value in leaked:
+        if looks_like_token(value):
+            try:
+                _revoke_leaked(value)
+            except InvalidToken:
+                pass
+    if not leaked:
+        svc = services()
+        svc.events.security("token_in_url", ip=request.remote_addr, revoked=False)
+    raise TokenInUrl("Send tokens only in the Authorization header or a JSON body")
+
+
+def _check_request() -> None:
+    _refuse_tokens_in_url()
+    if request.method == "TRACE":
+        raise MethodNotAllowed()
+    limit = services().settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge()
+    if request.method in _BODY_METHODS and (request.content_length or request.headers.get(
+            "Transfer-Encoding")):
+        if request.mimetype != "application/json":
+            raise UnsupportedMediaType()
+
+
+def _secure_headers(response: Response) -> Response:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if request.path not in _CACHEABLE_PATHS:
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+    settings = services().settings
+    if settings.hsts_enabled or request.is_secure:
+        response.headers["Strict-Transport-Security"] = (
+            f"max-age={settings.hsts_max_age_seconds}; includeSubDomains"
+        )
+    return response
+
+
+def init_app(app: Flask, max_body_bytes: int) -> None:
+    """Register the request checks and response headers on ``app``."""
+    # werkzeug enforces the limit while streaming too, which covers chunked bodies.
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.before_request(_check_request)
+    app.after_request(_secure_headers)

@@ -1,0 +1,21 @@
+-- Verify a session for a protected request and touch its idle clock: one round trip.
+-- KEYS[1] session hash, KEYS[2] the user's session index, KEYS[3] the user's record
+-- (read for the username, so a profile view needs no second round trip).
+-- ARGV: 1 sid, 2 idle_ms, 3 retention_ms
+-- Returns {'live', auth_level, auth_time, device_id, user_agent, now_ms, username}
+--      or {'revoked'|'expired', reason[, 'now' when this call ended it]} or {'unknown'}.
+local f = redis.call('HMGET', KEYS[1], 'st', 'r', 'a', 'l', 'lv', 'at', 'd', 'ua')
+if not f[1] then return {'unknown'} end
+if f[1] ~= 'live' then return {f[1], f[2] or ''} end
+local now = now_ms()
+local idle, retention = tonumber(ARGV[2]), tonumber(ARGV[3])
+local absolute_at = tonumber(f[3])
+local why = expiry_reason(absolute_at, tonumber(f[4]), idle, now)
+if why then
+  end_session(KEYS[1], KEYS[2], ARGV[1], 'expired', why, now, retention)
+  return {'expired', why, 'now'}
+end
+redis.call('HSET', KEYS[1], 'l', now)
+redis.call('PEXPIRE', KEYS[1], live_ttl_ms(absolute_at, now, idle, retention))
+return {'live', f[5], f[6], f[7] or '', f[8] or '', now,
+  redis.call('HGET', KEYS[3], 'n') or ''}

@@ -1,0 +1,66 @@
+"""Mask anything token-shaped before it can reach a log line (defence in depth for D1).
+
+The server never logs tokens on purpose; this filter catches what slips through anyway:
+a token in a URL the access log would print, an exception message quoting input. It is
+installed on every handler the server configures, including the access logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import parse_qsl, urlencode
+
+__all__ = ["REDACTED", "TOKEN_QUERY_PARAMS", "RedactingFilter", "redact", "redact_path"]
+
+REDACTED = "[redacted]"
+
+# Query parameters that carry tokens (API.md, Conventions); matched without regard to case.
+TOKEN_QUERY_PARAMS = frozenset(
+    {"access_token", "refresh_token", "token", "id_token", "jwt", "session", "session_id", "sid"}
+)
+
+_PATTERNS = (
+    re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # JWT
+    re.compile(r"lkr_[A-Za-z0-9_-]{20,}"),  # refresh token
+    re.compile(r"(?i)(bearer\s+)[^\s,;\"']+"),  # Authorization header value
+)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every token-shaped substring replaced."""
+    for pattern in _PATTERNS:
+        text = pattern.sub(
+            lambda m: (m.group(1) if m.groups() else "") + REDACTED, text
+        )
+    return text
+
+
+def redact_path(path: str, query: str = "") -> str:
+    """Return a path for an access log: token-shaped segments masked, query values dropped.
+
+    Query *names* are kept (useful to see a ``token_in_url`` attempt), values never are.
+    """
+    safe = redact(path)
+    if not query:
+        return safe
+    names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+    return safe + "?" + urlencode([(redact(n), REDACTED) for n in names]) if names else safe
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks tokens in the message, its args and extra fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            try:
+                record.msg = record.getMessage()
+            except (TypeError, ValueError):
+                record.msg = str(record.msg)
+            record.args = None
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        for key, value in list(record.__dict__.items()):
+            if key.startswith("lk_") and isinstance(value, str):
+                setattr(record, key, redact(value))
+        return True

@@ -1,0 +1,266 @@
+"""Own every Redis key and every Lua script of Latchkey; nothing else knows a key.
+
+Key layout (``{...}`` is the Redis Cluster hash tag)::
+
+    lk:{u:<user_id>}:user          hash   username, password hash, created, role
+    lk:{u:<user_id>}:sessions      zset   session ids by creation time (the user's index)
+    lk:{u:<user_id>}:s:<sid>       hash   one session (fields below)
+    lk:{n:<username lowercased>}   string username -> user id (uniqueness without case)
+
+Everything of one user shares one cluster slot, so each script (create, verify-and-touch,
+rotate, revoke, and the multi-session operations built on them) is atomic in a single slot
+and a single round trip, on one Redis or on a cluster. Only the username index lives
+elsewhere, and only registration and login read it.
+
+Session hash fields are short because there is one hash per live session: ``st`` state
+(live/revoked/expired), ``r`` reason, ``e`` ended at, ``c`` created, ``l`` last seen,
+``a`` absolute expiry (all ms, Redis server time), ``rc``/``rp`` keyed hashes of the
+current and previous refresh token, ``pg`` end of the previous token's grace window,
+``g`` refresh generation, ``lv`` auth level, ``at`` auth time (s), ``d`` device id,
+``dn`` device name, ``ua`` user agent, ``ip`` client address.
+
+Ended sessions are marked, not deleted, and kept for a retention period so that a replay
+of one of their tokens is recognised and answered with the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+
+from .config import Settings
+from .errors import StoreUnavailable, UsernameTaken
+
+__all__ = [
+    "RotationResult",
+    "SessionCheck",
+    "SessionStore",
+    "connect",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+KEY_PREFIX = "lk"
+SCRIPT_NAMES = ("create_session", "verify_touch", "rotate_refresh", "revoke_session")
+
+
+def _user_tag(user_id: str) -> str:
+    return f"{KEY_PREFIX}:{{u:{user_id}}}"
+
+
+def user_key(user_id: str) -> str:
+    """Return the key of a user's record."""
+    return f"{_user_tag(user_id)}:user"
+
+
+def sessions_index_key(user_id: str) -> str:
+    """Return the key of a user's session index."""
+    return f"{_user_tag(user_id)}:sessions"
+
+
+def session_key_prefix(user_id: str) -> str:
+    """Return the prefix of a user's session keys (scripts append the session id)."""
+    return f"{_user_tag(user_id)}:s:"
+
+
+def session_key(user_id: str, session_id: str) -> str:
+    """Return the key of one session."""
+    return session_key_prefix(user_id) + session_id
+
+
+def username_key(username: str) -> str:
+    """Return the key of the case-insensitive username index entry."""
+    return f"{KEY_PREFIX}:{{n:{username.lower()}}}"
+
+
+def _load_script(name: str) -> str:
+    lua = resources.files("latchkey_server") / "lua"
+    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def _store_call(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn a lost or timed-out Redis connection into ``StoreUnavailable`` (fail closed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                redis.exceptions.BusyLoadingError, redis.exceptions.ClusterDownError,
+                redis.exceptions.TryAgainError) as exc:
+            raise StoreUnavailable() from exc
+
+    return wrapper
+
+
+def connect(settings: Settings, url: str) -> redis.Redis:
+    """Return a Redis client for ``url`` with the configured timeouts and health checks."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        socket_connect_timeout=settings.redis_connect_timeout_seconds,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    """What verify-and-touch learned about a session."""
+
+    state: str  # live | revoked | expired | unknown
+    reason: str = ""
+    auth_level: str = ""
+    auth_time: int = 0
+    device_id: str = ""
+    user_agent: str = ""
+    username: str = ""
+    just_ended: bool = False
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    """The outcome of presenting a refresh token to the rotate script."""
+
+    outcome: str  # rotated | replayed | ended | reused | check | unknown
+    absolute_left_ms: int = 0
+    auth_level: str = ""
+    auth_time: int = 0
+    device_id: str = ""
+    user_agent: str = ""
+    state: str = ""
+    reason: str = ""
+    current_generation: int = 0
+    current_hash: str = ""
+    previous_hash: str = ""
+    just_ended: bool = False
+
+
+class SessionStore:
+    """All session and user state in Redis, behind intention-revealing methods."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self._settings = settings
+        self._retention_ms = settings.ended_session_retention_seconds * 1000
+        self._scripts = {name: client.register_script(_load_script(name))
+                         for name in SCRIPT_NAMES}
+
+    # -- health ---------------------------------------------------------------------
+    @_store_call
+    def ping(self) -> bool:
+        """Return True if Redis answers."""
+        return bool(self.client.ping())
+
+    # -- users ----------------------------------------------------------------------
+    @_store_call
+    def create_user(self, user_id: str, username: str, password_hash: str,
+                    created_at: str) -> None:
+        """Create a user; raise ``UsernameTaken`` if the name exists in any case."""
+        if not self.client.set(username_key(username), user_id, nx=True):
+            raise UsernameTaken()
+        self.client.hset(user_key(user_id), mapping={
+            "n": username, "p": password_hash, "c": created_at, "role": "user",
+        })
+
+    @_store_call
+    def user_id_for(self, username: str) -> str | None:
+        """Return the user id registered under ``username`` (any case), if any."""
+        return self.client.get(username_key(username))
+
+    @_store_call
+    def get_user(self, user_id: str) -> dict[str, str]:
+        """Return a user's record (empty if unknown)."""
+        return self.client.hgetall(user_key(user_id))
+
+    @_store_call
+    def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        """Replace a user's password hash (after a rehash or a password change)."""
+        self.client.hset(user_key(user_id), "p", password_hash)
+
+    # -- sessions -------------------------------------------------------------------
+    @_store_call
+    def create_session(
+        self,
+        *,
+        user_id: str,
+        session_id: str,
+        refresh_hash: str,
+        auth_level: str,
+        auth_time: int,
+        device_id: str,
+        device_name: str,
+        user_agent: str,
+        ip: str,
+        replaces: str = "",
+        replaced_reason: str = "",
+        end_others_reason: str = "",
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """Create a session under the concurrency policy; return (created ms, ended)."""
+        s = self._settings
+        created, ended = self._scripts["create_session"](
+            keys=[session_key(user_id, session_id), sessions_index_key(user_id)],
+            args=[
+                session_id, s.absolute_timeout_seconds * 1000, s.idle_timeout_seconds * 1000,
+                self._retention_ms, s.max_sessions_per_user, "1" if s.single_session else "0",
+                session_key_prefix(user_id), refresh_hash, auth_level, auth_time,
+                device_id, device_name, user_agent, ip,
+                replaces, replaced_reason, end_others_reason,
+            ],
+        )
+        pairs = [(ended[i], ended[i + 1]) for i in range(0, len(ended), 2)]
+        return int(created), pairs
+
+    @_store_call
+    def verify_and_touch(self, user_id: str, session_id: str) -> SessionCheck:
+        """Check a session is live on server time and mark it used, in one round trip."""
+        reply = self._scripts["verify_touch"](
+            keys=[session_key(user_id, session_id), sessions_index_key(user_id),
+                  user_key(user_id)],
+            args=[session_id, self._settings.idle_timeout_seconds * 1000, self._retention_ms],
+        )
+        if reply[0] == "live":
+            return SessionCheck("live", "", reply[1], int(reply[2]), reply[3], reply[4],
+                                username=reply[6])
+        return SessionCheck(reply[0], reply[1] if len(reply) > 1 else "",
+                            just_ended=len(reply) > 2)
+
+    @_store_call
+    def rotate_refresh(self, *, user_id: str, session_id: str, presented_hash: str,
+                       successor_hash: str, presented_generation: int) -> RotationResult:
+        """Present a refresh token: rotate, replay inside grace, or detect reuse."""
+        s = self._settings
+        reply: list[Any] = self._scripts["rotate_refresh"](
+            keys=[session_key(user_id, session_id), sessions_index_key(user_id)],
+            args=[session_id, presented_hash, successor_hash, presented_generation,
+                  s.idle_timeout_seconds * 1000, s.refresh_reuse_grace_seconds * 1000,
+                  self._retention_ms],
+        )
+        outcome = reply[0]
+        if outcome in ("rotated", "replayed"):
+            return RotationResult(outcome, int(reply[1]), reply[2], int(reply[3]),
+                                  reply[4], reply[5])
+        if outcome == "ended":
+            return RotationResult(outcome, state=reply[1], reason=reply[2],
+                                  just_ended=len(reply) > 3)
+        if outcome == "check":
+            return RotationResult(outcome, current_generation=int(reply[1]),
+                                  current_hash=reply[2], previous_hash=reply[3],
+                                  state=reply[4], reason=reply[5])
+        return RotationResult(outcome)
+
+    @_store_call
+    def revoke_session(self, user_id: str, session_id: str, reason: str,
+                       refresh_hash: str = "") -> str:
+        """End one session with a reason; return 'revoked', 'ended' or 'unknown'."""
+        return self._scripts["revoke_session"](
+            keys=[session_key(user_id, session_id), sessions_index_key(user_id)],
+            args=[session_id, reason, self._retention_ms, refresh_hash],
+        )

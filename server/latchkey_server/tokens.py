@@ -1,0 +1,258 @@
+"""Mint and check every token Latchkey hands out: ids, refresh tokens and access JWTs.
+
+Tokens are untrusted input (T3): each parser checks length, alphabet and structure before
+anything touches the store, and returns typed values, never raw strings, to the caller.
+
+Refresh tokens are opaque: ``lkr_`` + base64url(user id | session id | generation |
+256-bit secret). The ids let one store script find the session in its cluster slot without
+a lookup table; they are random and mean nothing. A successor is derived from its
+predecessor with a server-keyed HMAC, so a retry of the previous token inside the grace
+window gets the *same* successor back without the store ever holding a usable token (T4),
+and an old token's descendants can be recomputed to recognise reuse of any ancestor.
+
+Access tokens are EdDSA JWTs whose algorithm the server pins. Verifying an Ed25519
+signature costs ~160 µs here, more than the rest of a protected request, so a verified
+token's claims are cached by the exact token string: a signature result for given bytes
+never changes, ``exp`` is re-checked on every hit, and revocation is checked in the store
+on every request regardless.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import jwt
+
+from .config import Settings
+from .errors import InvalidToken, TokenExpired
+from .keys import HmacKeys, KeyRing, b64url
+
+__all__ = [
+    "AccessClaims",
+    "RefreshToken",
+    "TokenService",
+    "looks_like_token",
+    "new_session_id",
+    "new_user_id",
+    "parse_session_id",
+]
+
+USER_ID_BYTES = 16  # 128 bits
+SESSION_ID_BYTES = 24  # 192 bits
+REFRESH_SECRET_BYTES = 32  # 256 bits
+REFRESH_PREFIX = "lkr_"
+_REFRESH_RAW_BYTES = USER_ID_BYTES + SESSION_ID_BYTES + 4 + REFRESH_SECRET_BYTES
+_REFRESH_LEN = len(REFRESH_PREFIX) + (_REFRESH_RAW_BYTES * 4 + 2) // 3
+_USER_ID_LEN = (USER_ID_BYTES * 4 + 2) // 3
+_SESSION_ID_LEN = (SESSION_ID_BYTES * 4 + 2) // 3
+_B64URL = "[A-Za-z0-9_-]"
+_REFRESH_RE = re.compile(rf"{REFRESH_PREFIX}{_B64URL}{{{_REFRESH_LEN - len(REFRESH_PREFIX)}}}")
+_USER_ID_RE = re.compile(rf"{_B64URL}{{{_USER_ID_LEN}}}")
+_SESSION_ID_RE = re.compile(rf"{_B64URL}{{{_SESSION_ID_LEN}}}")
+MAX_JWT_LENGTH = 2048
+_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{20,}")
+_REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "jti", "iat", "exp", "auth_level", "auth_time")
+AUTH_LEVELS = ("normal", "elevated")
+
+
+def new_user_id() -> str:
+    """Return a fresh opaque user id (128 bits from the CSPRNG)."""
+    return b64url(secrets.token_bytes(USER_ID_BYTES))
+
+
+def new_session_id() -> str:
+    """Return a fresh opaque session id (192 bits from the CSPRNG)."""
+    return b64url(secrets.token_bytes(SESSION_ID_BYTES))
+
+
+def parse_session_id(value: Any) -> str | None:
+    """Return ``value`` if it has the exact shape of a session id, else ``None``."""
+    if isinstance(value, str) and _SESSION_ID_RE.fullmatch(value):
+        return value
+    return None
+
+
+def _is_user_id(value: Any) -> bool:
+    return isinstance(value, str) and _USER_ID_RE.fullmatch(value) is not None
+
+
+def looks_like_token(value: str) -> bool:
+    """Say whether a string has the shape of a Latchkey access or refresh token."""
+    return bool(_REFRESH_RE.fullmatch(value) or _JWT_RE.fullmatch(value))
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    """A parsed refresh token. Its ``repr`` never shows the secret."""
+
+    user_id: str
+    session_id: str
+    generation: int
+    _value: str
+
+    def __repr__(self) -> str:
+        return f"RefreshToken(generation={self.generation}, value=<redacted>)"
+
+    @property
+    def value(self) -> str:
+        """Return the token as sent on the wire (only for the response body)."""
+        return self._value
+
+    @classmethod
+    def parse(cls, value: Any) -> RefreshToken:
+        """Check the shape of an untrusted refresh token; raise ``InvalidToken``."""
+        if not isinstance(value, str) or not _REFRESH_RE.fullmatch(value):
+            raise InvalidToken("The refresh token is malformed")
+        try:
+            raw = _b64decode(value[len(REFRESH_PREFIX):])
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidToken("The refresh token is malformed") from exc
+        if len(raw) != _REFRESH_RAW_BYTES:
+            raise InvalidToken("The refresh token is malformed")
+        uid = b64url(raw[:USER_ID_BYTES])
+        sid = b64url(raw[USER_ID_BYTES:USER_ID_BYTES + SESSION_ID_BYTES])
+        gen = int.from_bytes(raw[USER_ID_BYTES + SESSION_ID_BYTES:-REFRESH_SECRET_BYTES], "big")
+        return cls(uid, sid, gen, value)
+
+    @classmethod
+    def build(cls, user_id: str, session_id: str, generation: int, secret: bytes) -> RefreshToken:
+        """Assemble a token from its parts."""
+        raw = (_b64decode(user_id) + _b64decode(session_id)
+               + generation.to_bytes(4, "big") + secret[:REFRESH_SECRET_BYTES])
+        return cls(user_id, session_id, generation, REFRESH_PREFIX + b64url(raw))
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """The verified claims of an access token that the server acts on."""
+
+    user_id: str
+    session_id: str
+    auth_level: str
+    auth_time: int
+    expires_at: int
+    jti: str
+
+
+class TokenService:
+    """Issue and verify tokens with the server's keys."""
+
+    def __init__(self, settings: Settings, keyring: KeyRing, hmac_keys: HmacKeys) -> None:
+        self._settings = settings
+        self._keyring = keyring
+        self._hmac = hmac_keys
+        self._verify_cached = lru_cache(maxsize=settings.jwt_cache_size)(self._verify_signature)
+
+    # -- refresh tokens -------------------------------------------------------------
+    def new_refresh_token(self, user_id: str, session_id: str) -> RefreshToken:
+        """Return the first refresh token of a session (generation 0, random secret)."""
+        return RefreshToken.build(user_id, session_id, 0, secrets.token_bytes(REFRESH_SECRET_BYTES))
+
+    def successor(self, token: RefreshToken) -> RefreshToken:
+        """Return the one successor of ``token``: deterministic, unguessable without the key."""
+        secret = hmac.new(self._hmac.refresh_successor, token.value.encode(), hashlib.sha256)
+        return RefreshToken.build(
+            token.user_id, token.session_id, token.generation + 1, secret.digest()
+        )
+
+    def refresh_hash(self, token: RefreshToken) -> str:
+        """Return the keyed hash the store keeps instead of the token (T4)."""
+        digest = hmac.new(self._hmac.refresh_hash, token.value.encode(), hashlib.sha256).digest()
+        return b64url(digest[:16])
+
+    def descendant_hashes(self, token: RefreshToken, up_to_generation: int) -> list[str]:
+        """Return hashes of ``token``'s descendants up to a generation, for reuse detection."""
+        hashes = []
+        current = token
+        while current.generation < up_to_generation:
+            current = self.successor(current)
+            hashes.append(self.refresh_hash(current))
+        return hashes
+
+    # -- access tokens --------------------------------------------------------------
+    def issue_access_token(
+        self, user_id: str, session_id: str, auth_level: str, auth_time: int
+    ) -> str:
+        """Sign an access token carrying exactly the claims in API.md."""
+        now = int(time.time())
+        key = self._keyring.current
+        claims = {
+            "iss": self._settings.issuer,
+            "aud": self._settings.audience,
+            "sub": user_id,
+            "sid": session_id,
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "exp": now + self._settings.access_token_ttl_seconds,
+            "auth_level": auth_level,
+            "auth_time": int(auth_time),
+        }
+        return jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
+
+    def verify_access_token(self, token: Any) -> AccessClaims:
+        """Check shape, signature (cached), claims and expiry; raise a typed error."""
+        if (not isinstance(token, str) or len(token) > MAX_JWT_LENGTH
+                or not _JWT_RE.fullmatch(token)):
+            raise InvalidToken("The access token is malformed")
+        claims = self._verify_cached(token)
+        if claims.expires_at <= time.time():
+            raise TokenExpired()
+        return claims
+
+    def claims_ignoring_expiry(self, token: str) -> AccessClaims:
+        """Return the claims of a genuine token even past ``exp`` (to revoke a leak)."""
+        if not isinstance(token, str) or not _JWT_RE.fullmatch(token):
+            raise InvalidToken()
+        return self._verify_cached(token)
+
+    def clear_cache(self) -> None:
+        """Forget cached verifications (after a key is withdrawn for compromise)."""
+        self._verify_cached.cache_clear()
+
+    def _verify_signature(self, token: str) -> AccessClaims:
+        """Verify one token fully; failures raise, so only successes are cached.
+
+        Not caching failures keeps a flood of forged tokens from evicting good entries.
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken() from exc
+        kid = header.get("kid")
+        # Pin the algorithm: the header must say EdDSA, and only EdDSA is accepted.
+        if header.get("alg") != "EdDSA" or not isinstance(kid, str):
+            raise InvalidToken()
+        key = self._keyring.verification_key(kid)
+        if key is None:
+            raise InvalidToken()
+        try:
+            claims = jwt.decode(
+                token,
+                key.public_key,
+                algorithms=["EdDSA"],
+                audience=self._settings.audience,
+                issuer=self._settings.issuer,
+                options={"require": list(_REQUIRED_CLAIMS), "verify_exp": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken() from exc
+        if (not _is_user_id(claims["sub"]) or parse_session_id(claims["sid"]) is None
+                or claims["auth_level"] not in AUTH_LEVELS
+                or not isinstance(claims["exp"], int) or not isinstance(claims["auth_time"], int)):
+            raise InvalidToken()
+        return AccessClaims(claims["sub"], claims["sid"], claims["auth_level"],
+                            claims["auth_time"], claims["exp"], str(claims["jti"]))
