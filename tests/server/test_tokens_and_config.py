@@ -1,0 +1,137 @@
+"""Unit proof for token shapes (T1, T3, T4, T5) and configuration (L2 presets)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+from latchkey_server.config import PROFILES, ConfigError, load_settings
+from latchkey_server.errors import InvalidToken, TokenExpired
+from latchkey_server.keys import HmacKeys, KeyRing
+from latchkey_server.tokens import (
+    RefreshToken,
+    TokenService,
+    looks_like_token,
+    new_session_id,
+    new_user_id,
+)
+
+
+@pytest.fixture
+def service(tmp_path):
+    settings = load_settings({}, {"instance_path": tmp_path})
+    return TokenService(settings, KeyRing(settings), HmacKeys(settings))
+
+
+def test_profiles_follow_m9_idle_presets():
+    assert PROFILES["high"].idle_timeout_seconds == 15 * 60
+    assert PROFILES["medium"].idle_timeout_seconds == 30 * 60
+    assert PROFILES["low"].idle_timeout_seconds == 60 * 60
+
+
+def test_environment_overrides_profile_and_is_validated():
+    s = load_settings({"LATCHKEY_PROFILE": "high", "LATCHKEY_IDLE_TIMEOUT": "600"})
+    assert s.idle_timeout_seconds == 600 and s.access_token_ttl_seconds == 120
+    with pytest.raises(ConfigError):
+        load_settings({"LATCHKEY_IDLE_TIMEOUT": "abc"})
+    with pytest.raises(ConfigError):
+        load_settings({"LATCHKEY_PROFILE": "extreme"})
+    with pytest.raises(ConfigError):
+        load_settings({"LATCHKEY_IDLE_TIMEOUT": "100", "LATCHKEY_ABSOLUTE_TIMEOUT": "50"})
+    with pytest.raises(ConfigError):
+        load_settings({"LATCHKEY_BINDING_POLICY": "maybe"})
+
+
+def test_ids_are_random_and_long_enough():
+    sids = {new_session_id() for _ in range(1000)}
+    assert len(sids) == 1000
+    assert all(len(base64.urlsafe_b64decode(s + "==")) * 8 >= 128 for s in list(sids)[:10])
+    assert len(base64.urlsafe_b64decode(new_user_id() + "==")) * 8 >= 128
+
+
+def test_refresh_token_carries_256_bit_secret_and_round_trips(service):
+    token = service.new_refresh_token(new_user_id(), new_session_id())
+    parsed = RefreshToken.parse(token.value)
+    assert (parsed.user_id, parsed.session_id, parsed.generation) == (
+        token.user_id, token.session_id, 0)
+    raw = base64.urlsafe_b64decode(token.value[4:] + "==")
+    assert len(raw[-32:]) * 8 == 256
+    assert token.value not in repr(token)
+
+
+@pytest.mark.parametrize("bad", [
+    None, 42, "", "lkr_", "lkr_" + "A" * 101, "lkr_" + "A" * 103, "lkr_" + "*" * 102,
+    "xyz_" + "A" * 102, "lkr_" + "A" * 101 + "=", {"a": 1},
+])
+def test_malformed_refresh_tokens_are_rejected_before_any_lookup(bad):
+    with pytest.raises(InvalidToken):
+        RefreshToken.parse(bad)
+
+
+def test_successor_is_deterministic_and_unlinkable_without_the_key(service, tmp_path):
+    token = service.new_refresh_token(new_user_id(), new_session_id())
+    first, second = service.successor(token), service.successor(token)
+    assert first.value == second.value and first.generation == 1
+    other_settings = load_settings({}, {"instance_path": tmp_path / "other"})
+    other = TokenService(other_settings, KeyRing(other_settings), HmacKeys(other_settings))
+    assert other.successor(token).value != first.value
+
+
+def test_store_keeps_only_keyed_hash_of_refresh_token(service):
+    token = service.new_refresh_token(new_user_id(), new_session_id())
+    digest = service.refresh_hash(token)
+    assert token.value not in digest and len(digest) < 30
+    assert service.refresh_hash(service.successor(token)) in service.descendant_hashes(token, 1)
+
+
+def test_access_token_has_exactly_the_contract_claims_and_no_pii(service):
+    uid, sid = new_user_id(), new_session_id()
+    token = service.issue_access_token(uid, sid, "normal", int(time.time()))
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert header["alg"] == "EdDSA" and header["kid"]
+    assert set(claims) == {"iss", "aud", "sub", "sid", "jti", "iat", "exp", "auth_level",
+                           "auth_time"}
+    assert claims["sub"] == uid and claims["sid"] == sid
+    assert service.verify_access_token(token).session_id == sid
+
+
+def _b64(obj):
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def test_algorithm_is_pinned_none_and_hmac_confusion_rejected(service):
+    uid, sid = new_user_id(), new_session_id()
+    good = service.issue_access_token(uid, sid, "normal", int(time.time()))
+    claims = jwt.decode(good, options={"verify_signature": False})
+    kid = jwt.get_unverified_header(good)["kid"]
+    unsigned = _b64({"alg": "none", "kid": kid, "typ": "JWT"}) + "." + _b64(claims) + "."
+    with pytest.raises(InvalidToken):
+        service.verify_access_token(unsigned + "A" * 30)
+    jwk = service._keyring.current.public_jwk()
+    hs = jwt.encode(claims, jwk["x"].encode() * 2, algorithm="HS256", headers={"kid": kid})
+    with pytest.raises(InvalidToken):
+        service.verify_access_token(hs)
+    tampered = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    with pytest.raises(InvalidToken):
+        service.verify_access_token(tampered)
+
+
+def test_expired_access_token_is_refused_even_when_cached(service):
+    uid, sid = new_user_id(), new_session_id()
+    token = service.issue_access_token(uid, sid, "normal", int(time.time()))
+    service.verify_access_token(token)  # now cached
+    claims = service.claims_ignoring_expiry(token)
+    object.__setattr__(claims, "expires_at", int(time.time()) - 1)
+    with pytest.raises(TokenExpired):
+        service.verify_access_token(token)
+
+
+def test_token_shapes_are_recognised_for_url_and_log_scrubbing(service):
+    token = service.new_refresh_token(new_user_id(), new_session_id())
+    access = service.issue_access_token(new_user_id(), new_session_id(), "normal", 0)
+    assert looks_like_token(token.value) and looks_like_token(access)
+    assert not looks_like_token("v1") and not looks_like_token("sessions")
