@@ -1,3 +1,62 @@
-"""Latchkey client SDK (placeholder until the SDK issue lands; see docs/SDK.md)."""
+"""Latchkey client SDK: sign users in, keep their session safe and fresh, sign them out.
 
-__all__: list[str] = []
+Small (httpx plus optional platform extras), typed, and hard to misuse into leaking a
+token: tokens travel only in the ``Authorization`` header or a refresh body, never in URLs,
+``repr``s, exceptions or logs. Start with :class:`LatchkeyClient` (or
+:class:`AsyncLatchkeyClient`); ``docs/SDK.md`` is the guide.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._base import (
+    DEFAULT_TIMEOUT,
+    DEFAULT_TOTAL_TIMEOUT_SECONDS,
+    LOGOUT_TIMEOUT,
+    RemoteSession,
+)
+from ._core import LogoutResult
+from .aclient import AsyncLatchkeyClient
+from .auth import LatchkeyAuth
+from .client import LatchkeyClient
+from .errors import *  # noqa: F403
+from .errors import __all__ as _errors_all
+from .events import AuthEvent, EventName, SessionInfo, SignOutReason
+from .redaction import TokenRedactingFilter, install_redaction, redact
+from .storage import (
+    AndroidKeystoreStorage,
+    EncryptedFileStorage,
+    IOSKeychainStorage,
+    KeyringStorage,
+    MemoryStorage,
+    Storage,
+)
+from .transport import spki_sha256
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_TOTAL_TIMEOUT_SECONDS",
+    "LOGOUT_TIMEOUT",
+    "AndroidKeystoreStorage",
+    "AsyncLatchkeyClient",
+    "AuthEvent",
+    "EncryptedFileStorage",
+    "EventName",
+    "IOSKeychainStorage",
+    "KeyringStorage",
+    "LatchkeyAuth",
+    "LatchkeyClient",
+    "LogoutResult",
+    "MemoryStorage",
+    "RemoteSession",
+    "SessionInfo",
+    "SignOutReason",
+    "Storage",
+    "TokenRedactingFilter",
+    "__version__",
+    "install_redaction",
+    "redact",
+    "spki_sha256",
+    *_errors_all,
+]

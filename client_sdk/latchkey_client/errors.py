@@ -1,0 +1,290 @@
+"""Turn every way a call can fail into one typed exception an app can show.
+
+The tree (``retryable`` classes are the ones the SDK's retry loop may try again)::
+
+    LatchkeyError
+    ├── ConfigurationError          bad option, e.g. a plain http:// base URL off loopback
+    ├── InsecureRequestError        a token-like query parameter, a foreign origin
+    ├── StorageError                secure storage failed
+    │   └── InsecureStorageError    a plaintext or null keyring backend was refused
+    ├── NetworkError *              could not reach the server / connection dropped
+    │   ├── NetworkTimeoutError *   connect, read or total deadline passed
+    │   └── PinningError            the server's key is not one of the pinned keys
+    ├── NotSignedInError            no session on this device
+    └── ApiError                    the server answered with problem+json; has status, code
+        ├── InvalidRequestError     400/413/415/422 (WeakPasswordError, TokenInUrlError)
+        ├── InvalidCredentialsError 401 wrong username or password
+        ├── InvalidTokenError       401 malformed or unknown token
+        ├── SessionEndedError       the session is over; the SDK has wiped local tokens
+        │   ├── SessionExpiredError 401, ``reason``: idle | absolute
+        │   └── SessionRevokedError 401, ``reason``: logout | remote | reuse | ...
+        ├── StepUpRequiredError     403 re-authenticate, then retry
+        ├── ForbiddenError          403 e.g. registration disabled
+        ├── NotFoundError           404
+        ├── ConflictError           409 (UsernameTakenError)
+        ├── RateLimitedError *      429, ``retry_after_seconds``
+        └── ServerError *           5xx, store_unavailable
+
+Messages never contain a token: they are built from the server's ``code``, ``title`` and
+``detail`` (which the server keeps token-free) and from this module's own wording. Lower-level
+errors are chained with ``raise ... from exc`` so a developer still sees the cause.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "ApiError",
+    "ConfigurationError",
+    "ConflictError",
+    "ForbiddenError",
+    "InsecureRequestError",
+    "InsecureStorageError",
+    "InvalidCredentialsError",
+    "InvalidRequestError",
+    "InvalidTokenError",
+    "LatchkeyError",
+    "NetworkError",
+    "NetworkTimeoutError",
+    "NotFoundError",
+    "NotSignedInError",
+    "PinningError",
+    "RateLimitedError",
+    "ServerError",
+    "SessionEndedError",
+    "SessionExpiredError",
+    "SessionRevokedError",
+    "StepUpRequiredError",
+    "StorageError",
+    "TokenInUrlError",
+    "UsernameTakenError",
+    "WeakPasswordError",
+    "error_from_response",
+]
+
+
+class LatchkeyError(Exception):
+    """Base of every exception the SDK raises."""
+
+    #: True when trying the same call again later may succeed.
+    retryable: bool = False
+
+
+class ConfigurationError(LatchkeyError, ValueError):
+    """An option is unsafe or inconsistent; fix the code, not the network."""
+
+
+class InsecureRequestError(LatchkeyError):
+    """The SDK refused to send a request that could leak a token."""
+
+
+class StorageError(LatchkeyError):
+    """Secure storage could not load, save or clear a value."""
+
+
+class InsecureStorageError(StorageError, ConfigurationError):
+    """The chosen storage would keep a token in plaintext (or not at all) and was refused."""
+
+
+class NetworkError(LatchkeyError):
+    """The server could not be reached, or the connection broke mid-call."""
+
+    retryable = True
+
+
+class NetworkTimeoutError(NetworkError):
+    """A connect, read or total deadline passed."""
+
+
+class PinningError(NetworkError):
+    """The server's public key matched none of the pins: possibly an interception."""
+
+    retryable = False
+
+
+class NotSignedInError(LatchkeyError):
+    """The call needs a session and this client has none."""
+
+
+class ApiError(LatchkeyError):
+    """The server refused the call with a problem+json body.
+
+    ``status`` is the HTTP status and ``code`` the server's stable machine-readable code
+    (API.md); ``detail`` is the server's human-readable explanation.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int = 0,
+        code: str = "unknown",
+        detail: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.detail = detail
+        super().__init__(message or detail or code)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, code={self.code!r})"
+
+
+class InvalidRequestError(ApiError):
+    """The server rejected the request's shape or content (400, 413, 415, 422)."""
+
+
+class WeakPasswordError(InvalidRequestError):
+    """The new password is too short or too common."""
+
+
+class TokenInUrlError(InvalidRequestError):
+    """The server saw a token in a URL (it revokes that session)."""
+
+
+class InvalidCredentialsError(ApiError):
+    """The username or password is wrong."""
+
+
+class InvalidTokenError(ApiError):
+    """The server does not recognise the token at all."""
+
+
+class SessionEndedError(ApiError):
+    """The session is over on the server; local tokens have been wiped.
+
+    ``reason`` is the server's reason where it gave one (API.md lists them).
+    """
+
+    def __init__(self, message: str | None = None, *, reason: str | None = None, **kw: Any) -> None:
+        self.reason = reason
+        super().__init__(message, **kw)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, reason={self.reason!r})"
+
+
+class SessionExpiredError(SessionEndedError):
+    """The session passed its idle or absolute limit (``reason``: ``idle``/``absolute``)."""
+
+
+class SessionRevokedError(SessionEndedError):
+    """The session was ended: logout elsewhere, password change, refresh-token reuse, ..."""
+
+
+class StepUpRequiredError(ApiError):
+    """The action needs a recent re-authentication: call ``reauthenticate`` and retry."""
+
+
+class ForbiddenError(ApiError):
+    """The server refuses the action for this caller (e.g. registration switched off)."""
+
+
+class NotFoundError(ApiError):
+    """The resource does not exist (or belongs to someone else)."""
+
+
+class ConflictError(ApiError):
+    """The request conflicts with existing state."""
+
+
+class UsernameTakenError(ConflictError):
+    """Someone already registered that username."""
+
+
+class RateLimitedError(ApiError):
+    """Too many attempts; wait ``retry_after_seconds`` before trying again."""
+
+    retryable = True
+
+    def __init__(self, message: str | None = None, *, retry_after_seconds: float | None = None,
+                 **kw: Any) -> None:
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(message, **kw)
+
+
+class ServerError(ApiError):
+    """The server failed or its store is unavailable; usually temporary."""
+
+    retryable = True
+
+
+_BY_CODE: dict[str, type[ApiError]] = {
+    "invalid_request": InvalidRequestError,
+    "token_in_url": TokenInUrlError,
+    "payload_too_large": InvalidRequestError,
+    "unsupported_media_type": InvalidRequestError,
+    "weak_password": WeakPasswordError,
+    "method_not_allowed": InvalidRequestError,
+    "invalid_credentials": InvalidCredentialsError,
+    "invalid_token": InvalidTokenError,
+    "session_expired": SessionExpiredError,
+    "session_revoked": SessionRevokedError,
+    "refresh_token_reused": SessionRevokedError,
+    "step_up_required": StepUpRequiredError,
+    "registration_disabled": ForbiddenError,
+    "not_found": NotFoundError,
+    "username_taken": UsernameTakenError,
+    "too_many_requests": RateLimitedError,
+    "store_unavailable": ServerError,
+}
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: InvalidRequestError,
+    401: InvalidTokenError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: InvalidRequestError,
+    415: InvalidRequestError,
+    422: InvalidRequestError,
+    429: RateLimitedError,
+}
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    """Return the problem+json document, or an empty dict when the body is not one."""
+    try:
+        doc = json.loads(response.content or b"{}")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None  # an HTTP-date; Latchkey sends seconds, so treat it as absent
+
+
+def error_from_response(response: httpx.Response) -> ApiError:
+    """Map an error response (status >= 400, body already read) onto the tree above."""
+    doc = _problem(response)
+    code = doc.get("code") if isinstance(doc.get("code"), str) else None
+    detail = doc.get("detail") if isinstance(doc.get("detail"), str) else None
+    status = response.status_code
+    if code in _BY_CODE:
+        cls = _BY_CODE[code]
+    elif status >= 500:
+        cls = ServerError
+    else:
+        cls = _BY_STATUS.get(status, ApiError)
+    code = code or f"http_{status}"
+    message = f"{code} ({status})" + (f": {detail}" if detail else "")
+    kwargs: dict[str, Any] = {"status": status, "code": code, "detail": detail}
+    if issubclass(cls, SessionEndedError):
+        reason = doc.get("reason") if isinstance(doc.get("reason"), str) else None
+        if code == "refresh_token_reused":
+            reason = "reuse"
+        return cls(message, reason=reason, **kwargs)
+    if issubclass(cls, RateLimitedError):
+        return cls(message, retry_after_seconds=_retry_after_seconds(response), **kwargs)
+    return cls(message, **kwargs)

@@ -1,0 +1,99 @@
+"""Keep secrets in the desktop OS keyring (Secret Service, macOS Keychain, Windows Vault).
+
+The ``keyring`` package happily falls back to backends that are not secure at all:
+``keyrings.alt``'s ``PlaintextKeyring`` writes the secret to a file in the clear, and the
+``fail``/``null`` backends lose it silently. This class refuses those (S1) instead of
+quietly storing a refresh token somewhere an attacker can read it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import InsecureStorageError, StorageError
+from .base import Storage
+
+__all__ = ["KeyringStorage", "check_keyring_backend"]
+
+# Module prefixes and class names of backends that do not protect secrets.
+_INSECURE_MODULES = ("keyring.backends.fail", "keyring.backends.null", "keyrings.alt.file")
+_INSECURE_NAMES = ("plaintext", "null", "fail", "uncrypted", "unencrypted")
+
+
+def _members(backend: Any) -> list[Any]:
+    """Return the real backends behind ``backend`` (a chainer holds several)."""
+    inner = getattr(backend, "backends", None)
+    return list(inner) if inner is not None else [backend]
+
+
+def check_keyring_backend(backend: Any) -> None:
+    """Raise ``InsecureStorageError`` unless ``backend`` (and each backend it chains) is secure."""
+    members = _members(backend)
+    if not members:
+        raise InsecureStorageError("no usable keyring backend on this system")
+    for member in members:
+        cls = type(member)
+        module = cls.__module__
+        name = cls.__name__.lower()
+        if module.startswith(_INSECURE_MODULES) or any(word in name for word in _INSECURE_NAMES):
+            raise InsecureStorageError(
+                f"refusing keyring backend {module}.{cls.__name__}: it does not keep secrets "
+                "encrypted; install a Secret Service (gnome-keyring, KWallet) or use "
+                "EncryptedFileStorage"
+            )
+
+
+class KeyringStorage(Storage):
+    """Store each value as one keyring entry ``(service, key)``.
+
+    ``backend`` defaults to ``keyring.get_keyring()``; it is checked once, here, so a
+    misconfigured machine fails at start-up rather than at the first refresh. ``lock_path``
+    lets several processes of one app share the entries safely (see ``Storage.lock_path``).
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str = "latchkey",
+        backend: Any | None = None,
+        lock_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if backend is None:
+            try:
+                import keyring  # lazy: an optional extra
+            except ImportError as exc:
+                raise StorageError("KeyringStorage needs latchkey-client[keyring]") from exc
+            backend = keyring.get_keyring()
+        check_keyring_backend(backend)
+        self._backend = backend
+        self._service = service
+        self._lock = threading.Lock()
+        self.lock_path = Path(lock_path) if lock_path is not None else None
+
+    def __repr__(self) -> str:
+        return f"KeyringStorage(service={self._service!r}, backend={type(self._backend).__name__})"
+
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            with self._lock:
+                return fn(self._service, *args)
+        except Exception as exc:  # keyring backends raise many unrelated types
+            if type(exc).__name__ == "PasswordDeleteError":
+                return None
+            raise StorageError(f"keyring {what} failed ({type(exc).__name__})") from exc
+
+    def load(self, key: str) -> str | None:
+        """Return the keyring entry for ``key``."""
+        return self._call("load", self._backend.get_password, key)
+
+    def save(self, key: str, value: str) -> None:
+        """Write the keyring entry for ``key``."""
+        self._call("save", self._backend.set_password, key, value)
+
+    def clear(self, key: str) -> None:
+        """Delete the keyring entry for ``key``, if any."""
+        if self.load(key) is not None:
+            self._call("clear", self._backend.delete_password, key)

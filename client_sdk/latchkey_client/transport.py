@@ -1,0 +1,193 @@
+"""Keep tokens on the wire where they belong: TLS, the right origin, never a URL.
+
+Three guards (X2, S2): a plain ``http://`` base URL is refused unless it is loopback (a
+development server on the same device); a request URL that carries a token-like query
+parameter is refused before it is sent; and ``Authorization`` is attached only to requests
+for the session's own origin. SPKI pinning (:func:`pinned_ssl_context`) checks the server's
+public key during the TLS handshake, before a single request byte, so a token is never
+written to a connection that failed the pin.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+
+from .errors import ConfigurationError, InsecureRequestError, PinningError
+
+__all__ = [
+    "TOKEN_QUERY_PARAMS",
+    "check_base_url",
+    "check_request_url",
+    "pinned_ssl_context",
+    "same_origin",
+    "spki_sha256",
+]
+
+#: Query parameter names the server treats as a token in a URL (API.md, "Conventions").
+TOKEN_QUERY_PARAMS = frozenset(
+    {"access_token", "refresh_token", "token", "id_token", "jwt", "session", "session_id", "sid"}
+)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in {"localhost", "localhost."} or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(base_url: str | httpx.URL) -> httpx.URL:
+    """Return the base URL, or raise ``ConfigurationError`` if it could leak tokens.
+
+    Only ``https://`` anywhere, or ``http://`` to a loopback host. No userinfo (it would be
+    sent as Basic credentials) and no query string (tokens must not ride on URLs).
+    """
+    url = httpx.URL(str(base_url))
+    if url.scheme not in {"https", "http"} or not url.host:
+        raise ConfigurationError("base_url must be an absolute https:// URL")
+    if url.scheme == "http" and not _is_loopback(url.host):
+        raise ConfigurationError(
+            "refusing plain http:// to a non-loopback host: tokens would travel unencrypted"
+        )
+    if url.userinfo:
+        raise ConfigurationError("base_url must not carry credentials")
+    if url.query:
+        raise ConfigurationError("base_url must not carry a query string")
+    path = url.path if url.path.endswith("/") else url.path + "/"
+    return url.copy_with(path=path, fragment=None)
+
+
+def same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    """Say whether two URLs share scheme, host and port (default ports made explicit)."""
+    return (a.scheme, a.host.lower(), a.port or _default_port(a)) == (
+        b.scheme,
+        b.host.lower(),
+        b.port or _default_port(b),
+    )
+
+
+def _default_port(url: httpx.URL) -> int:
+    return 443 if url.scheme == "https" else 80
+
+
+def check_request_url(url: httpx.URL) -> None:
+    """Raise ``InsecureRequestError`` if ``url`` carries a token-like query parameter.
+
+    The parameter's *name* decides, not its value: the server revokes a session whose token
+    it finds in a URL, and a proxy or access log has already kept a copy by then.
+    """
+    if not url.query:
+        return
+    for name in url.params:
+        if name.lower() in TOKEN_QUERY_PARAMS:
+            raise InsecureRequestError(
+                f"refusing to send a request with the query parameter {name!r}: "
+                "tokens never go in URLs"
+            )
+
+
+# -- SPKI pinning ----------------------------------------------------------------------------
+
+
+def _der_read(data: bytes, offset: int) -> tuple[int, int, int]:
+    """Return ``(tag, content_start, content_end)`` of the DER element at ``offset``."""
+    tag = data[offset]
+    length = data[offset + 1]
+    start = offset + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length = int.from_bytes(data[start : start + count], "big")
+        start += count
+    return tag, start, start + length
+
+
+def spki_sha256(cert_der: bytes) -> str:
+    """Return base64(sha256(SubjectPublicKeyInfo)) of a DER certificate, as HPKP defined it.
+
+    A few lines of DER walking instead of a dependency: Certificate → tbsCertificate →
+    skip [0] version, serial, signature, issuer, validity, subject → subjectPublicKeyInfo.
+    """
+    try:
+        _, cert_start, _ = _der_read(cert_der, 0)
+        _, tbs_start, _ = _der_read(cert_der, cert_start)
+        pos = tbs_start
+        tag, _, end = _der_read(cert_der, pos)
+        if tag == 0xA0:  # explicit version
+            pos = end
+        for _ in range(5):  # serial, signature algorithm, issuer, validity, subject
+            _, _, pos = _der_read(cert_der, pos)
+        tag, _, end = _der_read(cert_der, pos)
+        if tag != 0x30:
+            raise ValueError("subjectPublicKeyInfo is not a SEQUENCE")
+        spki = cert_der[pos:end]
+    except (IndexError, ValueError) as exc:
+        raise PinningError("could not read the server certificate's public key") from exc
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
+
+
+def _normalise_pins(pins: Iterable[str]) -> frozenset[str]:
+    out = set()
+    for pin in pins:
+        value = pin.removeprefix("sha256/").strip()
+        try:
+            if len(base64.b64decode(value, validate=True)) != 32:
+                raise ValueError
+        except ValueError as exc:
+            raise ConfigurationError("a pin is base64 of a SHA-256 digest") from exc
+        out.add(value)
+    if not out:
+        raise ConfigurationError("pinning needs at least one pin (add a backup pin too)")
+    return frozenset(out)
+
+
+def _check_pin(peer_der: bytes | None, pins: frozenset[str]) -> None:
+    if peer_der is None or spki_sha256(peer_der) not in pins:
+        raise PinningError("the server's public key does not match any pinned key")
+
+
+def pinned_ssl_context(
+    pins: Iterable[str], *, verify: bool | str | ssl.SSLContext = True
+) -> ssl.SSLContext:
+    """Return an SSL context that also requires the server's SPKI hash to be one of ``pins``.
+
+    Pins are ``base64(sha256(SPKI))``, optionally prefixed ``sha256/``; ship at least one
+    backup pin for key rotation. Normal certificate verification still happens; the pin is
+    checked right after the handshake, for the sync client (``SSLSocket``) and the async one
+    (``SSLObject``), so a mismatch fails the connection before any request is written.
+    """
+    wanted = _normalise_pins(pins)
+    if isinstance(verify, ssl.SSLContext):
+        ctx = verify
+    elif isinstance(verify, str):
+        ctx = ssl.create_default_context(cafile=verify)
+    elif verify:
+        ctx = ssl.create_default_context()
+    else:
+        raise ConfigurationError("pinning on top of verify=False makes no sense")
+
+    class _PinnedSocket(ssl.SSLSocket):
+        def do_handshake(self, *args: Any, **kwargs: Any) -> None:
+            super().do_handshake(*args, **kwargs)
+            try:
+                _check_pin(self.getpeercert(binary_form=True), wanted)
+            except PinningError:
+                self.close()
+                raise
+
+    class _PinnedObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            super().do_handshake()  # raises SSLWantReadError until the handshake is done
+            _check_pin(self.getpeercert(binary_form=True), wanted)
+
+    ctx.sslsocket_class = _PinnedSocket
+    ctx.sslobject_class = _PinnedObject
+    return ctx
