@@ -245,8 +245,9 @@ class HmacKeys:
     def __init__(self, settings: Settings) -> None:
         path = settings.hmac_secret_file or settings.instance_path / "keys" / "hmac.key"
         if settings.hmac_secret_file is None and not path.exists():
-            _write_secret_file(path, secrets.token_bytes(HMAC_SECRET_BYTES))
-        secret = path.read_bytes().strip()
+            # Hex text, so no random byte is ever mistaken for trailing whitespace.
+            _write_secret_file(path, secrets.token_hex(HMAC_SECRET_BYTES).encode() + b"\n")
+        secret = _decode_secret(path.read_bytes())
         if len(secret) < HMAC_SECRET_BYTES:
             raise ValueError(f"the HMAC secret in {path} must hold at least 32 bytes")
         self.refresh_hash = self._derive(secret, b"latchkey/refresh-token-hash/v1")
@@ -256,6 +257,15 @@ class HmacKeys:
     @staticmethod
     def _derive(secret: bytes, label: bytes) -> bytes:
         return hmac.new(secret, label, hashlib.sha256).digest()
+
+
+def _decode_secret(data: bytes) -> bytes:
+    """Return a secret file's bytes: hex text is decoded, anything else is used as is."""
+    text = data.strip()
+    try:
+        return bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return data
 
 
 def ensure_key_material(settings: Settings) -> None:

@@ -135,3 +135,15 @@ def test_token_shapes_are_recognised_for_url_and_log_scrubbing(service):
     access = service.issue_access_token(new_user_id(), new_session_id(), "normal", 0)
     assert looks_like_token(token.value) and looks_like_token(access)
     assert not looks_like_token("v1") and not looks_like_token("sessions")
+
+
+def test_generated_hmac_secret_survives_any_random_bytes(tmp_path):
+    # Regression: a raw secret was once read with strip(), losing whitespace bytes.
+    for i in range(40):
+        settings = load_settings({}, {"instance_path": tmp_path / str(i)})
+        first = HmacKeys(settings).refresh_hash
+        assert HmacKeys(settings).refresh_hash == first
+    raw = tmp_path / "raw.key"
+    raw.write_bytes(b"\n" * 8 + b"\x00" * 32 + b" " * 4)
+    supplied = load_settings({}, {"instance_path": tmp_path / "s", "hmac_secret_file": raw})
+    assert HmacKeys(supplied).refresh_hash

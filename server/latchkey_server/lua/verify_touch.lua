@@ -15,7 +15,11 @@ if why then
   end_session(KEYS[1], KEYS[2], ARGV[1], 'expired', why, now, retention)
   return {'expired', why, 'now'}
 end
-redis.call('HSET', KEYS[1], 'l', now)
-redis.call('PEXPIRE', KEYS[1], live_ttl_ms(absolute_at, now, idle, retention))
+-- Rewrite the idle clock at most once a second: idle limits are minutes, and skipping
+-- the write spares the AOF a record on most requests of a busy session.
+if now - tonumber(f[4]) >= 1000 then
+  redis.call('HSET', KEYS[1], 'l', now)
+  redis.call('PEXPIRE', KEYS[1], live_ttl_ms(absolute_at, now, idle, retention))
+end
 return {'live', f[5], f[6], f[7] or '', f[8] or '', now,
   redis.call('HGET', KEYS[3], 'n') or ''}

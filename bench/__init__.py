@@ -1,0 +1,1 @@
+"""Benchmarks: each reports ratios taken in one run (see docs/PERFORMANCE.md)."""
