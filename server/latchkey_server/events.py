@@ -23,7 +23,7 @@ _sec = logging.getLogger("latchkey.security")
 
 LIFECYCLE_EVENTS = frozenset({
     "session_created", "session_refreshed", "session_expired", "session_logged_out",
-    "session_revoked", "user_registered",
+    "session_revoked", "user_registered", "password_changed",
 })
 SECURITY_EVENTS = frozenset({
     "refresh_token_reused", "token_in_url", "binding_changed", "brute_force",

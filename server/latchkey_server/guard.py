@@ -1,9 +1,10 @@
 """Protect a view with a live server-side session: one decorator, one store round trip.
 
 extract the bearer token -> verify it (signature cached, algorithm pinned) -> check the
-session is live on server time and touch its idle clock (one Lua script) -> put the
-identity on ``g``. A token whose signature is ours but whose session the store does not
-know is refused and reported as suspicious (T2).
+session is live on server time and touch its idle clock (one Lua script) -> compare the
+device binding (D3, ``binding.py``) -> put the identity on ``g``. A token whose signature
+is ours but whose session the store does not know is refused and reported as suspicious
+(T2).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 from flask import g, request
 
+from .binding import check_binding
 from .errors import InvalidToken, SessionExpired, SessionRevoked
 from .extension import services
 
@@ -62,6 +64,8 @@ def authenticate() -> Principal:
         svc.events.security("unknown_session_token", session_id=claims.session_id,
                             user_id=claims.user_id, ip=request.remote_addr)
         raise InvalidToken()
+    check_binding(svc, user_id=claims.user_id, session_id=claims.session_id,
+                  bound_device_id=check.device_id, bound_user_agent=check.user_agent)
     return Principal(claims.user_id, claims.session_id, check.auth_level, check.auth_time,
                      check.device_id, check.user_agent, check.username)
 

@@ -31,6 +31,11 @@ def _ok(schema_ref: str, status: int = 200, description: str = "OK") -> dict[str
 
 
 _BEARER = [{"bearer": []}]
+# Sent on every request so the server can compare it with the session's device (D3).
+_DEVICE_ID = {"name": "X-Device-Id", "in": "header", "required": False,
+              "description": "The app's stable device id, as sent at login; a change is "
+                             "reported or ends the session (BINDING_POLICY)",
+              "schema": {"type": "string", "maxLength": 128}}
 _COMMON = (400, 405, 413, 415, 429, 503)
 
 
@@ -44,12 +49,14 @@ def _paths() -> dict[str, Any]:
         }},
         "/v1/auth/login": {"post": {
             "operationId": "login", "tags": ["auth"], "security": [],
+            "parameters": [_DEVICE_ID],
             "requestBody": _json_body("#/components/schemas/LoginRequest"),
             "responses": {**_ok("#/components/schemas/TokenResponse"),
                           **_problems(401, 422, *_COMMON)},
         }},
         "/v1/auth/refresh": {"post": {
             "operationId": "refresh", "tags": ["auth"], "security": [],
+            "parameters": [_DEVICE_ID],
             "requestBody": _json_body("#/components/schemas/RefreshRequest"),
             "responses": {**_ok("#/components/schemas/TokenResponse"),
                           **_problems(401, 422, *_COMMON)},
@@ -60,8 +67,51 @@ def _paths() -> dict[str, Any]:
             "responses": {"204": {"description": "Session ended (or already over)"},
                           **_problems(401, 422, *_COMMON)},
         }},
+        "/v1/auth/logout-all": {"post": {
+            "operationId": "logoutAll", "tags": ["sessions"], "security": _BEARER,
+            "parameters": [_DEVICE_ID],
+            "requestBody": _json_body("#/components/schemas/LogoutAllRequest", required=False),
+            "responses": {"204": {"description": "The sessions in scope are ended"},
+                          **_problems(401, *_COMMON)},
+        }},
+        "/v1/auth/sessions": {"get": {
+            "operationId": "listSessions", "tags": ["sessions"], "security": _BEARER,
+            "parameters": [_DEVICE_ID],
+            "responses": {**_ok("#/components/schemas/SessionList"),
+                          **_problems(401, *_COMMON)},
+        }},
+        "/v1/auth/sessions/{session_id}": {"delete": {
+            "operationId": "endSession", "tags": ["sessions"], "security": _BEARER,
+            "parameters": [_DEVICE_ID, {
+                "name": "session_id", "in": "path", "required": True,
+                "description": "A session id from the session list; another user's, an "
+                               "unknown or an ended one: 404",
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{32}$"}}],
+            "responses": {"204": {"description": "The session is ended"},
+                          **_problems(401, 404, *_COMMON)},
+        }},
+        "/v1/auth/reauth": {"post": {
+            "operationId": "reauth", "tags": ["sessions"], "security": _BEARER,
+            "parameters": [_DEVICE_ID],
+            "requestBody": _json_body("#/components/schemas/ReauthRequest"),
+            "responses": {**_ok("#/components/schemas/TokenResponse"),
+                          **_problems(401, *_COMMON)},
+        }},
+        "/v1/auth/password": {"post": {
+            "operationId": "changePassword", "tags": ["sessions"], "security": _BEARER,
+            "parameters": [_DEVICE_ID],
+            "requestBody": _json_body("#/components/schemas/PasswordChangeRequest"),
+            "responses": {**_ok("#/components/schemas/TokenResponse"),
+                          **_problems(401, 422, *_COMMON)},
+        }},
+        "/v1/me/sensitive": {"post": {
+            "operationId": "sensitiveAction", "tags": ["account"], "security": _BEARER,
+            "parameters": [_DEVICE_ID],
+            "responses": {**_ok("#/components/schemas/Ok"), **_problems(401, 403, *_COMMON)},
+        }},
         "/v1/me": {"get": {
             "operationId": "me", "tags": ["account"], "security": _BEARER,
+            "parameters": [_DEVICE_ID],
             "responses": {**_ok("#/components/schemas/Me"), **_problems(401, *_COMMON)},
         }},
         "/.well-known/jwks.json": {"get": {
@@ -138,6 +188,39 @@ def _schemas() -> dict[str, Any]:
                            "session_id": {"type": s},
                            "auth_level": {"type": s, "enum": ["normal", "elevated"]}},
         },
+        "LogoutAllRequest": {
+            "type": "object",
+            "properties": {"scope": {"type": s, "enum": ["all", "others"], "default": "all"}},
+        },
+        "Session": {
+            "type": "object",
+            "required": ["session_id", "device_name", "user_agent", "ip", "created_at",
+                         "last_seen_at", "expires_at", "auth_level", "current"],
+            "properties": {
+                "session_id": {"type": s}, "device_name": {"type": s},
+                "user_agent": {"type": s}, "ip": {"type": s},
+                "created_at": {"type": s, "format": "date-time"},
+                "last_seen_at": {"type": s, "format": "date-time"},
+                "expires_at": {"type": s, "format": "date-time",
+                               "description": "When the session ends if unused until "
+                                              "then: the earlier of the idle and the "
+                                              "absolute limit"},
+                "auth_level": {"type": s, "enum": ["normal", "elevated"]},
+                "current": {"type": "boolean"},
+            },
+        },
+        "SessionList": {"type": "object", "required": ["sessions"],
+                        "properties": {"sessions": {
+                            "type": "array", "items": {"$ref": "#/components/schemas/Session"}}}},
+        "ReauthRequest": {"type": "object", "required": ["password"],
+                          "properties": {"password": {"type": s, "minLength": 1,
+                                                      "maxLength": 1024}}},
+        "PasswordChangeRequest": {
+            "type": "object", "required": ["current_password", "new_password"],
+            "properties": {"current_password": {"type": s, "minLength": 1, "maxLength": 1024},
+                           "new_password": {"type": s, "minLength": 10, "maxLength": 1024}},
+        },
+        "Ok": {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
         "Jwks": {"type": "object", "required": ["keys"],
                  "properties": {"keys": {"type": "array", "items": {"type": "object"}}}},
         "Status": {"type": "object", "properties": {"status": {"type": s}}},

@@ -17,7 +17,8 @@ Session hash fields are short because there is one hash per live session: ``st``
 ``a`` absolute expiry (all ms, Redis server time), ``rc``/``rp`` keyed hashes of the
 current and previous refresh token, ``pg`` end of the previous token's grace window,
 ``g`` refresh generation, ``lv`` auth level, ``at`` auth time (s), ``d`` device id,
-``dn`` device name, ``ua`` user agent, ``ip`` client address.
+``dn`` device name, ``ua`` user agent, ``ip`` client address, ``bx`` fingerprint of the
+last binding change reported (D3), so one change is reported once.
 
 Ended sessions are marked, not deleted, and kept for a retention period so that a replay
 of one of their tokens is recognised and answered with the reason.
@@ -32,13 +33,16 @@ from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from .config import Settings
-from .errors import StoreUnavailable, UsernameTaken
+from .errors import InvalidCredentials, StoreUnavailable, UsernameTaken
 
 __all__ = [
     "RotationResult",
     "SessionCheck",
+    "SessionInfo",
     "SessionStore",
     "connect",
 ]
@@ -47,7 +51,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 KEY_PREFIX = "lk"
-SCRIPT_NAMES = ("create_session", "verify_touch", "rotate_refresh", "revoke_session")
+SCRIPT_NAMES = ("create_session", "verify_touch", "rotate_refresh", "revoke_session",
+                "end_sessions", "list_sessions", "note_binding_change")
+
+
+# Flask-Limiter's counters (throttle.py) live under this prefix; limits adds its own
+# ``{...}`` hash tag per counter, so each one sits in one slot.
+RATE_LIMIT_KEY_PREFIX = f"{KEY_PREFIX}:rl"
+# The stream of security events (D4) a security team consumes; capped with MAXLEN ~.
+SECURITY_STREAM_KEY = f"{KEY_PREFIX}:security-events"
 
 
 def _user_tag(user_id: str) -> str:
@@ -99,16 +111,32 @@ def _store_call(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """Return the redis-py options every Latchkey client uses (sessions and rate limits).
+
+    A lost connection is retried a bounded number of times with jittered exponential
+    backoff, so a Redis restart or failover costs a request some milliseconds rather than
+    an error, and a real outage fails closed (``StoreUnavailable``, 503) within about
+    ``retries * backoff cap`` plus the connect timeouts instead of hanging the worker.
+    Timeouts are not retried: the command may have run, and not every script is
+    idempotent. ``health_check_interval`` PINGs a connection idle that long before use,
+    so stale connections from before an outage are replaced instead of failing a request.
+    """
+    return {
+        "socket_timeout": settings.redis_socket_timeout_seconds,
+        "socket_connect_timeout": settings.redis_connect_timeout_seconds,
+        "health_check_interval": 30,
+        "retry": Retry(
+            ExponentialWithJitterBackoff(base=0.01, cap=settings.redis_retry_backoff_cap_seconds),
+            settings.redis_retries,
+            supported_errors=(redis.exceptions.ConnectionError,),
+        ),
+    }
+
+
 def connect(settings: Settings, url: str) -> redis.Redis:
-    """Return a Redis client for ``url`` with the configured timeouts and health checks."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=settings.redis_socket_timeout_seconds,
-        socket_connect_timeout=settings.redis_connect_timeout_seconds,
-        health_check_interval=30,
-        retry_on_timeout=False,
-    )
+    """Return a Redis client for ``url`` with the configured timeouts, retries and checks."""
+    return redis.Redis.from_url(url, decode_responses=True, **connection_options(settings))
 
 
 @dataclass(frozen=True)
@@ -123,6 +151,20 @@ class SessionCheck:
     user_agent: str = ""
     username: str = ""
     just_ended: bool = False
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session as the session list shows it (times in ms, Redis server time)."""
+
+    session_id: str
+    created_ms: int
+    last_seen_ms: int
+    expires_ms: int  # the earlier of the idle and the absolute limit, if unused till then
+    auth_level: str
+    device_name: str
+    user_agent: str
+    ip: str
 
 
 @dataclass(frozen=True)
@@ -159,15 +201,26 @@ class SessionStore:
         """Return True if Redis answers."""
         return bool(self.client.ping())
 
+    # -- security events (D4) -------------------------------------------------------
+    @_store_call
+    def append_security_event(self, fields: dict[str, str], max_length: int) -> str:
+        """Add one event to the security stream, trimmed to about ``max_length`` entries.
+
+        ``MAXLEN ~`` lets Redis trim whole radix-tree nodes only, which keeps XADD O(1);
+        the stream may hold slightly more than ``max_length`` entries.
+        """
+        return self.client.xadd(SECURITY_STREAM_KEY, fields, maxlen=max_length,
+                                approximate=True)
+
     # -- users ----------------------------------------------------------------------
     @_store_call
     def create_user(self, user_id: str, username: str, password_hash: str,
-                    created_at: str) -> None:
+                    created_at: str, role: str = "user") -> None:
         """Create a user; raise ``UsernameTaken`` if the name exists in any case."""
         if not self.client.set(username_key(username), user_id, nx=True):
             raise UsernameTaken()
         self.client.hset(user_key(user_id), mapping={
-            "n": username, "p": password_hash, "c": created_at, "role": "user",
+            "n": username, "p": password_hash, "c": created_at, "role": role,
         })
 
     @_store_call
@@ -202,19 +255,29 @@ class SessionStore:
         replaces: str = "",
         replaced_reason: str = "",
         end_others_reason: str = "",
+        new_password_hash: str = "",
+        verified_password_hash: str = "",
     ) -> tuple[int, list[tuple[str, str]]]:
-        """Create a session under the concurrency policy; return (created ms, ended)."""
+        """Create a session under the concurrency policy; return (created ms, ended).
+
+        With ``new_password_hash`` the password changes in the same atomic step, provided
+        the stored hash is still ``verified_password_hash``; else ``InvalidCredentials``.
+        """
         s = self._settings
         created, ended = self._scripts["create_session"](
-            keys=[session_key(user_id, session_id), sessions_index_key(user_id)],
+            keys=[session_key(user_id, session_id), sessions_index_key(user_id),
+                  user_key(user_id)],
             args=[
                 session_id, s.absolute_timeout_seconds * 1000, s.idle_timeout_seconds * 1000,
                 self._retention_ms, s.max_sessions_per_user, "1" if s.single_session else "0",
                 session_key_prefix(user_id), refresh_hash, auth_level, auth_time,
                 device_id, device_name, user_agent, ip,
                 replaces, replaced_reason, end_others_reason,
+                new_password_hash, verified_password_hash,
             ],
         )
+        if int(created) < 0:
+            raise InvalidCredentials("The password was changed meanwhile")
         pairs = [(ended[i], ended[i + 1]) for i in range(0, len(ended), 2)]
         return int(created), pairs
 
@@ -264,3 +327,46 @@ class SessionStore:
             keys=[session_key(user_id, session_id), sessions_index_key(user_id)],
             args=[session_id, reason, self._retention_ms, refresh_hash],
         )
+
+    @_store_call
+    def end_sessions(self, user_id: str, *, current_session_id: str = "", scope: str = "all",
+                     current_reason: str = "logout", others_reason: str = "remote",
+                     ) -> list[tuple[str, str]]:
+        """End all of a user's sessions, or all but the caller's, atomically (L1).
+
+        Returns (session id, reason) for each session ended; ``idle``/``absolute`` reasons
+        mean it had already expired and was marked so.
+        """
+        ended = self._scripts["end_sessions"](
+            keys=[sessions_index_key(user_id)],
+            args=[session_key_prefix(user_id), current_session_id, scope, current_reason,
+                  others_reason, self._settings.idle_timeout_seconds * 1000,
+                  self._retention_ms],
+        )
+        return [(ended[i], ended[i + 1]) for i in range(0, len(ended), 2)]
+
+    @_store_call
+    def list_sessions(self, user_id: str) -> list[SessionInfo]:
+        """Return a user's live sessions, oldest first, judged on Redis server time."""
+        idle_ms = self._settings.idle_timeout_seconds * 1000
+        reply = self._scripts["list_sessions"](
+            keys=[sessions_index_key(user_id)], args=[session_key_prefix(user_id), idle_ms],
+        )
+        out = []
+        for sid, created, last, absolute, level, name, agent, ip in reply[1:]:
+            out.append(SessionInfo(sid, int(created), int(last),
+                                   min(int(absolute), int(last) + idle_ms),
+                                   level, name, agent, ip))
+        return out
+
+    @_store_call
+    def session_fields(self, user_id: str, session_id: str, *names: str) -> list[str | None]:
+        """Return some raw fields of one session (``None`` where absent)."""
+        return self.client.hmget(session_key(user_id, session_id), list(names))
+
+    @_store_call
+    def note_binding_change(self, user_id: str, session_id: str, fingerprint: str) -> bool:
+        """Record a binding change (D3); True if it is new for this session (report it)."""
+        return bool(self._scripts["note_binding_change"](
+            keys=[session_key(user_id, session_id)], args=[fingerprint],
+        ))

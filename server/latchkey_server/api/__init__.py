@@ -1,1 +1,1 @@
-"""The HTTP API, one blueprint per area (auth, account, wellknown, ops)."""
+"""The HTTP API, one blueprint per area (auth, sessions, account, wellknown, ops)."""

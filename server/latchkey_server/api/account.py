@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, Response, jsonify
 
+from ..errors import StepUpRequired
+from ..extension import services
 from ..guard import current_principal, require_session
 
 __all__ = ["bp"]
@@ -18,3 +22,19 @@ def me() -> Response:
     p = current_principal()
     return jsonify({"user_id": p.user_id, "username": p.username, "session_id": p.session_id,
                     "auth_level": p.auth_level})
+
+
+@bp.post("/sensitive")
+@require_session
+def sensitive() -> Response:
+    """Do the demo sensitive action: only for an elevated session within the step-up window.
+
+    Level and authentication time come from the session in the store, not from the token,
+    and the age is measured on the server's clock (L4).
+    """
+    p = current_principal()
+    window_seconds = services().settings.step_up_window_seconds
+    if p.auth_level != "elevated" or time.time() - p.auth_time > window_seconds:
+        raise StepUpRequired(f"Re-authenticate (POST /v1/auth/reauth) within "
+                             f"{window_seconds} s before this action")
+    return jsonify({"ok": True})

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..binding import check_binding, request_device_id
 from ..errors import (
     InvalidCredentials,
     InvalidToken,
@@ -51,8 +52,13 @@ def token_response(svc: Services, *, user_id: str, refresh: RefreshToken, auth_l
 
 def issue_session(svc: Services, *, user_id: str, auth_level: str, device_id: str,
                   device_name: str, replaces: str = "", replaced_reason: str = "",
-                  end_others_reason: str = "") -> Response:
-    """Create a fresh session (new id, new tokens) and answer with its token response."""
+                  end_others_reason: str = "", new_password_hash: str = "",
+                  verified_password_hash: str = "") -> Response:
+    """Create a fresh session (new id, new tokens) and answer with its token response.
+
+    Step-up and password change pass ``replaces`` (and password change a new password hash
+    and ``end_others_reason``): the store does it all in one atomic script (L4).
+    """
     session_id = new_session_id()
     refresh = svc.tokens.new_refresh_token(user_id, session_id)
     auth_time = int(time.time())
@@ -61,7 +67,8 @@ def issue_session(svc: Services, *, user_id: str, auth_level: str, device_id: st
         auth_level=auth_level, auth_time=auth_time, device_id=device_id,
         device_name=device_name, user_agent=user_agent(), ip=client_ip(),
         replaces=replaces, replaced_reason=replaced_reason,
-        end_others_reason=end_others_reason,
+        end_others_reason=end_others_reason, new_password_hash=new_password_hash,
+        verified_password_hash=verified_password_hash,
     )
     for ended_id, reason in ended:
         kind = "session_expired" if reason in ("idle", "absolute") else "session_revoked"
@@ -103,7 +110,8 @@ def login() -> Response:
     body = json_body()
     username = required_str(body, "username", max_length=64)
     password = required_str(body, "password", max_length=4096)
-    device_id = optional_str(body, "device_id")
+    # The device id binds the session (D3); clients may send it as X-Device-Id instead.
+    device_id = optional_str(body, "device_id") or request_device_id()
     device_name = optional_str(body, "device_name")
     user_id = svc.store.user_id_for(username) if USERNAME_RE.fullmatch(username) else None
     user = svc.store.get_user(user_id) if user_id else {}
@@ -156,6 +164,8 @@ def refresh() -> Response:
         presented_generation=token.generation,
     )
     if result.outcome in ("rotated", "replayed"):
+        check_binding(svc, user_id=token.user_id, session_id=token.session_id,
+                      bound_device_id=result.device_id, bound_user_agent=result.user_agent)
         if result.outcome == "rotated":
             svc.events.lifecycle("session_refreshed", session_id=token.session_id,
                                  user_id=token.user_id, generation=successor.generation)

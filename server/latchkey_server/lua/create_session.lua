@@ -1,17 +1,25 @@
 -- Create a session for a user, enforcing the concurrency policy, in one atomic step.
 -- Optionally replace one session (step-up, password change) and end all others
 -- (password change), so no moment exists where both old and new are live.
--- KEYS[1] new session hash, KEYS[2] the user's session index (same slot by hash tag).
--- Other session hashes of the user are built from ARGV[7]; they share the slot.
+-- With a new password hash (password change), store it in the same step, but only if the
+-- user's hash is still the one the caller verified (a concurrent change wins, not both).
+-- KEYS[1] new session hash, KEYS[2] the user's session index, KEYS[3] the user's record
+-- (same slot by hash tag). Other session hashes of the user are built from ARGV[7].
 -- ARGV: 1 sid, 2 absolute_ttl_ms, 3 idle_ms, 4 retention_ms, 5 max_sessions,
 --       6 single_session (1/0), 7 session key prefix, 8 refresh hash, 9 auth_level,
 --       10 auth_time, 11 device_id, 12 device_name, 13 user_agent, 14 ip,
 --       15 replaced sid or '', 16 reason for the replaced session,
---       17 reason to end every other session or ''
--- Returns {created_at_ms, {ended sid, reason, ...}}.
+--       17 reason to end every other session or '',
+--       18 new password hash or '', 19 the password hash the caller verified
+-- Returns {created_at_ms, {ended sid, reason, ...}}, or {-1, {}} (nothing changed) when
+-- the password hash is no longer the verified one.
 local sid, abs_ttl, idle = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local retention, max_sessions = tonumber(ARGV[4]), tonumber(ARGV[5])
 local prefix = ARGV[7]
+if ARGV[18] ~= nil and ARGV[18] ~= '' then
+  if redis.call('HGET', KEYS[3], 'p') ~= ARGV[19] then return {-1, {}} end
+  redis.call('HSET', KEYS[3], 'p', ARGV[18])
+end
 local now = now_ms()
 local ended = {}
 

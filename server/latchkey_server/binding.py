@@ -1,0 +1,76 @@
+"""Bind a session to the device it was issued to, and act on a change (D3).
+
+A session remembers the device id and the User-Agent of the login that created it. Every
+protected request and every refresh is compared with them: the device id comes from the
+``X-Device-Id`` header (clients send it on every request, and as ``device_id`` in the login
+body), the user agent from ``User-Agent``. What a difference does is ``BINDING_POLICY``:
+
+- ``off``: nothing.
+- ``report``: one ``binding_changed`` security event per session and changed fingerprint
+  (the store remembers what it reported, so a moved phone does not flood the stream).
+- ``enforce``: the event, and the session is ended with reason ``binding``: the request
+  gets 401 ``session_revoked``, and so does every other token of that session.
+
+Both values are client-supplied, so binding cannot stop a thief who copies them; it stops
+a token replayed from another client or tool, and makes the copy visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import request
+
+from .api.inputs import MAX_DEVICE_FIELD, client_ip, user_agent
+from .errors import InvalidRequest, SessionRevoked
+from .extension import Services
+
+__all__ = ["DEVICE_ID_HEADER", "check_binding", "request_device_id"]
+
+DEVICE_ID_HEADER = "X-Device-Id"
+
+
+def request_device_id() -> str:
+    """Return this request's ``X-Device-Id`` ('' when absent), checked like body fields."""
+    value = request.headers.get(DEVICE_ID_HEADER, "")
+    if len(value) > MAX_DEVICE_FIELD or not value.isprintable():
+        raise InvalidRequest(f"{DEVICE_ID_HEADER} must be printable, at most "
+                             f"{MAX_DEVICE_FIELD} characters")
+    return value
+
+
+def _changed_fields(bound_device_id: str, bound_user_agent: str) -> list[str]:
+    changed = []
+    if request_device_id() != bound_device_id:
+        changed.append("device_id")
+    if user_agent() != bound_user_agent:
+        changed.append("user_agent")
+    return changed
+
+
+def check_binding(svc: Services, *, user_id: str, session_id: str, bound_device_id: str,
+                  bound_user_agent: str) -> None:
+    """Compare the request with the session's binding; report or end it per the policy."""
+    policy = svc.settings.binding_policy
+    if policy == "off":
+        return
+    changed = _changed_fields(bound_device_id, bound_user_agent)
+    if not changed:
+        return
+    if policy == "enforce":
+        outcome = svc.store.revoke_session(user_id, session_id, "binding")
+        svc.events.security("binding_changed", session_id=session_id, user_id=user_id,
+                            changed=",".join(changed), policy=policy, ip=client_ip(),
+                            revoked=outcome == "revoked")
+        if outcome == "revoked":
+            svc.events.lifecycle("session_revoked", session_id=session_id, user_id=user_id,
+                                 reason="binding")
+        raise SessionRevoked("binding")
+    # Report once per session and new (device id, user agent) pair; the values themselves
+    # stay out of the log, only which of them changed.
+    fingerprint = hashlib.sha256(
+        f"{request_device_id()}\n{user_agent()}".encode()).hexdigest()[:32]
+    if svc.store.note_binding_change(user_id, session_id, fingerprint):
+        svc.events.security("binding_changed", session_id=session_id, user_id=user_id,
+                            changed=",".join(changed), policy=policy, ip=client_ip(),
+                            revoked=False)
