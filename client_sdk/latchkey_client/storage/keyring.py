@@ -24,26 +24,34 @@ _INSECURE_NAMES = ("plaintext", "null", "fail", "uncrypted", "unencrypted")
 
 
 def _members(backend: Any) -> list[Any]:
-    """Return the real backends behind ``backend`` (a chainer holds several)."""
+    """Return the real backends behind ``backend``, highest priority first (a chainer holds
+    several)."""
     inner = getattr(backend, "backends", None)
     return list(inner) if inner is not None else [backend]
 
 
-def check_keyring_backend(backend: Any) -> None:
-    """Raise ``InsecureStorageError`` unless ``backend`` (and each backend it chains) is secure."""
-    members = _members(backend)
-    if not members:
-        raise InsecureStorageError("no usable keyring backend on this system")
-    for member in members:
-        cls = type(member)
-        module = cls.__module__
-        name = cls.__name__.lower()
-        if module.startswith(_INSECURE_MODULES) or any(word in name for word in _INSECURE_NAMES):
-            raise InsecureStorageError(
-                f"refusing keyring backend {module}.{cls.__name__}: it does not keep secrets "
-                "encrypted; install a Secret Service (gnome-keyring, KWallet) or use "
-                "EncryptedFileStorage"
-            )
+def _is_insecure(member: Any) -> bool:
+    cls = type(member)
+    name = cls.__name__.lower()
+    return cls.__module__.startswith(_INSECURE_MODULES) or any(w in name for w in _INSECURE_NAMES)
+
+
+def check_keyring_backend(backend: Any) -> Any:
+    """Return the secure backend to use, or raise ``InsecureStorageError``.
+
+    A chainer (keyring's default when several backends are installed) is not used as is: it
+    reads from every member and writes to the first that accepts, so a plaintext member
+    could end up holding the token. The highest-priority secure member is used directly.
+    """
+    secure = [m for m in _members(backend) if not _is_insecure(m)]
+    if not secure:
+        names = ", ".join(f"{type(m).__module__}.{type(m).__name__}" for m in _members(backend))
+        raise InsecureStorageError(
+            f"refusing keyring backend(s) {names or 'none'}: they do not keep secrets "
+            "encrypted; install a Secret Service (gnome-keyring, KWallet) or use "
+            "EncryptedFileStorage"
+        )
+    return secure[0]
 
 
 class KeyringStorage(Storage):
@@ -67,8 +75,7 @@ class KeyringStorage(Storage):
             except ImportError as exc:
                 raise StorageError("KeyringStorage needs latchkey-client[keyring]") from exc
             backend = keyring.get_keyring()
-        check_keyring_backend(backend)
-        self._backend = backend
+        self._backend = check_keyring_backend(backend)
         self._service = service
         self._lock = threading.Lock()
         self.lock_path = Path(lock_path) if lock_path is not None else None

@@ -1,0 +1,84 @@
+"""Every server error code maps to one typed exception an app can show (S3)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from latchkey_client import (
+    ApiError,
+    ForbiddenError,
+    InvalidCredentialsError,
+    InvalidRequestError,
+    InvalidTokenError,
+    LatchkeyError,
+    NetworkError,
+    NetworkTimeoutError,
+    NotFoundError,
+    PinningError,
+    RateLimitedError,
+    ServerError,
+    SessionExpiredError,
+    SessionRevokedError,
+    StepUpRequiredError,
+    TokenInUrlError,
+    UsernameTakenError,
+    WeakPasswordError,
+    error_from_response,
+)
+
+
+def problem(status: int, code: str | None, headers: dict[str, str] | None = None,
+            **extra: object) -> httpx.Response:
+    doc = {"type": "x", "title": "t", "status": status, "detail": "d", **extra}
+    if code:
+        doc["code"] = code
+    return httpx.Response(status, json=doc, headers=headers)
+
+
+@pytest.mark.parametrize(("status", "code", "cls"), [
+    (400, "invalid_request", InvalidRequestError),
+    (400, "token_in_url", TokenInUrlError),
+    (401, "invalid_credentials", InvalidCredentialsError),
+    (401, "invalid_token", InvalidTokenError),
+    (403, "step_up_required", StepUpRequiredError),
+    (403, "registration_disabled", ForbiddenError),
+    (404, "not_found", NotFoundError),
+    (409, "username_taken", UsernameTakenError),
+    (413, "payload_too_large", InvalidRequestError),
+    (415, "unsupported_media_type", InvalidRequestError),
+    (422, "weak_password", WeakPasswordError),
+    (503, "store_unavailable", ServerError),
+    (500, "internal_error", ServerError),
+    (502, None, ServerError),
+])
+def test_codes_map_to_typed_errors(status: int, code: str | None, cls: type[ApiError]) -> None:
+    error = error_from_response(problem(status, code))
+    assert type(error) is cls
+    assert error.status == status
+    assert isinstance(error, LatchkeyError)
+
+
+def test_session_errors_carry_the_servers_reason() -> None:
+    expired = error_from_response(problem(401, "session_expired", reason="idle"))
+    assert isinstance(expired, SessionExpiredError) and expired.reason == "idle"
+    revoked = error_from_response(problem(401, "session_revoked", reason="password_change"))
+    assert isinstance(revoked, SessionRevokedError) and revoked.reason == "password_change"
+    reused = error_from_response(problem(401, "refresh_token_reused"))
+    assert isinstance(reused, SessionRevokedError) and reused.reason == "reuse"
+
+
+def test_rate_limit_carries_retry_after_and_is_retryable() -> None:
+    error = error_from_response(problem(429, "too_many_requests", {"Retry-After": "12"}))
+    assert isinstance(error, RateLimitedError)
+    assert error.retry_after_seconds == 12.0 and error.retryable
+
+
+def test_retryable_marker_is_set_only_where_a_retry_can_help() -> None:
+    assert NetworkError.retryable and NetworkTimeoutError.retryable and ServerError.retryable
+    assert not PinningError.retryable and not InvalidCredentialsError.retryable
+    assert not SessionRevokedError.retryable
+
+
+def test_non_json_error_body_still_maps_by_status() -> None:
+    error = error_from_response(httpx.Response(404, text="<html>nope</html>"))
+    assert isinstance(error, NotFoundError) and error.code == "http_404"

@@ -1,0 +1,295 @@
+"""Storage backends round-trip and wipe, and never hold a token in plaintext (S1).
+
+The desktop keyring test runs against a real Secret Service (gnome-keyring in its own
+D-Bus session). The Android and iOS backends run their real storage logic through a desktop
+bridge: what differs on a phone is only the few platform calls behind the bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import keyring.backends.fail
+import keyring.backends.null
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from keyring.backends import SecretService
+from keyring.backends.chainer import ChainerBackend
+from keyrings.alt.file import PlaintextKeyring
+from latchkey_client import (
+    AndroidKeystoreStorage,
+    EncryptedFileStorage,
+    InsecureStorageError,
+    IOSKeychainStorage,
+    KeyringStorage,
+    MemoryStorage,
+    StorageError,
+)
+from latchkey_client.storage import ios
+
+TOKEN = "lkr_" + "Zz9-_" * 20 + "ab"
+
+
+def test_memory_storage_round_trips_and_wipes() -> None:
+    store = MemoryStorage()
+    assert store.load("refresh_token") is None
+    store.save("refresh_token", TOKEN)
+    assert store.load("refresh_token") == TOKEN
+    store.clear("refresh_token")
+    store.clear("refresh_token")
+    assert store.load("refresh_token") is None
+
+
+# -- encrypted file ------------------------------------------------------------------------
+
+
+def test_encrypted_file_round_trips_across_instances_and_wipes(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.bin"
+    EncryptedFileStorage(path, passphrase="pass phrase").save("refresh_token", TOKEN)
+    other = EncryptedFileStorage(path, passphrase="pass phrase")
+    assert other.load("refresh_token") == TOKEN
+    other.save("pending_revocations", "[]")
+    other.clear("refresh_token")
+    assert other.load("refresh_token") is None and other.load("pending_revocations") == "[]"
+    other.clear("pending_revocations")
+    assert not path.exists()
+
+
+def test_encrypted_file_is_mode_0600_and_holds_no_plaintext(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.bin"
+    EncryptedFileStorage(path, key=os.urandom(32)).save("refresh_token", TOKEN)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    blob = path.read_bytes()
+    assert TOKEN.encode() not in blob and b"refresh_token" not in blob
+    assert blob.startswith(b"LKF1")
+
+
+def test_encrypted_file_writes_atomically_via_replace(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.bin"
+    store = EncryptedFileStorage(path, key=os.urandom(32))
+    store.save("refresh_token", TOKEN)
+    first_inode = path.stat().st_ino
+    store.save("refresh_token", TOKEN[::-1])
+    assert path.stat().st_ino != first_inode  # a new file replaced the old one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.bin"]  # no temp left
+
+
+def test_encrypted_file_refuses_wrong_passphrase_and_tampering(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.bin"
+    EncryptedFileStorage(path, passphrase="right").save("refresh_token", TOKEN)
+    with pytest.raises(StorageError):
+        EncryptedFileStorage(path, passphrase="wrong").load("refresh_token")
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 1
+    path.write_bytes(bytes(blob))
+    with pytest.raises(StorageError):
+        EncryptedFileStorage(path, passphrase="right").load("refresh_token")
+
+
+def test_encrypted_file_needs_exactly_one_key_source(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        EncryptedFileStorage(tmp_path / "x", passphrase="a", key=os.urandom(32))
+    with pytest.raises(ValueError):
+        EncryptedFileStorage(tmp_path / "x")
+    with pytest.raises(ValueError):
+        EncryptedFileStorage(tmp_path / "x", key=b"short")
+
+
+# -- keyring ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", [PlaintextKeyring(), keyring.backends.fail.Keyring(),
+                                     keyring.backends.null.Keyring()])
+def test_keyring_storage_refuses_insecure_backends(backend: object) -> None:
+    with pytest.raises(InsecureStorageError):
+        KeyringStorage(backend=backend)
+
+
+def test_keyring_storage_refuses_a_chain_of_only_insecure_backends() -> None:
+    class PlaintextOnlyChain(ChainerBackend):
+        backends = [PlaintextKeyring(), keyring.backends.fail.Keyring()]  # type: ignore[assignment]
+
+    with pytest.raises(InsecureStorageError):
+        KeyringStorage(backend=PlaintextOnlyChain())
+
+
+def test_keyring_storage_uses_the_secure_member_of_a_chain_never_the_chain() -> None:
+    class MixedChain(ChainerBackend):
+        backends = [PlaintextKeyring(), SecretService.Keyring()]  # type: ignore[assignment]
+
+    assert "backend=Keyring" in repr(KeyringStorage(backend=MixedChain()))
+    assert "SecretService" in type(KeyringStorage(backend=MixedChain())._backend).__module__
+
+
+def _secret_service_available() -> str | None:
+    for tool in ("dbus-run-session", "gnome-keyring-daemon"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt: dbus, gnome-keyring)"
+    return None
+
+
+def test_keyring_storage_round_trips_on_a_real_secret_service(tmp_path: Path) -> None:
+    missing = _secret_service_available()
+    if missing:
+        pytest.skip(f"no Secret Service here: {missing}")
+    home = tmp_path / "home"
+    home.mkdir()
+    probe = Path(__file__).with_name("keyring_probe.py")
+    script = (
+        "echo -n test-login-password | gnome-keyring-daemon --unlock --components=secrets "
+        f">/dev/null 2>&1; exec {sys.executable} {probe} {tmp_path / 'file.bin'}"
+    )
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DBUS_", "GNOME_KEYRING", "XDG_RUNTIME"))}
+    env.update({"HOME": str(home), "PYTHON_KEYRING_BACKEND": ""})
+    env.pop("PYTHON_KEYRING_BACKEND")
+    result = subprocess.run(
+        ["dbus-run-session", "--", "sh", "-c", script],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == "keyring.backends.SecretService.Keyring"
+    assert report["round_trip"] and report["second_instance"]
+    assert report["after_clear"] is None
+    assert report["file_with_keyring_key"]
+    # Nothing fell through to a plaintext keyring file in the fresh home directory.
+    leaked = [p for p in home.rglob("*") if p.is_file() and b"lkr_AAAAAAAAAAAA" in p.read_bytes()]
+    assert not leaked
+
+
+# -- Android (desktop bridge) ----------------------------------------------------------------
+
+
+class DesktopAndroidBridge:
+    """The Keystore and SharedPreferences calls, done on a desktop with the same algorithm."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, bytes] = {}
+        self.prefs: dict[tuple[str, str], str] = {}
+
+    def encrypt(self, alias: str, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
+        key = self.keys.setdefault(alias, AESGCM.generate_key(bit_length=256))
+        iv = os.urandom(12)
+        return iv, AESGCM(key).encrypt(iv, plaintext, aad)
+
+    def decrypt(self, alias: str, iv: bytes, sealed: bytes, aad: bytes) -> bytes:
+        return AESGCM(self.keys[alias]).decrypt(iv, sealed, aad)
+
+    def delete_key(self, alias: str) -> None:
+        self.keys.pop(alias, None)
+
+    def get(self, prefs: str, key: str) -> str | None:
+        return self.prefs.get((prefs, key))
+
+    def put(self, prefs: str, key: str, value: str) -> None:
+        self.prefs[(prefs, key)] = value
+
+    def remove(self, prefs: str, key: str) -> None:
+        self.prefs.pop((prefs, key), None)
+
+
+def test_android_storage_round_trips_ciphertext_only_and_wipes() -> None:
+    bridge = DesktopAndroidBridge()
+    store = AndroidKeystoreStorage(bridge=bridge)
+    store.save("refresh_token", TOKEN)
+    assert store.load("refresh_token") == TOKEN
+    assert all(TOKEN not in v for v in bridge.prefs.values())
+    store.clear("refresh_token")
+    assert store.load("refresh_token") is None and not bridge.prefs
+
+
+def test_android_storage_treats_an_invalidated_key_as_signed_out() -> None:
+    bridge = DesktopAndroidBridge()
+    store = AndroidKeystoreStorage(bridge=bridge)
+    store.save("refresh_token", TOKEN)
+    bridge.delete_key("latchkey")  # e.g. the lock screen was removed
+    assert store.load("refresh_token") is None
+    assert not bridge.prefs  # the dead ciphertext is gone too
+
+
+def test_android_storage_binds_each_value_to_its_name() -> None:
+    bridge = DesktopAndroidBridge()
+    store = AndroidKeystoreStorage(bridge=bridge)
+    store.save("refresh_token", TOKEN)
+    bridge.prefs[("latchkey_secure", "other")] = bridge.prefs[("latchkey_secure", "refresh_token")]
+    assert store.load("other") is None  # the AAD does not match: not a usable value
+
+
+def test_android_storage_without_pyjnius_fails_clearly_at_construction() -> None:
+    with pytest.raises(StorageError, match="android"):
+        AndroidKeystoreStorage()
+
+
+# -- iOS (desktop bridge) --------------------------------------------------------------------
+
+
+class DesktopKeychainBridge:
+    """SecItem semantics (status codes included) on a dict."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], bytes] = {}
+        self.locked = False
+        self.race_on_add = False
+
+    def copy(self, service: str, account: str) -> tuple[int, bytes | None]:
+        if self.locked:
+            return ios.ERR_SEC_INTERACTION_NOT_ALLOWED, None
+        data = self.items.get((service, account))
+        if data is None:
+            return ios.ERR_SEC_ITEM_NOT_FOUND, None
+        return ios.ERR_SEC_SUCCESS, data
+
+    def add(self, service: str, account: str, data: bytes) -> int:
+        if self.race_on_add or (service, account) in self.items:
+            self.items[(service, account)] = b"other writer"
+            return ios.ERR_SEC_DUPLICATE_ITEM
+        self.items[(service, account)] = data
+        return ios.ERR_SEC_SUCCESS
+
+    def update(self, service: str, account: str, data: bytes) -> int:
+        if (service, account) not in self.items:
+            return ios.ERR_SEC_ITEM_NOT_FOUND
+        self.items[(service, account)] = data
+        return ios.ERR_SEC_SUCCESS
+
+    def delete(self, service: str, account: str) -> int:
+        return ios.ERR_SEC_SUCCESS if self.items.pop((service, account), None) is not None \
+            else ios.ERR_SEC_ITEM_NOT_FOUND
+
+
+def test_ios_storage_round_trips_updates_and_wipes() -> None:
+    bridge = DesktopKeychainBridge()
+    store = IOSKeychainStorage(bridge=bridge)
+    assert store.load("refresh_token") is None
+    store.save("refresh_token", TOKEN)
+    store.save("refresh_token", TOKEN[::-1])
+    assert store.load("refresh_token") == TOKEN[::-1]
+    store.clear("refresh_token")
+    store.clear("refresh_token")
+    assert store.load("refresh_token") is None
+
+
+def test_ios_storage_survives_an_add_race() -> None:
+    bridge = DesktopKeychainBridge()
+    bridge.race_on_add = True
+    IOSKeychainStorage(bridge=bridge).save("refresh_token", TOKEN)
+    assert bridge.items[("latchkey", "refresh_token")] == TOKEN.encode()
+
+
+def test_ios_storage_reports_a_locked_device() -> None:
+    bridge = DesktopKeychainBridge()
+    bridge.locked = True
+    with pytest.raises(StorageError, match="locked"):
+        IOSKeychainStorage(bridge=bridge).load("refresh_token")
+
+
+def test_ios_storage_off_apple_fails_clearly_at_construction() -> None:
+    with pytest.raises(StorageError, match="iOS"):
+        IOSKeychainStorage()
