@@ -1,0 +1,140 @@
+"""D3: a session is bound to the device id and user agent it was issued to. A change is
+reported (BINDING_POLICY=report, once per session and change) or also ends the session
+(enforce, reason ``binding``); ``off`` ignores it. Real server, real redis-server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import PASSWORD, RedisProcess, ServerProcess, start_server, unique_username
+
+DEVICE = {"User-Agent": "LatchkeyDemo/1.0 (Android 14)", "X-Device-Id": "device-A-1234"}
+
+
+def device_client(server: ServerProcess, **headers: str) -> httpx.Client:
+    """A client that sends this device's headers on every request, as the SDK does."""
+    return httpx.Client(base_url=server.base_url, timeout=10, headers={**DEVICE, **headers})
+
+
+def sign_in(server: ServerProcess, **login_extra: str) -> dict:
+    username = unique_username()
+    with device_client(server) as c:
+        assert c.post("/v1/auth/register", json={"username": username,
+                                                 "password": PASSWORD}).status_code == 201
+        r = c.post("/v1/auth/login", json={"username": username, "password": PASSWORD,
+                                           **login_extra})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def me(server: ServerProcess, tokens: dict, **headers: str) -> httpx.Response:
+    with device_client(server, **headers) as c:
+        return c.get("/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+
+
+def refresh(server: ServerProcess, tokens: dict, **headers: str) -> httpx.Response:
+    with device_client(server, **headers) as c:
+        return c.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+
+
+def events(server: ServerProcess, name: str) -> list[dict]:
+    out = []
+    for line in server.logs().splitlines():
+        if line.startswith("{") and f'"{name}"' in line:
+            doc = json.loads(line)
+            if doc.get("event") == name:
+                out.append(doc)
+    return out
+
+
+@pytest.fixture(scope="module")
+def enforcing(tmp_path_factory: pytest.TempPathFactory,
+              redis_server: RedisProcess) -> Iterator[ServerProcess]:
+    """One server with BINDING_POLICY=enforce shared by this module's enforce tests."""
+    server = start_server(tmp_path_factory.mktemp("enforce"),
+                          {"LATCHKEY_BINDING_POLICY": "enforce"}, redis_url=redis_server.url)
+    yield server
+    server.stop()
+
+
+def test_report_policy_reports_each_change_once_and_keeps_the_session(server_factory):
+    server = server_factory(binding_policy="report")
+    tokens = sign_in(server, device_id=DEVICE["X-Device-Id"])
+    assert me(server, tokens).status_code == 200
+    assert events(server, "binding_changed") == []
+
+    for _ in range(3):
+        assert me(server, tokens, **{"User-Agent": "curl/8.5.0"}).status_code == 200
+    reported = events(server, "binding_changed")
+    assert len(reported) == 1
+    assert reported[0]["changed"] == "user_agent" and reported[0]["policy"] == "report"
+    assert reported[0]["revoked"] is False and reported[0]["session_ref"]
+
+    assert refresh(server, tokens, **{"X-Device-Id": "device-B"}).status_code == 200
+    reported = events(server, "binding_changed")
+    assert len(reported) == 2 and reported[1]["changed"] == "device_id"
+    # Which field changed is logged; the values themselves are not.
+    assert "curl/8.5.0" not in server.logs() and "device-B" not in server.logs()
+
+
+def test_enforce_policy_ends_the_session_when_the_device_id_changes(enforcing):
+    server = enforcing
+    seen = len(events(server, "binding_changed"))
+    # No device_id in the body: the X-Device-Id header of the login binds the session.
+    tokens = sign_in(server)
+    assert me(server, tokens).status_code == 200
+
+    r = me(server, tokens, **{"X-Device-Id": "device-B"})
+    assert r.status_code == 401
+    assert r.json()["code"] == "session_revoked" and r.json()["reason"] == "binding"
+    assert r.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    # Ended for everyone: the original device's tokens are refused too.
+    assert me(server, tokens).json()["reason"] == "binding"
+    assert refresh(server, tokens).json()["code"] == "session_revoked"
+    [event] = events(server, "binding_changed")[seen:]
+    assert event["changed"] == "device_id" and event["revoked"] is True
+
+
+def test_enforce_policy_ends_the_session_when_the_device_header_is_dropped(enforcing):
+    server = enforcing
+    tokens = sign_in(server, device_id="device-A-1234")
+    with httpx.Client(base_url=server.base_url, headers={"User-Agent": DEVICE["User-Agent"]}
+                      ) as c:
+        r = c.get("/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert r.status_code == 401 and r.json()["reason"] == "binding"
+
+
+def test_enforce_policy_checks_the_refresh_path_too(enforcing):
+    server = enforcing
+    tokens = sign_in(server)
+    r = refresh(server, tokens, **{"User-Agent": "python-requests/2.32"})
+    assert r.status_code == 401
+    assert r.json()["code"] == "session_revoked" and r.json()["reason"] == "binding"
+    assert "refresh_token" not in r.json()
+    assert me(server, tokens).json()["reason"] == "binding"
+    # The same device keeps working after a normal refresh on an unchanged session.
+    other = sign_in(server)
+    again = refresh(server, other)
+    assert again.status_code == 200
+    assert me(server, again.json()).status_code == 200
+
+
+def test_off_policy_ignores_binding_changes(server_factory):
+    server = server_factory(binding_policy="off")
+    tokens = sign_in(server)
+    assert me(server, tokens, **{"X-Device-Id": "elsewhere", "User-Agent": "x"}).status_code == 200
+    assert refresh(server, tokens, **{"User-Agent": "y"}).status_code == 200
+    assert events(server, "binding_changed") == []
+
+
+def test_an_oversized_device_header_is_a_bad_request(enforcing):
+    server = enforcing
+    tokens = sign_in(server)
+    r = me(server, tokens, **{"X-Device-Id": "d" * 129})
+    assert r.status_code == 400 and r.json()["code"] == "invalid_request"
+    assert me(server, tokens).status_code == 200
