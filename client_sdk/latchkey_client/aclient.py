@@ -202,7 +202,7 @@ class AsyncLatchkeyClient(ClientBase):
             return len(self._core.pending)  # already flushing (we were called from _send)
         try:
             for refresh in list(self._core.pending):
-                if self._revoke(refresh) is not None:
+                if await self._revoke(refresh) is not None:
                     self._core.drop_pending(refresh)
                     _log.info("pending revocation confirmed")
             return len(self._core.pending)
@@ -218,7 +218,7 @@ class AsyncLatchkeyClient(ClientBase):
 
     async def sessions(self) -> list[RemoteSession]:
         """List the user's live sessions (device, user agent, IP, times)."""
-        doc = self._json(self._call("GET", "v1/auth/sessions", authenticated=True))
+        doc = self._json(await self._call("GET", "v1/auth/sessions", authenticated=True))
         return [RemoteSession.from_json(entry) for entry in doc.get("sessions", [])]
 
     async def revoke_session(self, session_id: str) -> None:
