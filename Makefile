@@ -30,7 +30,9 @@ lint: test-deps
 	$(BIN)/ruff check .
 
 bench: test-deps
-	$(BIN)/python -m bench.run_all
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/python -m bench.hot_path
+	$(BIN)/python -m bench.compare_peer
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
