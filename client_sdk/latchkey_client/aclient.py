@@ -198,16 +198,14 @@ class AsyncLatchkeyClient(ClientBase):
 
     async def flush_pending_revocations(self) -> int:
         """Retry logouts the server did not confirm; return how many are still pending."""
-        if not self._flushing.acquire(blocking=False):
+        if self._flushing.locked():
             return len(self._core.pending)  # already flushing (we were called from _send)
-        try:
+        async with self._flushing:
             for refresh in list(self._core.pending):
                 if await self._revoke(refresh) is not None:
                     self._core.drop_pending(refresh)
                     _log.info("pending revocation confirmed")
             return len(self._core.pending)
-        finally:
-            self._flushing.release()
 
     async def logout_all(self, *, scope: Literal["all", "others"] = "all") -> None:
         """End all the user's sessions (``"all"``, this one included) or all others."""

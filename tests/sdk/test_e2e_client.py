@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from latchkey_client import (
     AsyncLatchkeyClient,
     InsecureRequestError,
@@ -27,6 +26,7 @@ from latchkey_client import (
     UsernameTakenError,
     WeakPasswordError,
 )
+
 from tests.conftest import ServerProcess, free_port, unique_username
 
 from .conftest import PASSWORD, make_user
