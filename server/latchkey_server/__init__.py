@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, extension, hardening
+from . import errors, extension, hardening, observability, throttle
 from .access_log import init_app as init_access_log
 from .api import account, auth, ops, sessions, wellknown
 from .config import Settings, load_settings
@@ -34,12 +34,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(settings.instance_path))
     app.json.sort_keys = False  # type: ignore[attr-defined]
     ensure_key_material(settings)
-    extension.init_app(app, settings, _redis_url(app, settings))
+    redis_url = _redis_url(app, settings)
+    svc = extension.init_app(app, settings, redis_url)
     errors.init_app(app)
     hardening.init_app(app, settings.max_body_bytes)
     init_access_log(app)
     for module in (auth, sessions, account, wellknown, ops):
         app.register_blueprint(module.bp)
+    observability.init_app(app, svc)
+    throttle.init_app(app, svc, redis_url)  # after the blueprints: it wraps their views
     if settings.trusted_proxy_count:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxy_count,

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields, replace
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROFILES", "ConfigError", "Settings", "load_settings"]
+__all__ = ["PROFILES", "ConfigError", "Settings", "load_settings", "metrics_networks"]
 
 ENV_PREFIX = "LATCHKEY_"
 
@@ -88,7 +89,40 @@ class Settings:
     jwt_cache_size: int = 20000
     redis_socket_timeout_seconds: float = 2.0
     redis_connect_timeout_seconds: float = 2.0
+    # Reconnect attempts per Redis call after a lost connection (bounded, with jittered
+    # exponential backoff capped below) before the request fails closed with a 503.
+    redis_retries: int = 2
+    redis_retry_backoff_cap_seconds: float = 0.25
     log_level: str = "INFO"
+
+    # D2 throttling (Flask-Limiter, moving window, counted in Redis). Only failures count.
+    # API.md: no looser than 10 failed logins per account per
+    # 15 minutes and 100 invalid bearer tokens per client IP per minute. Per-IP limits are
+    # generous because mobile carriers put many users behind one address (CGNAT).
+    login_failures_per_account: int = 10
+    login_failures_per_account_window_seconds: int = 900
+    login_failures_per_ip: int = 100
+    login_failures_per_ip_window_seconds: int = 900
+    registration_failures_per_ip: int = 100
+    registration_failures_per_ip_window_seconds: int = 3600
+    invalid_tokens_per_ip: int = 100
+    invalid_tokens_per_ip_window_seconds: int = 60
+
+    # D4: the Redis stream of security events keeps about this many entries (XADD MAXLEN ~).
+    security_stream_max_length: int = 100000
+    # Who may read GET /metrics: comma-separated networks (client address after ProxyFix).
+    metrics_allowed_networks: str = (
+        "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+    )
+    # prometheus-client multiprocess directory under gunicorn (default: instance/prometheus).
+    metrics_dir: Path | None = None
+
+    # gunicorn (serving.py; see docs/OPERATIONS.md).
+    worker_timeout_seconds: int = 30
+    graceful_timeout_seconds: int = 20
+    keepalive_seconds: int = 5
+    # gunicorn's own access log (the app always writes its redacted JSON access log).
+    gunicorn_access_log: bool = False
 
     @property
     def signing_key_retention_seconds(self) -> int:
@@ -124,6 +158,23 @@ _ENV_NAMES: dict[str, str] = {
     "ARGON2_PARALLELISM": "argon2_parallelism",
     "JWT_CACHE_SIZE": "jwt_cache_size",
     "LOG_LEVEL": "log_level",
+    "REDIS_RETRIES": "redis_retries",
+    "REDIS_RETRY_BACKOFF_CAP": "redis_retry_backoff_cap_seconds",
+    "LOGIN_FAILURES_PER_ACCOUNT": "login_failures_per_account",
+    "LOGIN_FAILURES_PER_ACCOUNT_WINDOW": "login_failures_per_account_window_seconds",
+    "LOGIN_FAILURES_PER_IP": "login_failures_per_ip",
+    "LOGIN_FAILURES_PER_IP_WINDOW": "login_failures_per_ip_window_seconds",
+    "REGISTRATION_FAILURES_PER_IP": "registration_failures_per_ip",
+    "REGISTRATION_FAILURES_PER_IP_WINDOW": "registration_failures_per_ip_window_seconds",
+    "INVALID_TOKENS_PER_IP": "invalid_tokens_per_ip",
+    "INVALID_TOKENS_PER_IP_WINDOW": "invalid_tokens_per_ip_window_seconds",
+    "SECURITY_STREAM_MAX_LENGTH": "security_stream_max_length",
+    "METRICS_ALLOWED_NETWORKS": "metrics_allowed_networks",
+    "METRICS_DIR": "metrics_dir",
+    "WORKER_TIMEOUT": "worker_timeout_seconds",
+    "GRACEFUL_TIMEOUT": "graceful_timeout_seconds",
+    "KEEPALIVE": "keepalive_seconds",
+    "GUNICORN_ACCESS_LOG": "gunicorn_access_log",
 }
 
 _PROFILE_FIELDS = {f.name for f in fields(Profile)}
@@ -172,6 +223,17 @@ def _validate(s: Settings) -> None:
         "argon2_memory_kib",
         "argon2_parallelism",
         "jwt_cache_size",
+        "login_failures_per_account",
+        "login_failures_per_account_window_seconds",
+        "login_failures_per_ip",
+        "login_failures_per_ip_window_seconds",
+        "registration_failures_per_ip",
+        "registration_failures_per_ip_window_seconds",
+        "invalid_tokens_per_ip",
+        "invalid_tokens_per_ip_window_seconds",
+        "security_stream_max_length",
+        "worker_timeout_seconds",
+        "graceful_timeout_seconds",
     )
     for name in positive:
         if getattr(s, name) <= 0:
@@ -186,6 +248,20 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"binding_policy must be one of {', '.join(BINDING_POLICIES)}")
     if s.trusted_proxy_count < 0:
         raise ConfigError("trusted_proxy_count cannot be negative")
+    if s.redis_retries < 0 or s.redis_retry_backoff_cap_seconds < 0:
+        raise ConfigError("redis_retries and redis_retry_backoff_cap_seconds cannot be negative")
+    if s.keepalive_seconds < 0:
+        raise ConfigError("keepalive_seconds cannot be negative")
+    try:
+        metrics_networks(s)
+    except ValueError as exc:
+        raise ConfigError("metrics_allowed_networks must be a list of networks") from exc
+
+
+def metrics_networks(s: Settings) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Return the networks allowed to read ``/metrics`` (empty: nobody)."""
+    return tuple(ip_network(part.strip(), strict=False)
+                 for part in s.metrics_allowed_networks.split(",") if part.strip())
 
 
 def load_settings(

@@ -26,7 +26,9 @@ import logging
 import uuid
 from typing import Any
 
+import redis
 from flask import Flask, Response, g, json
+from limits.errors import StorageError
 from werkzeug.exceptions import HTTPException
 
 __all__ = [
@@ -204,7 +206,27 @@ _HTTP_MAP: dict[int, type[ApiError]] = {
     405: MethodNotAllowed,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
+    429: TooManyRequests,  # Flask-Limiter's RateLimitExceeded (throttle.py)
 }
+
+# A store failure that escaped ``store._store_call``: Flask-Limiter's Redis storage
+# (limits wraps its errors in StorageError), or a raw redis-py error. Fail closed: 503.
+_STORE_ERRORS: tuple[type[Exception], ...] = (
+    StorageError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+)
+
+
+def _retry_after_seconds(error: HTTPException) -> int:
+    """Return when a client refused by the rate limiter may try again, in seconds.
+
+    ``throttle.py`` measures the moving window when it refuses; failing that, the whole
+    window of the limit that was hit is a safe upper bound.
+    """
+    measured = g.get("retry_after_seconds")
+    if measured:
+        return int(measured)
+    item = getattr(getattr(error, "limit", None), "limit", None)
+    return int(item.get_expiry()) if item is not None else 60
 
 
 def problem_response(error: ApiError) -> Response:
@@ -228,7 +250,16 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
+        # An exception raised after the view (an after_request hook, such as Flask-Limiter
+        # counting a failure) reaches us wrapped in a 500: unwrap what we know.
+        original = getattr(error, "original_exception", None)
+        if isinstance(original, ApiError):
+            return problem_response(original)
+        if isinstance(original, _STORE_ERRORS):
+            return _store_error(original)
         cls = _HTTP_MAP.get(error.code or 500)
+        if cls is TooManyRequests:
+            return problem_response(TooManyRequests(_retry_after_seconds(error)))
         if cls is None:
             api = ApiError("Request could not be handled")
             api.status = error.code or 400
@@ -238,6 +269,14 @@ def init_app(app: Flask) -> None:
         if error.code == 405 and getattr(error, "valid_methods", None):
             resp.headers["Allow"] = ", ".join(sorted(error.valid_methods))
         return resp
+
+    @app.errorhandler(StorageError)
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def _store_error(error: Exception) -> Response:
+        _log.warning("store unavailable", extra={"event": "store_unavailable",
+                                                 "lk_error": type(error).__name__})
+        return problem_response(StoreUnavailable())
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

@@ -2,13 +2,23 @@
 
 The embedded Redis and the key material are prepared once in the parent process before
 gunicorn forks its workers, so workers share one store and never race to create keys.
-Neither server may print a token: gunicorn's access log goes through a redacting logger
-(it would otherwise print the query string), werkzeug's request log is replaced by ours.
+Neither server may print a token: gunicorn's access log (off by default, on with
+``LATCHKEY_GUNICORN_ACCESS_LOG``) goes through a logger that keeps only a whitelist of
+atoms with query values masked (it would otherwise print the query string, and its
+``{header}i`` / ``{variable}e`` atoms reach ``Authorization``); werkzeug's request log is
+replaced by ours. Bodies are never logged by either.
+
+Metrics: gunicorn workers are processes, so prometheus-client runs in multiprocess mode.
+``prepare_metrics_dir`` empties ``PROMETHEUS_MULTIPROC_DIR`` and sets it before any worker
+(or prometheus-client import) exists, and the ``child_exit`` hook marks a dead worker's
+files so its live gauges disappear (counters are kept, as Prometheus expects).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -20,24 +30,38 @@ from .embedded import EmbeddedRedis
 from .keys import ensure_key_material
 from .redaction import redact, redact_path
 
-__all__ = ["RedactingGunicornLogger", "prepare_shared_state", "serve_dev", "serve_gunicorn"]
+__all__ = [
+    "RedactingGunicornLogger",
+    "gunicorn_options",
+    "prepare_metrics_dir",
+    "prepare_shared_state",
+    "serve_dev",
+    "serve_gunicorn",
+]
+
+
+# gunicorn's "combined" format minus the referer (a URL, so it may carry a token).
+ACCESS_LOG_FORMAT = '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s "%(a)s" %(M)sms'
+
+# The only atoms a format may use; every other one (``{header}i`` holds Authorization,
+# ``{variable}e`` holds HTTP_AUTHORIZATION, QUERY_STRING and RAW_URI) renders as "-".
+_SAFE_ATOMS = frozenset("hltsmHbBaTDMLp")
 
 
 class RedactingGunicornLogger(GunicornLogger):
     """gunicorn's logger with query values, tokens and headers kept out of access lines."""
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> Any:
-        atoms = super().atoms(resp, req, environ, request_time)
+        full = super().atoms(resp, req, environ, request_time)
+        atoms = {key: full[key] for key in _SAFE_ATOMS if key in full}
         path = redact_path(environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""))
         method, proto = environ.get("REQUEST_METHOD", ""), environ.get("SERVER_PROTOCOL", "")
         atoms["r"] = f"{method} {path} {proto}"
         atoms["U"] = redact(environ.get("PATH_INFO", ""))
         atoms["q"] = ""
-        atoms["f"] = redact(atoms.get("f", ""))
-        # Request headers ({name}i) can carry Authorization: drop them all.
-        for key in list(atoms):
-            if key.startswith("{") and key.endswith("}i"):
-                atoms[key] = "-"
+        atoms["u"] = "-"  # gunicorn decodes Basic credentials from Authorization here
+        atoms["f"] = "-"
+        atoms["a"] = redact(str(atoms.get("a", "-")))
         return atoms
 
     def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
@@ -52,6 +76,27 @@ def prepare_shared_state(settings: Settings) -> EmbeddedRedis | None:
     embedded = EmbeddedRedis(settings.instance_path / "redis")
     os.environ["LATCHKEY_REDIS_URL"] = embedded.start()
     return embedded
+
+
+def prepare_metrics_dir(settings: Settings) -> Path:
+    """Empty the prometheus-client multiprocess directory and point workers at it.
+
+    Left-over files from a previous run would be merged into this run's counters, so the
+    directory is cleaned at every start. Must run before prometheus-client is imported.
+    """
+    path = settings.metrics_dir or settings.instance_path / "prometheus"
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    """Tell prometheus-client a worker died (gunicorn ``child_exit`` hook, in the master)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 class _LatchkeyGunicorn(BaseApplication):
@@ -79,10 +124,16 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int,
         "workers": workers,
         "worker_class": "gthread",
         "threads": threads,
-        "timeout": 30,
-        "graceful_timeout": 20,
-        "keepalive": 5,
-        "accesslog": None,  # the app writes its own redacted access log
+        # A worker silent this long is killed and replaced (a stuck Redis call cannot
+        # hold it: Redis calls time out after a few seconds and fail closed).
+        "timeout": settings.worker_timeout_seconds,
+        # On SIGTERM, workers stop accepting and finish in-flight requests for this long.
+        "graceful_timeout": settings.graceful_timeout_seconds,
+        "keepalive": settings.keepalive_seconds,
+        # The app always writes its own redacted JSON access log; gunicorn's is optional.
+        "accesslog": "-" if settings.gunicorn_access_log else None,
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "child_exit": _child_exit,
         "errorlog": "-",
         "loglevel": "warning",
         "logger_class": RedactingGunicornLogger,
@@ -97,6 +148,7 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int,
 def serve_gunicorn(settings: Settings, host: str, port: int, workers: int, threads: int) -> None:
     """Serve with gunicorn until a signal stops it; then stop the embedded Redis."""
     embedded = prepare_shared_state(settings)
+    prepare_metrics_dir(settings)
     try:
         _LatchkeyGunicorn(gunicorn_options(host, port, workers, threads, settings)).run()
     finally:

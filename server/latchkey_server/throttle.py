@@ -1,0 +1,261 @@
+"""Slow and then refuse guessing and brute force (D2), counting failures in Redis.
+
+Flask-Limiter does the counting, with its Redis storage on the session store's Redis
+(one thing to run, one thing to back up) under ``store.RATE_LIMIT_KEY_PREFIX``. The
+limits, all set in ``config.py``:
+
+- failed logins per account (the username's keyed pseudonym): tight, 10 per 15 minutes by
+  default; failed registrations of a taken name count against the same account budget;
+- failed logins per client IP and failed registrations (a taken name: username probing)
+  per client IP: generous, because mobile carriers put thousands of users behind one
+  address (CGNAT);
+- wrong passwords at step-up (``/v1/auth/reauth``) and password change, per signed-in
+  user and per client IP, with the login budgets: a stolen access token must not become
+  an unmetered password oracle;
+- invalid tokens per client IP: 100 per minute by default. A token counts when one was
+  presented (Bearer header or a refresh token in the body) and was refused as
+  ``invalid_token`` (malformed, bad signature, unknown session); expired tokens do not
+  count, since refreshing after expiry is what clients are meant to do.
+
+Only failures cost anything. Login and registration use Flask-Limiter's conditional
+deduction (``deduct_when``): one read of the counter before the view, one increment
+after a failure. Invalid tokens are counted in the ``InvalidToken`` error handler, so a
+valid request on the hot path (``/v1/me``) makes no extra Redis call at all.
+
+A limit is slowed-then-refused by construction: up to the budget, requests are answered
+normally; past it, 429 ``too_many_requests`` with ``Retry-After`` until the moving window
+has room again. The first refusal of each window raises one security event
+(``brute_force`` or ``token_guessing``), not one per refused request, so an attacker
+cannot flood the security stream.
+
+IPv6 clients are counted per /64 (one subscriber's allocation), since a single host can
+rotate through the addresses of its /64 for free.
+
+If the rate-limit storage fails, the request fails closed with 503 ``store_unavailable``
+(``swallow_errors=False``, storage errors mapped in ``errors.py``): the counters live in
+the same Redis as the sessions, so a request that could not be counted could not have
+been served anyway, and an attacker must not be able to turn an outage into unmetered
+guessing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, g, request
+from flask_limiter import Limiter, RequestLimit
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.errors import StorageError
+
+from . import observability
+from .errors import ApiError, InvalidToken, TooManyRequests, problem_response
+from .extension import Services
+from .store import RATE_LIMIT_KEY_PREFIX, connection_options
+
+__all__ = ["EXTENSION_KEY", "Throttle", "client_ip_key", "init_app"]
+
+EXTENSION_KEY = "latchkey_throttle"
+
+_log = logging.getLogger("latchkey.throttle")
+
+# Flask-Limiter scopes (part of each counter's key) and the metric label of each.
+_ACCOUNT_SCOPE = "account"
+_STEP_UP_SCOPE = "step_up"
+_LABELS = {
+    _ACCOUNT_SCOPE: "account_failures",
+    _STEP_UP_SCOPE: "step_up_failures",
+    "auth.login:ip": "login_ip_failures",
+    "auth.register:ip": "register_ip_failures",
+    "sessions.reauth:ip": "step_up_ip_failures",
+    "sessions.password:ip": "step_up_ip_failures",
+}
+_INVALID_TOKEN_SCOPE = "invalid_token"  # noqa: S105 - a counter scope, not a secret
+
+
+def client_ip_key() -> str:
+    """Return the client's address as a counter key: IPv4 as is, IPv6 as its /64."""
+    addr = request.remote_addr or "-"
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _storage_uri(redis_url: str) -> str:
+    """Return the limits storage URI for a redis-py URL (unix sockets have their own scheme)."""
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url[len("unix://"):]
+    return redis_url
+
+
+def _per(amount: int, window_seconds: int) -> str:
+    return f"{amount} per {window_seconds} second"
+
+
+@dataclass
+class Throttle:
+    """The app's limiter and the invalid-token counter built on its storage."""
+
+    limiter: Limiter
+    services: Services
+    invalid_token_item: RateLimitItem
+
+    def account_key(self) -> str:
+        """Return the counter key of the account a login or registration names.
+
+        A keyed pseudonym of the lower-cased username, so Redis holds no usernames in
+        counter keys; malformed input shares one key (it fails validation anyway).
+        """
+        body = request.get_json(silent=True)
+        username = body.get("username") if isinstance(body, dict) else None
+        if not isinstance(username, str) or not 0 < len(username) <= 64:
+            return "-"
+        return self.services.events.user_ref("username:" + username.lower())
+
+    def signed_in_user_key(self) -> str:
+        """Return the counter key of the user a Bearer token names (step-up, password change).
+
+        The token's signature is checked (cached, no store call), so nobody can spend
+        another user's budget with a forged ``sub``; an invalid token shares one key (the
+        view refuses it anyway).
+        """
+        _, _, value = request.headers.get("Authorization", "").partition(" ")
+        try:
+            claims = self.services.tokens.verify_access_token(value.strip())
+        except ApiError:
+            return "-"
+        return self.services.events.user_ref(claims.user_id)
+
+    def on_breach(self, limit: RequestLimit) -> None:
+        """Record a refusal by a Flask-Limiter limit: Retry-After, metric, one event."""
+        key, scope = limit.request_args[-2], limit.request_args[-1]
+        label = _LABELS.get(scope, scope)
+        g.retry_after_seconds = max(1, int(limit.reset_at - time.time()))
+        self._refused(label, key, limit.limit, "brute_force")
+
+    def count_invalid_token(self) -> int | None:
+        """Count one invalid token from this client; return Retry-After if now refused."""
+        ip = client_ip_key()
+        strategy = self.limiter.limiter
+        if strategy.hit(self.invalid_token_item, ip, _INVALID_TOKEN_SCOPE):
+            return None
+        reset_at, _ = strategy.get_window_stats(self.invalid_token_item, ip,
+                                                _INVALID_TOKEN_SCOPE)
+        self._refused("invalid_token_ip", ip, self.invalid_token_item, "token_guessing")
+        return max(1, int(reset_at - time.time()) + 1)
+
+    def _refused(self, label: str, key: str, item: RateLimitItem, event: str) -> None:
+        observability.RATE_LIMITED.labels(limit=label).inc()
+        # One event per key and window: the first refusal wins the one-shot counter.
+        once = RateLimitItemPerSecond(1, item.get_expiry())
+        if self.limiter.limiter.hit(once, key, label, "reported"):
+            fields: dict[str, Any] = {"limit": label, "ip": request.remote_addr,
+                                      "limit_per_window": item.amount,
+                                      "window_seconds": item.get_expiry()}
+            if label in ("account_failures", "step_up_failures"):
+                fields["account_ref"] = key
+            self.services.events.security(event, **fields)
+
+
+def _failed(*codes: str) -> Callable[[Response], bool]:
+    """Return a ``deduct_when`` that counts only error responses with one of ``codes``."""
+
+    def deduct_when(response: Response) -> bool:
+        if response.status_code < 400:
+            return False
+        body = response.get_json(silent=True, force=True)
+        return isinstance(body, dict) and body.get("code") in codes
+
+    return deduct_when
+
+
+def _limit_view(app: Flask, endpoint: str, *limits: Any) -> None:
+    """Apply Flask-Limiter limits to a registered view (innermost first)."""
+    view = app.view_functions.get(endpoint)
+    if view is None:
+        return
+    for limit in limits:
+        view = limit(view)
+    app.view_functions[endpoint] = view
+
+
+def init_app(app: Flask, svc: Services, redis_url: str) -> Throttle:
+    """Build the limiter on the session Redis and apply the D2 limits to ``app``."""
+    s = svc.settings
+    options: dict[str, Any] = {"key_prefix": RATE_LIMIT_KEY_PREFIX, "wrap_exceptions": True,
+                               **connection_options(s)}
+    throttle: Throttle
+
+    def on_breach(limit: RequestLimit) -> None:
+        throttle.on_breach(limit)
+
+    limiter = Limiter(
+        key_func=client_ip_key,
+        storage_uri=_storage_uri(redis_url),
+        storage_options=options,
+        # Moving window: exact counts and an exact Retry-After; the per-key list is bounded
+        # by the limit's amount.
+        strategy="moving-window",
+        headers_enabled=False,  # X-RateLimit-* would cost a Redis call on every response
+        swallow_errors=False,  # fail closed, see the module docstring
+        on_breach=on_breach,
+    )
+    limiter.init_app(app)
+    throttle = Throttle(limiter, svc, RateLimitItemPerSecond(
+        s.invalid_tokens_per_ip, s.invalid_tokens_per_ip_window_seconds))
+
+    per_account = _per(s.login_failures_per_account, s.login_failures_per_account_window_seconds)
+    per_ip = _per(s.login_failures_per_ip, s.login_failures_per_ip_window_seconds)
+    wrong_password = _failed("invalid_credentials")
+    account = limiter.shared_limit(per_account, scope=_ACCOUNT_SCOPE,
+                                   key_func=throttle.account_key,
+                                   deduct_when=_failed("invalid_credentials", "username_taken"))
+    _limit_view(app, "auth.login", account,
+                limiter.limit(per_ip, scope="ip", deduct_when=wrong_password))
+    _limit_view(app, "auth.register", account, limiter.limit(
+        _per(s.registration_failures_per_ip, s.registration_failures_per_ip_window_seconds),
+        scope="ip", deduct_when=_failed("username_taken")))
+    # Step-up and password change check a password too: a stolen access token must not
+    # become an unmetered password oracle. Same budgets as login, keyed by the token's user.
+    step_up = limiter.shared_limit(per_account, scope=_STEP_UP_SCOPE,
+                                   key_func=throttle.signed_in_user_key,
+                                   deduct_when=wrong_password)
+    for endpoint in ("sessions.reauth", "sessions.password"):
+        _limit_view(app, endpoint, step_up,
+                    limiter.limit(per_ip, scope="ip", deduct_when=wrong_password))
+
+    @app.errorhandler(InvalidToken)
+    def _invalid_token(error: InvalidToken) -> Response:
+        if _token_presented():
+            try:
+                retry_after = throttle.count_invalid_token()
+            except StorageError:
+                # Not countable now: the token is refused anyway (the answer needs no store).
+                _log.warning("invalid token not counted: store unavailable",
+                             extra={"event": "throttle_store_unavailable"})
+                retry_after = None
+            if retry_after is not None:
+                return problem_response(TooManyRequests(
+                    retry_after, "Too many invalid tokens from this address"))
+        return problem_response(error)
+
+    app.extensions[EXTENSION_KEY] = throttle
+    return throttle
+
+
+def _token_presented() -> bool:
+    """Say whether this request carried a token at all (a missing one is no guess)."""
+    if g.get("bearer_presented"):
+        return True
+    body = request.get_json(silent=True) if request.is_json else None
+    return isinstance(body, dict) and body.get("refresh_token") is not None
