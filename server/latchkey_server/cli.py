@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from .admin import register_commands
 from .config import ConfigError, load_settings
 
 __all__ = ["build_parser", "main"]
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
             "LATCHKEY_THREADS", "8")), help="threads per worker (default 8)")
         p.add_argument("--dev", action="store_true",
                        help="use werkzeug's development server instead of gunicorn")
+    register_commands(sub)  # users, sessions, keys: operator commands (admin.py)
     return parser
 
 

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 __all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_server_binary"]
 
@@ -122,7 +124,10 @@ class EmbeddedRedis:
             self._cleanup_socket_dir()
             return
         try:
-            client = redis.Redis(unix_socket_path=self.socket_path, socket_timeout=5)
+            # No retries: SHUTDOWN drops the connection by design, and redis-py's default
+            # retry policy would spend seconds reconnecting to a server that is gone.
+            client = redis.Redis(unix_socket_path=self.socket_path, socket_timeout=5,
+                                 retry=Retry(NoBackoff(), 0))
             with contextlib.suppress(redis.exceptions.ConnectionError):
                 client.shutdown(save=False)  # AOF is fsynced by SHUTDOWN itself
             proc.wait(timeout=10)
