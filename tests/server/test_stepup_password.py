@@ -171,3 +171,19 @@ def test_password_change_is_refused_if_the_hash_changed_since_it_was_verified(ap
                 new_password_hash=svc.passwords.hash(NEW_PASSWORD), verified_password_hash=stale)
         assert svc.passwords.verify(svc.store.get_user(user_id)["p"], "someone else changed it")
         assert svc.store.list_sessions(user_id) == []
+
+
+def test_wrong_current_passwords_at_password_change_are_throttled(server_factory):
+    """A stolen access token must not become an unmetered password oracle (D2 budgets)."""
+    server = server_factory(login_failures_per_account=2)
+    api = Api(server.base_url)
+    try:
+        _, tokens = api.new_user_session()
+        for _ in range(2):
+            assert change_password(api, tokens, current="wrong password 123").status_code == 401
+        r = change_password(api, tokens)
+        assert r.status_code == 429 and r.json()["code"] == "too_many_requests"
+        assert int(r.headers["Retry-After"]) > 0
+        assert api.me(tokens["access_token"]).status_code == 200
+    finally:
+        api.close()

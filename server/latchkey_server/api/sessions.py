@@ -141,7 +141,8 @@ def reauth() -> Response:
                          replaced_reason="step_up")
 
 
-@bp.post("/password")
+# throttle.py meters wrong current passwords by this endpoint name ("sessions.password").
+@bp.post("/password", endpoint="password")
 @require_session
 def change_password() -> Response:
     """Change the password; end every other session; re-issue the caller's (L4).
