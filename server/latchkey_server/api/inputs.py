@@ -8,7 +8,7 @@ from flask import request
 
 from ..errors import InvalidRequest
 
-__all__ = ["client_ip", "json_body", "optional_str", "required_str", "user_agent"]
+__all__ = ["client_ip", "json_body", "optional_str", "printable", "required_str", "user_agent"]
 
 MAX_DEVICE_FIELD = 128
 MAX_USER_AGENT = 256
@@ -36,23 +36,33 @@ def required_str(body: dict[str, Any], name: str, *, max_length: int = 1024) -> 
     return value
 
 
+def printable(value: str) -> str:
+    """Return ``value`` without control characters or lone surrogates.
+
+    Display fields (device names, user agents) end up in lists, logs and UIs; dropping
+    what cannot be shown is kinder than refusing a sign-in over a device's odd name, and
+    a lone surrogate could not even be stored as UTF-8.
+    """
+    text = value.encode("utf-8", "ignore").decode("utf-8")
+    return "".join(ch for ch in text if ch.isprintable())
+
+
 def optional_str(body: dict[str, Any], name: str, *, max_length: int = MAX_DEVICE_FIELD) -> str:
-    """Return an optional printable string field ('' when absent)."""
+    """Return an optional display string field, cleaned ('' when absent)."""
     value = body.get(name)
     if value is None:
         return ""
-    if not isinstance(value, str) or len(value) > max_length or not value.isprintable():
+    if not isinstance(value, str) or len(value) > max_length:
         raise InvalidRequest(
-            f"'{name}' must be a printable string of at most {max_length} characters",
+            f"'{name}' must be a string of at most {max_length} characters",
             extra={"field": name},
         )
-    return value
+    return printable(value)
 
 
 def user_agent() -> str:
     """Return the client's User-Agent, bounded and printable."""
-    ua = request.headers.get("User-Agent", "")[:MAX_USER_AGENT]
-    return "".join(ch for ch in ua if ch.isprintable())
+    return printable(request.headers.get("User-Agent", "")[:MAX_USER_AGENT])
 
 
 def client_ip() -> str:
