@@ -11,62 +11,65 @@ A failing stream write never fails the request that raised the event (the event 
 already in the log); it is counted in ``latchkey_security_stream_errors_total``.
 
 Metrics are prometheus-client counters. Under gunicorn each worker is a process, so
-``serving.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker starts and ``/metrics``
-merges the per-process files; without it (development server, tests in-process) the
-default registry of this one process is served. Counters are module-level because
-prometheus-client's registry is process-wide by design; they hold no connection.
+prometheus-client runs in multiprocess mode: ``serving.py`` sets ``PROMETHEUS_MULTIPROC_DIR``
+before any worker starts and ``/metrics`` merges the per-process files; without it
+(development server, tests in-process) the registry of this one process is served.
+prometheus-client chooses its mode when it is first imported, and this package is imported
+by the ``latchkey-server`` command before ``serving.py`` can set the directory; so
+prometheus-client is imported, and the counters built, only on first use in a process
+(``metrics()``), never at import time.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    generate_latest,
-)
-from prometheus_client import multiprocess as prometheus_multiprocess
 
 from .errors import StoreUnavailable
 from .events import SECURITY_EVENTS
 from .extension import Services
 
-__all__ = [
-    "HTTP_RESPONSES",
-    "RATE_LIMITED",
-    "SECURITY_EVENTS_TOTAL",
-    "SECURITY_STREAM_ERRORS",
-    "SecurityStreamSink",
-    "init_app",
-    "render_metrics",
-]
+__all__ = ["Metrics", "SecurityStreamSink", "init_app", "metrics", "render_metrics"]
 
 _log = logging.getLogger("latchkey.observability")
 
-SECURITY_EVENTS_TOTAL = Counter(
-    "latchkey_security_events_total", "Security events raised, by event name.", ["event"])
-SECURITY_STREAM_ERRORS = Counter(
-    "latchkey_security_stream_errors_total",
-    "Security events that could not be added to the Redis stream (they are still logged).")
-RATE_LIMITED = Counter(
-    "latchkey_rate_limited_total", "Requests refused with 429 by a D2 limit, by limit.",
-    ["limit"])
-HTTP_RESPONSES = Counter(
-    "latchkey_http_responses_total", "HTTP responses by status code.", ["status"])
+RATE_LIMIT_LABELS = ("account_failures", "login_ip_failures", "register_ip_failures",
+                     "step_up_failures", "step_up_ip_failures", "invalid_token_ip")
 
-# Series that exist from the start at 0, so rate() and absent-based alerts work at once.
-for _event in sorted(SECURITY_EVENTS):
-    SECURITY_EVENTS_TOTAL.labels(event=_event)
-for _limit in ("account_failures", "login_ip_failures", "register_ip_failures",
-               "step_up_failures", "step_up_ip_failures", "invalid_token_ip"):
-    RATE_LIMITED.labels(limit=_limit)
+
+class Metrics:
+    """The Prometheus counters of this process."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter
+
+        self.security_events = Counter(
+            "latchkey_security_events_total", "Security events raised, by event name.",
+            ["event"])
+        self.security_stream_errors = Counter(
+            "latchkey_security_stream_errors_total",
+            "Security events that could not be added to the Redis stream (still logged).")
+        self.rate_limited = Counter(
+            "latchkey_rate_limited_total", "Requests refused with 429 by a D2 limit.",
+            ["limit"])
+        self.http_responses = Counter(
+            "latchkey_http_responses_total", "HTTP responses by status code.", ["status"])
+        # Series that exist from the start at 0, so rate() and absent() alerts work at once.
+        for event in sorted(SECURITY_EVENTS):
+            self.security_events.labels(event=event)
+        for limit in RATE_LIMIT_LABELS:
+            self.rate_limited.labels(limit=limit)
+
+
+@functools.cache
+def metrics() -> Metrics:
+    """Return this process's counters, building them on first use (see the docstring)."""
+    return Metrics()
 
 
 def _stream_value(value: Any) -> str:
@@ -90,22 +93,31 @@ class SecurityStreamSink:
         try:
             self._store.append_security_event(entry, self._max_length)
         except StoreUnavailable:
-            SECURITY_STREAM_ERRORS.inc()
+            metrics().security_stream_errors.inc()
             _log.warning("security event not added to the stream: store unavailable",
                          extra={"event": "security_stream_error", "lk_security_event": event})
 
 
 def _count_security_event(event: str, fields: dict[str, Any]) -> None:
-    SECURITY_EVENTS_TOTAL.labels(event=event).inc()
+    metrics().security_events.labels(event=event).inc()
 
 
 def _count_response(response: Response) -> Response:
-    HTTP_RESPONSES.labels(status=str(response.status_code)).inc()
+    metrics().http_responses.labels(status=str(response.status_code)).inc()
     return response
 
 
 def render_metrics() -> Response:
     """Return the Prometheus exposition of this process, or of all workers under gunicorn."""
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        generate_latest,
+    )
+    from prometheus_client import multiprocess as prometheus_multiprocess
+
+    metrics()  # the zero-valued series exist even before the first event
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)

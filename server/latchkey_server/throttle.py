@@ -155,7 +155,7 @@ class Throttle:
         return max(1, int(reset_at - time.time()) + 1)
 
     def _refused(self, label: str, key: str, item: RateLimitItem, event: str) -> None:
-        observability.RATE_LIMITED.labels(limit=label).inc()
+        observability.metrics().rate_limited.labels(limit=label).inc()
         # One event per key and window: the first refusal wins the one-shot counter.
         once = RateLimitItemPerSecond(1, item.get_expiry())
         if self.limiter.limiter.hit(once, key, label, "reported"):
