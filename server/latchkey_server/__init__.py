@@ -9,7 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, extension, hardening, observability, throttle
 from .access_log import init_app as init_access_log
-from .api import account, auth, ops, sessions, wellknown
+from .api import account, admin_sessions, auth, ops, sessions, wellknown
 from .config import Settings, load_settings
 from .embedded import EmbeddedRedis
 from .keys import ensure_key_material
@@ -39,7 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     hardening.init_app(app, settings.max_body_bytes)
     init_access_log(app)
-    for module in (auth, sessions, account, wellknown, ops):
+    for module in (auth, sessions, account, admin_sessions, wellknown, ops):
         app.register_blueprint(module.bp)
     observability.init_app(app, svc)
     throttle.init_app(app, svc, redis_url)  # after the blueprints: it wraps their views

@@ -5,9 +5,10 @@
     latchkey-server sessions revoke --user NAME (--session ID | --all)
     latchkey-server keys rotate
 
-There is no HTTP admin API: an administrative view of sessions is reachable only by someone
-who can run this command with the server's configuration, that is, who can read the
-instance directory (keys, mode 0700) and reach its Redis. Every command is audited: one
+These commands are for whoever can run them with the server's configuration, that is,
+who can read the instance directory (keys, mode 0700) and reach its Redis; the HTTP view
+(``api/admin_sessions.py``) is for accounts with the ``admin`` role after a recent
+step-up. Every command is audited: one
 ``admin_action`` security event naming the action, the operating-system user who ran it
 and the target (by pseudonym, like every event), through the same event log, sinks and
 all, as the server's.

@@ -10,6 +10,7 @@ is ours but whose session the store does not know is refused and reported as sus
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,10 +18,11 @@ from typing import Any, TypeVar
 from flask import g, request
 
 from .binding import check_binding
-from .errors import InvalidToken, SessionExpired, SessionRevoked
+from .errors import InvalidToken, SessionExpired, SessionRevoked, StepUpRequired
 from .extension import services
 
-__all__ = ["Principal", "bearer_token", "current_principal", "require_session"]
+__all__ = ["Principal", "bearer_token", "current_principal", "require_recent_step_up",
+           "require_session"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,3 +86,14 @@ def require_session(view: F) -> F:
 def current_principal() -> Principal:
     """Return the principal ``require_session`` put on ``g``."""
     return g.principal
+
+
+def require_recent_step_up(principal: Principal, window_seconds: int) -> None:
+    """Raise ``StepUpRequired`` unless the session was elevated within the window (L4).
+
+    Level and authentication time come from the session in the store, never from the
+    token, and the age is measured on the server's clock.
+    """
+    if principal.auth_level != "elevated" or time.time() - principal.auth_time > window_seconds:
+        raise StepUpRequired(f"Re-authenticate (POST /v1/auth/reauth) within "
+                             f"{window_seconds} s before this action")

@@ -109,6 +109,25 @@ def _paths() -> dict[str, Any]:
             "parameters": [_DEVICE_ID],
             "responses": {**_ok("#/components/schemas/Ok"), **_problems(401, 403, *_COMMON)},
         }},
+        "/v1/admin/sessions": {"get": {
+            "operationId": "adminListSessions", "tags": ["admin"], "security": _BEARER,
+            "description": "Admin role and a step-up within STEP_UP_WINDOW; audited. "
+                           "Non-admins get 404.",
+            "parameters": [_DEVICE_ID, {"name": "username", "in": "query", "required": True,
+                                        "schema": {"type": "string"}}],
+            "responses": {**_ok("#/components/schemas/AdminSessionList"),
+                          **_problems(401, 403, 404, *_COMMON)},
+        }},
+        "/v1/admin/sessions/revoke": {"post": {
+            "operationId": "adminRevokeSessions", "tags": ["admin"], "security": _BEARER,
+            "description": "Admin role and a step-up within STEP_UP_WINDOW; audited. "
+                           "Without session_id, every session of the user ends. "
+                           "Non-admins get 404.",
+            "parameters": [_DEVICE_ID],
+            "requestBody": _json_body("#/components/schemas/AdminRevokeRequest"),
+            "responses": {"204": {"description": "Ended, reason admin"},
+                          **_problems(401, 403, 404, *_COMMON)},
+        }},
         "/v1/me": {"get": {
             "operationId": "me", "tags": ["account"], "security": _BEARER,
             "parameters": [_DEVICE_ID],
@@ -219,6 +238,15 @@ def _schemas() -> dict[str, Any]:
             "type": "object", "required": ["current_password", "new_password"],
             "properties": {"current_password": {"type": s, "minLength": 1, "maxLength": 1024},
                            "new_password": {"type": s, "minLength": 10, "maxLength": 1024}},
+        },
+        "AdminSessionList": {
+            "type": "object", "required": ["user_id", "sessions"],
+            "properties": {"user_id": {"type": s}, "sessions": {
+                "type": "array", "items": {"$ref": "#/components/schemas/Session"}}},
+        },
+        "AdminRevokeRequest": {
+            "type": "object", "required": ["username"],
+            "properties": {"username": {"type": s}, "session_id": {"type": s}},
         },
         "Ok": {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
         "Jwks": {"type": "object", "required": ["keys"],

@@ -186,9 +186,10 @@ def test_session_endpoints_are_in_the_served_openapi_document(live_server: Serve
     served = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
               for rule in app.url_map.iter_rules()
               for method in rule.methods - {"HEAD", "OPTIONS"}
-              if rule.endpoint.startswith(("sessions.", "account."))}
+              if rule.endpoint.startswith(("sessions.", "account.", "admin."))}
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert served <= documented
     assert {("/v1/auth/logout-all", "post"), ("/v1/auth/sessions", "get"),
             ("/v1/auth/sessions/{session_id}", "delete"), ("/v1/auth/reauth", "post"),
-            ("/v1/auth/password", "post"), ("/v1/me/sensitive", "post")} <= served
+            ("/v1/auth/password", "post"), ("/v1/me/sensitive", "post"),
+            ("/v1/admin/sessions", "get"), ("/v1/admin/sessions/revoke", "post")} <= served

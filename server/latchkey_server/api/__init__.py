@@ -1,1 +1,2 @@
-"""The HTTP API, one blueprint per area (auth, sessions, account, wellknown, ops)."""
+"""The HTTP API, one blueprint per area (auth, sessions, account,
+admin_sessions, wellknown, ops)."""

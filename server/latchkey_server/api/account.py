@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, Response, jsonify
 
-from ..errors import StepUpRequired
 from ..extension import services
-from ..guard import current_principal, require_session
+from ..guard import current_principal, require_recent_step_up, require_session
 
 __all__ = ["bp"]
 
@@ -32,9 +29,5 @@ def sensitive() -> Response:
     Level and authentication time come from the session in the store, not from the token,
     and the age is measured on the server's clock (L4).
     """
-    p = current_principal()
-    window_seconds = services().settings.step_up_window_seconds
-    if p.auth_level != "elevated" or time.time() - p.auth_time > window_seconds:
-        raise StepUpRequired(f"Re-authenticate (POST /v1/auth/reauth) within "
-                             f"{window_seconds} s before this action")
+    require_recent_step_up(current_principal(), services().settings.step_up_window_seconds)
     return jsonify({"ok": True})
