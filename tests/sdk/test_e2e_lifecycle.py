@@ -182,3 +182,24 @@ def test_absolute_expiry_wipes_local_tokens_even_offline(
     assert len(proxy.seen) == before  # decided on the device, no network needed
     assert reasons == [SignOutReason.ABSOLUTE] and client._core.tokens.access_token is None
     client.close()
+
+
+def test_async_idle_timer_warns_then_signs_out(idle_server: ServerProcess) -> None:
+    import asyncio
+
+    from latchkey_client import AsyncLatchkeyClient
+
+    user = make_user(idle_server)
+
+    async def main() -> list[str]:
+        seen: list[str] = []
+        async with AsyncLatchkeyClient(base_url=idle_server.base_url, idle_timeout_seconds=0.8,
+                                       idle_warning_seconds=0.4) as client:
+            client.on("idle_warning", lambda e: seen.append("warn"))
+            client.on("signed_out", lambda e: seen.append(f"out:{e.reason}"))
+            await client.login(username=user, password=PASSWORD)
+            await asyncio.sleep(1.3)
+            assert not client.is_signed_in
+        return seen
+
+    assert asyncio.run(main()) == ["warn", "out:idle"]
