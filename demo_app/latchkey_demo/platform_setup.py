@@ -1,0 +1,148 @@
+"""Pick the server URL, secure storage and device identity for the platform we run on.
+
+The SDK has one storage class per platform (S1); the demo chooses the one that fits:
+Android Keystore on Android, the Keychain on iOS, the OS keyring on a desktop. When a
+desktop has no secure keyring, the demo does not fall back to a plaintext file: it keeps
+the session in memory only and switches "Stay signed in" off, saying why.
+
+Everything is configurable with ``LATCHKEY_DEMO_*`` environment variables so the same app
+runs against a laptop's server, an emulator's ``adb reverse`` port, or a test fixture.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform as _platform
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from latchkey_client import (
+    AndroidKeystoreStorage,
+    EncryptedFileStorage,
+    IOSKeychainStorage,
+    KeyringStorage,
+    MemoryStorage,
+    Storage,
+    StorageError,
+)
+
+from . import __version__
+
+__all__ = ["DemoSettings", "choose_storage", "load_settings"]
+
+_log = logging.getLogger("latchkey_demo")
+
+#: The desktop default matches ``make run``; on an Android emulator or a USB phone,
+#: ``adb reverse tcp:8000 tcp:8000`` makes the same loopback URL reach the laptop.
+DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Everything the app reads from its environment, read once at start."""
+
+    server_url: str
+    storage_kind: str
+    device_name: str
+    user_agent: str
+    session_check_seconds: float
+    idle_warning_seconds: float | None
+    data_dir: Path
+
+
+def _kivy_platform() -> str:
+    from kivy.utils import platform
+
+    return str(platform)
+
+
+def _device_name(kind: str) -> str:
+    override = os.environ.get("LATCHKEY_DEMO_DEVICE_NAME")
+    if override:
+        return override[:64]
+    if kind == "android":
+        try:
+            from jnius import autoclass
+
+            build = autoclass("android.os.Build")
+            return f"{build.MANUFACTURER} {build.MODEL}"[:64]
+        except ImportError:
+            return "Android device"
+    if kind == "ios":
+        return "iPhone"
+    return f"{socket.gethostname()} ({_platform.system() or 'desktop'})"[:64]
+
+
+def load_settings(data_dir: Path) -> DemoSettings:
+    """Read the ``LATCHKEY_DEMO_*`` variables once, with safe defaults."""
+    kind = _kivy_platform()
+    warning = os.environ.get("LATCHKEY_DEMO_IDLE_WARNING_SECONDS")
+    return DemoSettings(
+        server_url=os.environ.get("LATCHKEY_DEMO_SERVER", DEFAULT_SERVER_URL),
+        storage_kind=os.environ.get("LATCHKEY_DEMO_STORAGE", "auto"),
+        device_name=_device_name(kind),
+        user_agent=(
+            f"LatchkeyDemo/{__version__} ({kind}; {_platform.system()} "
+            f"{_platform.release()}) Kivy"
+        )[:200],
+        session_check_seconds=float(os.environ.get("LATCHKEY_DEMO_CHECK_SECONDS", "15")),
+        idle_warning_seconds=float(warning) if warning else None,
+        data_dir=data_dir,
+    )
+
+
+def choose_storage(settings: DemoSettings) -> tuple[Storage, str | None]:
+    """Return the secure storage to use and, if "stay signed in" is unavailable, why.
+
+    ``LATCHKEY_DEMO_STORAGE``: ``auto`` (per platform), ``memory``, ``keyring``, or
+    ``file`` (an AES-GCM file keyed by ``LATCHKEY_DEMO_FILE_PASSPHRASE``; for headless
+    test machines, where there is no keyring).
+    """
+    kind = settings.storage_kind
+    platform_name = _kivy_platform()
+    try:
+        if kind == "memory":
+            return MemoryStorage(), "This build keeps your session in memory only."
+        if kind == "file":
+            passphrase = os.environ.get("LATCHKEY_DEMO_FILE_PASSPHRASE", "")
+            path = settings.data_dir / "session.lkf"
+            return EncryptedFileStorage(path, passphrase=passphrase), None
+        if kind == "keyring" or (kind == "auto" and platform_name not in ("android", "ios")):
+            return KeyringStorage(service="latchkey-demo"), None
+        if platform_name == "android":
+            return AndroidKeystoreStorage(alias="latchkey_demo"), None
+        if platform_name == "ios":
+            return IOSKeychainStorage(service="latchkey-demo"), None
+    except StorageError as exc:
+        _log.warning("secure storage unavailable (%s); keeping the session in memory",
+                     type(exc).__name__)
+        return MemoryStorage(), (
+            "No secure storage on this device, so you will be signed out when the app "
+            "closes."
+        )
+    return MemoryStorage(), "This build keeps your session in memory only."
+
+
+def device_id(data_dir: Path) -> str:
+    """Return this install's random device id, creating it on first run.
+
+    Not a secret (it only binds sessions to the install, D3) and not derived from the
+    hardware, so it cannot track the user across apps.
+    """
+    path = data_dir / "device_id"
+    try:
+        existing = path.read_text(encoding="ascii").strip()
+        if existing:
+            return existing
+    except OSError:
+        pass
+    new = uuid.uuid4().hex
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(new, encoding="ascii")
+    except OSError:
+        _log.warning("could not save the device id; using a fresh one for this run")
+    return new

@@ -1,0 +1,199 @@
+"""Render every screen of the demo to PNG in ``docs/screenshots/`` (headless is fine).
+
+Starts its own ``latchkey-server`` on loopback with the embedded Redis (or uses
+``--server URL``), creates a demo account with two other "devices", then walks the real
+app through sign-in, home, devices, the step-up prompt, the sensitive action, the password
+change, the idle warning and a remote sign-out, saving the window after each step.
+
+    .venv/bin/python demo_app/render_screenshots.py            # SDL offscreen, no display
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = ROOT / "docs" / "screenshots"
+PASSWORD = "correct horse battery staple"  # noqa: S105 - a throwaway demo account
+NEW_PASSWORD = "violet staple orbit lantern"  # noqa: S105 - a throwaway demo account
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _server(idle_timeout_seconds: int) -> Iterator[str]:
+    """Run a throwaway latchkey-server with the embedded Redis; yield its base URL."""
+    import httpx
+
+    port = _free_port()
+    instance = Path(tempfile.mkdtemp(prefix="latchkey-shots-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}
+    env.update({"LATCHKEY_INSTANCE_PATH": str(instance),
+                "LATCHKEY_IDLE_TIMEOUT": str(idle_timeout_seconds)})
+    exe = Path(sys.executable).parent / "latchkey-server"
+    with open(instance / "server.log", "wb") as log:
+        proc = subprocess.Popen(  # noqa: S603 - our own server binary, fixed arguments
+            [str(exe), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("latchkey-server did not become ready")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        shutil.rmtree(instance, ignore_errors=True)
+
+
+def _seed(url: str, username: str) -> None:
+    """Create the demo account and sign it in on two other devices."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=15) as http:
+        http.post("/v1/auth/register", json={"username": username, "password": PASSWORD})
+        for name, agent in (("Pixel 8", "LatchkeyDemo/0.1 (android; Linux 14) Kivy"),
+                            ("iPad Air", "LatchkeyDemo/0.1 (ios; Darwin 23.4) Kivy")):
+            r = http.post("/v1/auth/login", headers={"User-Agent": agent},
+                          json={"username": username, "password": PASSWORD,
+                                "device_name": name, "device_id": uuid.uuid4().hex})
+            r.raise_for_status()
+
+
+def _remote_sign_out(url: str, username: str, password: str) -> None:
+    """From "another device", sign out every other session (the app's included)."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=15) as http:
+        r = http.post("/v1/auth/login", json={"username": username, "password": password,
+                                              "device_name": "Work laptop"})
+        r.raise_for_status()
+        access = r.json()["access_token"]
+        http.post("/v1/auth/logout-all", json={"scope": "others"},
+                  headers={"Authorization": f"Bearer {access}"}).raise_for_status()
+
+
+def main() -> None:
+    """Render the screenshots."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--server", help="use this server instead of starting one")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
+    os.environ.setdefault("KIVY_NO_ARGS", "1")
+    os.environ.setdefault("KIVY_METRICS_DENSITY", "2")
+    os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
+    kivy_home = Path(tempfile.mkdtemp(prefix="latchkey-kivy-"))
+    os.environ.setdefault("KIVY_HOME", str(kivy_home))
+    (kivy_home / "config").mkdir()
+    os.environ.setdefault("XDG_CONFIG_HOME", str(kivy_home / "config"))
+    os.environ["LATCHKEY_DEMO_STORAGE"] = "memory"
+    os.environ["LATCHKEY_DEMO_DEVICE_NAME"] = "Ada's phone"
+    os.environ["LATCHKEY_DEMO_CHECK_SECONDS"] = "1"
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    with contextlib.ExitStack() as stack:
+        url = args.server or stack.enter_context(_server(idle_timeout_seconds=1800))
+        os.environ["LATCHKEY_DEMO_SERVER"] = url
+        username = f"ada.lovelace.{uuid.uuid4().hex[:4]}"
+        _seed(url, username)
+        _render(url, username, args.out)
+    shutil.rmtree(kivy_home, ignore_errors=True)
+
+
+def _render(url: str, username: str, out: Path) -> None:
+    sys.path.insert(0, str(HERE))
+    from kivy.config import Config
+
+    density = float(os.environ["KIVY_METRICS_DENSITY"])
+    width, height = int(390 * density), int(820 * density)  # a phone's 390 x 820 dp
+    Config.set("graphics", "width", str(width))
+    Config.set("graphics", "height", str(height))
+    from kivy.core.window import Window
+    from latchkey_demo.app import LatchkeyDemoApp
+    from latchkey_demo.scripting import find, run_scripted, settle, tap, type_into, wait_until
+
+    Window.size = (width, height)
+    shots = Path(tempfile.mkdtemp(prefix="latchkey-shots-png-"))
+
+    async def shoot(name: str) -> None:
+        await settle(0.6)
+        saved = Window.screenshot(name=str(shots / f"{name}.png"))
+        shutil.move(saved, out / f"{name}.png")
+        print(f"wrote {out / (name + '.png')}")
+
+    async def script(app: LatchkeyDemoApp) -> None:
+        await wait_until(lambda: app.screen == "signin")
+        type_into(find(app, "signin", "username"), username)
+        type_into(find(app, "signin", "password"), PASSWORD)
+        await shoot("01-sign-in")
+        tap(find(app, "signin", "register_link"))
+        await shoot("02-register")
+        app.go("signin")
+        type_into(find(app, "signin", "username"), username)
+        type_into(find(app, "signin", "password"), PASSWORD)
+        tap(find(app, "signin", "signin_button"))
+        await wait_until(lambda: app.screen == "home" and app.username and not app.busy)
+        app.dismiss_notice()
+        await shoot("03-home")
+        app.go("sessions")
+        await wait_until(lambda: len(app.sessions) == 3 and not app.busy)
+        await shoot("04-devices")
+        app.go("sensitive")
+        tap(find(app, "sensitive", "sensitive_button"))
+        await wait_until(lambda: app.step_up_prompt)
+        await shoot("05-step-up")
+        type_into(find(app, "sensitive", "step_password"), PASSWORD)
+        tap(find(app, "sensitive", "confirm_button"))
+        await wait_until(lambda: app.sensitive_done)
+        await shoot("06-sensitive-done")
+        app.go("password")
+        type_into(find(app, "password", "current"), PASSWORD)
+        type_into(find(app, "password", "new"), NEW_PASSWORD)
+        type_into(find(app, "password", "confirm"), NEW_PASSWORD)
+        tap(find(app, "password", "change_button"))
+        await wait_until(lambda: app.password_done)
+        await shoot("07-password-changed")
+        app.go("home")
+        await wait_until(lambda: not app.busy)
+        # Travel 29 minutes ahead on the SDK's idle timer (private state, for the picture
+        # only) so the real warning fires now, through the real event path.
+        timer = app.client._idle
+        with timer._cond:
+            timer._schedule.last_activity_at -= 1800 - 53
+            timer._cond.notify()
+        await wait_until(lambda: app.idle_warning_open)
+        await shoot("08-idle-warning")
+        app.stay_signed_in()
+        _remote_sign_out(url, username, NEW_PASSWORD)
+        await wait_until(lambda: app.screen == "signin", timeout_seconds=20)
+        await shoot("09-signed-out-remotely")
+
+    run_scripted(LatchkeyDemoApp(), script)
+    shutil.rmtree(shots, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
