@@ -156,6 +156,10 @@ class ClientBase:
             "User-Agent": user_agent or f"latchkey-client/{__version__}",
             "Accept": "application/json",
         }
+        if device_id is not None:
+            # The server binds the session to this id (D3) and compares it on every request,
+            # refresh included: send it on all of them, not only in the login body.
+            self._headers["X-Device-Id"] = device_id
         self._core = SessionCore(
             storage=storage, stay_signed_in=stay_signed_in,
             refresh_leeway_seconds=refresh_leeway_seconds, clock=clock,

@@ -52,6 +52,8 @@ class AsyncLatchkeyClient(ClientBase):
             async_http=self._http,
             refresh_timeout=self._timeout,
             refresh_replay_seconds=DEFAULT_REFRESH_REPLAY_SECONDS,
+            device_id=self._device_id,
+            user_agent=self._headers["User-Agent"],
         )
         self._idle: AsyncIdleTimer | None = None
         self._flushing = asyncio.Lock()

@@ -85,6 +85,8 @@ class LatchkeyAuth(httpx.Auth):
         async_http: httpx.AsyncClient | None = None,
         refresh_timeout: httpx.Timeout,
         refresh_replay_seconds: float = DEFAULT_REFRESH_REPLAY_SECONDS,
+        device_id: str | None = None,
+        user_agent: str | None = None,
     ) -> None:
         self._core = core
         self._origin = origin
@@ -93,6 +95,8 @@ class LatchkeyAuth(httpx.Auth):
         self._async_http = async_http
         self._refresh_timeout = refresh_timeout
         self._replay_seconds = refresh_replay_seconds
+        self._device_id = device_id
+        self._user_agent = user_agent
         self._thread_lock = threading.Lock()
         self._async_lock: asyncio.Lock | None = None
         #: How many refresh requests this auth has sent (successful or not); for tests/metrics.
@@ -106,6 +110,15 @@ class LatchkeyAuth(httpx.Auth):
     def _applies_to(self, request: httpx.Request) -> bool:
         check_request_url(request.url)
         return same_origin(request.url, self._origin)
+
+    def _bind(self, request: httpx.Request) -> None:
+        """Send the device id and User-Agent the session is bound to (D3), whoever's client
+        carries the request: under the server's ``enforce`` binding policy a different
+        User-Agent ends the session."""
+        if self._device_id is not None:
+            request.headers["X-Device-Id"] = self._device_id
+        if self._user_agent is not None:
+            request.headers["User-Agent"] = self._user_agent
 
     def _precheck(self) -> Tokens:
         tokens = self._core.tokens
@@ -138,6 +151,7 @@ class LatchkeyAuth(httpx.Auth):
             return
         tokens = self.ensure_fresh_sync()
         request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+        self._bind(request)
         response = yield request
         if response.status_code != 401:
             return
@@ -161,6 +175,7 @@ class LatchkeyAuth(httpx.Auth):
             return
         tokens = await self.ensure_fresh_async()
         request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+        self._bind(request)
         response = yield request
         if response.status_code != 401:
             return

@@ -57,6 +57,8 @@ class LatchkeyClient(ClientBase):
             sync_http=self._http,
             refresh_timeout=self._timeout,
             refresh_replay_seconds=DEFAULT_REFRESH_REPLAY_SECONDS,
+            device_id=self._device_id,
+            user_agent=self._headers["User-Agent"],
         )
         self._idle: IdleTimer | None = None
         self._idle_lock = threading.Lock()

@@ -245,3 +245,19 @@ def test_processes_sharing_a_store_refresh_one_at_a_time_never_presenting_a_stal
     assert parent.get("/v1/me").status_code == 200
     assert parent.logout().server_confirmed
     parent.close()
+
+
+def test_device_bound_session_survives_refreshes_under_enforce_binding(
+    sdk_server_factory: Callable[..., ServerProcess], proxy_to: Any
+) -> None:
+    server = sdk_server_factory(access_token_ttl=1, binding_policy="enforce")
+    proxy = proxy_to(server)
+    with signed_in(proxy, server, device_id="device-1234") as client:
+        time.sleep(1.1)
+        assert client.get("/v1/me").status_code == 200  # after a refresh
+        # An app's own httpx client with the SDK's auth carries the device id too.
+        with httpx.Client(auth=client.auth) as app_http:
+            assert app_http.get(proxy.base_url + "/v1/me").status_code == 200
+        assert proxy.count(REFRESH) == 1
+        assert all(s.headers.get("x-device-id") == "device-1234" for s in proxy.seen)
+        assert client.logout().server_confirmed
