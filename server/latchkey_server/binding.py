@@ -18,6 +18,7 @@ a token replayed from another client or tool, and makes the copy visible.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from flask import request
 
@@ -25,16 +26,20 @@ from .api.inputs import MAX_DEVICE_FIELD, client_ip, user_agent
 from .errors import InvalidRequest, SessionRevoked
 from .extension import Services
 
-__all__ = ["DEVICE_ID_HEADER", "check_binding", "request_device_id"]
+__all__ = ["DEVICE_ID_HEADER", "DEVICE_ID_PATTERN", "check_binding", "request_device_id"]
 
 DEVICE_ID_HEADER = "X-Device-Id"
+# Printable ASCII: a header value is an identifier, not display text. openapi.py publishes
+# the same pattern, so the document and the server agree on what is valid.
+DEVICE_ID_PATTERN = rf"^[ -~]{{0,{MAX_DEVICE_FIELD}}}$"
+DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
 
 
 def request_device_id() -> str:
     """Return this request's ``X-Device-Id`` ('' when absent), checked like body fields."""
     value = request.headers.get(DEVICE_ID_HEADER, "")
-    if len(value) > MAX_DEVICE_FIELD or not value.isprintable():
-        raise InvalidRequest(f"{DEVICE_ID_HEADER} must be printable, at most "
+    if not DEVICE_ID_RE.fullmatch(value):
+        raise InvalidRequest(f"{DEVICE_ID_HEADER} must be printable ASCII, at most "
                              f"{MAX_DEVICE_FIELD} characters")
     return value
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from .binding import DEVICE_ID_PATTERN
 from .errors import ERROR_CODES
 
 __all__ = ["openapi_document"]
@@ -35,7 +36,7 @@ _BEARER = [{"bearer": []}]
 _DEVICE_ID = {"name": "X-Device-Id", "in": "header", "required": False,
               "description": "The app's stable device id, as sent at login; a change is "
                              "reported or ends the session (BINDING_POLICY)",
-              "schema": {"type": "string", "maxLength": 128}}
+              "schema": {"type": "string", "pattern": DEVICE_ID_PATTERN}}
 _COMMON = (400, 405, 413, 415, 429, 503)
 
 
