@@ -13,6 +13,7 @@ Mobile life-cycle policy lives in :meth:`LatchkeyDemoApp.on_pause` and
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +57,7 @@ from .wording import (
     sign_out_message,
 )
 
-__all__ = ["LatchkeyDemoApp", "boot_clock"]
+__all__ = ["LatchkeyDemoApp", "boot_clock", "install_log_hygiene"]
 
 _log = logging.getLogger("latchkey_demo")
 
@@ -78,6 +79,33 @@ def boot_clock() -> float:
     if boottime is not None:
         return time.clock_gettime(boottime)
     return time.monotonic()
+
+
+class _SessionPathFilter(logging.Filter):
+    """Mask session ids in URL paths (``DELETE /v1/auth/sessions/<id>``).
+
+    httpx logs each request's URL at INFO; a session id grants nothing, but the project
+    keeps it out of logs everywhere (API.md), and the SDK's token filter does not know it.
+    """
+
+    _pattern = re.compile(r"(/v1/auth/sessions/)[^\s\"'?#/]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the message with the id masked; never drop the record."""
+        message = record.getMessage()
+        masked = self._pattern.sub(r"\1[REDACTED]", message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def install_log_hygiene() -> None:
+    """Mask tokens (the SDK's filter) and session ids in whatever the app's handlers write."""
+    install_redaction()
+    session_filter = _SessionPathFilter()
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _SessionPathFilter) for f in handler.filters):
+            handler.addFilter(session_filter)
 
 
 class LatchkeyDemoApp(App):
@@ -157,7 +185,7 @@ class LatchkeyDemoApp(App):
         """Load the theme and screens, pick storage, and resume a stored session if any."""
         from .worker import Worker
 
-        install_redaction()  # whatever a handler prints, tokens come out masked
+        install_log_hygiene()
         self.settings = load_settings(Path(self.user_data_dir))
         self.server_url = self.settings.server_url
         self.device_name = self.settings.device_name
