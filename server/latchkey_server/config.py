@@ -244,6 +244,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError("idle_timeout_seconds cannot exceed absolute_timeout_seconds")
     if s.access_token_ttl_seconds > s.idle_timeout_seconds:
         raise ConfigError("access_token_ttl_seconds cannot exceed idle_timeout_seconds")
+    if 0 < s.key_retention_seconds < s.access_token_ttl_seconds:
+        # A retired key must verify every token it signed, or rotation logs people out.
+        raise ConfigError("key_retention_seconds cannot be shorter than the access token TTL")
     if s.binding_policy not in BINDING_POLICIES:
         raise ConfigError(f"binding_policy must be one of {', '.join(BINDING_POLICIES)}")
     if s.trusted_proxy_count < 0:

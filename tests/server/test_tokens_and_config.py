@@ -43,6 +43,8 @@ def test_environment_overrides_profile_and_is_validated():
         load_settings({"LATCHKEY_IDLE_TIMEOUT": "100", "LATCHKEY_ABSOLUTE_TIMEOUT": "50"})
     with pytest.raises(ConfigError):
         load_settings({"LATCHKEY_BINDING_POLICY": "maybe"})
+    with pytest.raises(ConfigError):
+        load_settings({"LATCHKEY_ACCESS_TOKEN_TTL": "300", "LATCHKEY_KEY_RETENTION": "60"})
 
 
 def test_ids_are_random_and_long_enough():
