@@ -15,12 +15,9 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,37 +31,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _server(idle_timeout_seconds: int) -> Iterator[str]:
-    """Run a throwaway latchkey-server with the embedded Redis; yield its base URL."""
-    import httpx
-
-    port = _free_port()
-    instance = Path(tempfile.mkdtemp(prefix="latchkey-shots-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}
-    env.update({"LATCHKEY_INSTANCE_PATH": str(instance),
-                "LATCHKEY_IDLE_TIMEOUT": str(idle_timeout_seconds)})
-    exe = Path(sys.executable).parent / "latchkey-server"
-    with open(instance / "server.log", "wb") as log:
-        proc = subprocess.Popen(  # noqa: S603 - our own server binary, fixed arguments
-            [str(exe), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("latchkey-server did not become ready")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        shutil.rmtree(instance, ignore_errors=True)
 
 
 def _seed(url: str, username: str) -> None:
@@ -96,6 +62,9 @@ def _remote_sign_out(url: str, username: str, password: str) -> None:
 
 def main() -> None:
     """Render the screenshots."""
+    sys.path.insert(0, str(HERE))
+    from devserver import running_server
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--server", help="use this server instead of starting one")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -109,22 +78,25 @@ def main() -> None:
     os.environ.setdefault("KIVY_HOME", str(kivy_home))
     (kivy_home / "config").mkdir()
     os.environ.setdefault("XDG_CONFIG_HOME", str(kivy_home / "config"))
-    os.environ["LATCHKEY_DEMO_STORAGE"] = "memory"
+    # An encrypted file stands in for the phone's Keystore/Keychain, so "Stay signed in"
+    # is on offer as it is on a phone.
+    os.environ["LATCHKEY_DEMO_STORAGE"] = "file"
+    os.environ["LATCHKEY_DEMO_FILE_PASSPHRASE"] = uuid.uuid4().hex
     os.environ["LATCHKEY_DEMO_DEVICE_NAME"] = "Ada's phone"
     os.environ["LATCHKEY_DEMO_CHECK_SECONDS"] = "1"
     args.out.mkdir(parents=True, exist_ok=True)
 
     with contextlib.ExitStack() as stack:
-        url = args.server or stack.enter_context(_server(idle_timeout_seconds=1800))
+        url = args.server or stack.enter_context(running_server(port=_free_port()))
         os.environ["LATCHKEY_DEMO_SERVER"] = url
-        username = f"ada.lovelace.{uuid.uuid4().hex[:4]}"
+        # A fresh server has no users yet; a shared one gets a unique name.
+        username = f"ada.lovelace.{uuid.uuid4().hex[:4]}" if args.server else "ada.lovelace"
         _seed(url, username)
         _render(url, username, args.out)
     shutil.rmtree(kivy_home, ignore_errors=True)
 
 
 def _render(url: str, username: str, out: Path) -> None:
-    sys.path.insert(0, str(HERE))
     from kivy.config import Config
 
     density = float(os.environ["KIVY_METRICS_DENSITY"])
@@ -148,6 +120,7 @@ def _render(url: str, username: str, out: Path) -> None:
         await wait_until(lambda: app.screen == "signin")
         type_into(find(app, "signin", "username"), username)
         type_into(find(app, "signin", "password"), PASSWORD)
+        find(app, "signin", "stay").active = True
         await shoot("01-sign-in")
         tap(find(app, "signin", "register_link"))
         await shoot("02-register")
