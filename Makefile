@@ -36,3 +36,10 @@ bench: test-deps
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
+
+# The Kivy demo on a desktop: latchkey-server on the embedded default (its own Redis) in
+# the background on $(HOST):$(PORT), the app in front; closing the app stops the server.
+.PHONY: demo
+demo: deps
+	$(BIN)/pip install -q -r demo_app/requirements.txt
+	$(BIN)/python demo_app/devserver.py --host $(HOST) --port $(PORT)
