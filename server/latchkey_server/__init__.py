@@ -37,7 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     redis_url = _redis_url(app, settings)
     svc = extension.init_app(app, settings, redis_url)
     errors.init_app(app)
-    hardening.init_app(app, settings.max_body_bytes)
+    hardening.init_app(app, settings)
     init_access_log(app)
     for module in (auth, sessions, account, admin_sessions, wellknown, ops):
         app.register_blueprint(module.bp)

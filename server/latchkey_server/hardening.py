@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
+from .config import Settings
 from .errors import (
     InvalidToken,
     MethodNotAllowed,
@@ -21,7 +22,7 @@ from .errors import (
 )
 from .extension import services
 from .redaction import TOKEN_QUERY_PARAMS
-from .tokens import RefreshToken, looks_like_token
+from .tokens import MIN_TOKEN_LENGTH, RefreshToken, looks_like_token
 
 __all__ = ["init_app"]
 
@@ -58,9 +59,16 @@ def _revoke_leaked(value: str) -> None:
 
 
 def _refuse_tokens_in_url() -> None:
+    query = request.environ.get("QUERY_STRING", "")
+    path = request.environ.get("PATH_INFO", "")
+    # Fast path for the common request: no query string and no path segment long enough
+    # to be a token. It runs before every request, the protected hot path included.
+    if not query and len(path) <= MIN_TOKEN_LENGTH:
+        return
     names = {name.lower() for name in request.args}
     leaked = [v for k, vs in request.args.lists() if k.lower() in TOKEN_QUERY_PARAMS for v in vs]
-    leaked += [seg for seg in request.path.split("/") if seg and looks_like_token(seg)]
+    leaked += [seg for seg in path.split("/")
+               if len(seg) >= MIN_TOKEN_LENGTH and looks_like_token(seg)]
     if not leaked and not names & TOKEN_QUERY_PARAMS:
         return
     for value in leaked:
@@ -75,35 +83,34 @@ def _refuse_tokens_in_url() -> None:
     raise TokenInUrl("Send tokens only in the Authorization header or a JSON body")
 
 
-def _check_request() -> None:
-    _refuse_tokens_in_url()
-    if request.method == "TRACE":
-        raise MethodNotAllowed()
-    limit = services().settings.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge()
-    if request.method in _BODY_METHODS and (request.content_length or request.headers.get(
-            "Transfer-Encoding")):
-        if request.mimetype != "application/json":
-            raise UnsupportedMediaType()
-
-
-def _secure_headers(response: Response) -> Response:
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    if request.path not in _CACHEABLE_PATHS:
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Pragma"] = "no-cache"
-    settings = services().settings
-    if settings.hsts_enabled or request.is_secure:
-        response.headers["Strict-Transport-Security"] = (
-            f"max-age={settings.hsts_max_age_seconds}; includeSubDomains"
-        )
-    return response
-
-
-def init_app(app: Flask, max_body_bytes: int) -> None:
+def init_app(app: Flask, settings: Settings) -> None:
     """Register the request checks and response headers on ``app``."""
     # werkzeug enforces the limit while streaming too, which covers chunked bodies.
-    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
-    app.before_request(_check_request)
-    app.after_request(_secure_headers)
+    app.config["MAX_CONTENT_LENGTH"] = max_body = settings.max_body_bytes
+    hsts = f"max-age={settings.hsts_max_age_seconds}; includeSubDomains"
+    always_hsts = settings.hsts_enabled
+
+    def check_request() -> None:
+        _refuse_tokens_in_url()
+        method = request.method
+        if method == "TRACE":
+            raise MethodNotAllowed()
+        length = request.content_length
+        if length is not None and length > max_body:
+            raise PayloadTooLarge()
+        if method in _BODY_METHODS and (length or request.headers.get("Transfer-Encoding")):
+            if request.mimetype != "application/json":
+                raise UnsupportedMediaType()
+
+    def secure_headers(response: Response) -> Response:
+        headers = response.headers
+        headers["X-Content-Type-Options"] = "nosniff"
+        if request.path not in _CACHEABLE_PATHS:
+            headers["Cache-Control"] = "no-store"
+            headers["Pragma"] = "no-cache"
+        if always_hsts or request.is_secure:
+            headers["Strict-Transport-Security"] = hsts
+        return response
+
+    app.before_request(check_request)
+    app.after_request(secure_headers)

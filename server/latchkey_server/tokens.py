@@ -61,6 +61,8 @@ _USER_ID_RE = re.compile(rf"{_B64URL}{{{_USER_ID_LEN}}}")
 _SESSION_ID_RE = re.compile(rf"{_B64URL}{{{_SESSION_ID_LEN}}}")
 MAX_JWT_LENGTH = 2048
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{20,}")
+# The shortest string either token pattern can match: anything shorter is not a token.
+MIN_TOKEN_LENGTH = 38
 _REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "jti", "iat", "exp", "auth_level", "auth_time")
 AUTH_LEVELS = ("normal", "elevated")
 
