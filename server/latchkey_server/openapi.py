@@ -146,6 +146,14 @@ def _paths() -> dict[str, Any]:
             "operationId": "readyz", "tags": ["ops"], "security": [],
             "responses": {**_ok("#/components/schemas/Status"), **_problems(400, 405, 503)},
         }},
+        "/metrics": {"get": {
+            "operationId": "metrics", "tags": ["ops"], "security": [],
+            "description": "Prometheus text; only to LATCHKEY_METRICS_ALLOWED_NETWORKS, "
+                           "404 to everyone else (docs/OPERATIONS.md).",
+            "responses": {"200": {"description": "Prometheus text exposition",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          **_problems(400, 404, 405)},
+        }},
         "/openapi.json": {"get": {
             "operationId": "openapi", "tags": ["ops"], "security": [],
             "responses": {"200": {"description": "This document",
