@@ -50,7 +50,10 @@ class Worker:
         future = self._pool.submit(job)
 
         def deliver(done: Future[T]) -> None:
-            # Runs on the worker thread: only hop to the UI thread from here.
+            # Runs on the worker thread: only hop to the UI thread from here. A job cancelled
+            # by shutdown() has no outcome to deliver.
+            if done.cancelled():
+                return
             Clock.schedule_once(lambda _dt: self._finish(done, on_done, on_error), 0)
 
         future.add_done_callback(deliver)
@@ -62,6 +65,8 @@ class Worker:
         on_done: Callable[[T], Any] | None,
         on_error: Callable[[BaseException], Any] | None,
     ) -> None:
+        if future.cancelled():
+            return
         error = future.exception()
         if error is not None:
             if on_error is not None:
