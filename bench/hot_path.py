@@ -74,6 +74,39 @@ def count_commands(base_url: str, client: redis.Redis, tokens: dict[str, str]) -
             "redis_commands_per_refresh": int(refresh_calls)}
 
 
+# One connection per wrk thread, each following its own session's rotation chain: every
+# refresh presents the token the previous response returned (no grace-window replays).
+REFRESH_LUA = """
+local counter = 0
+local tokens = {%s}
+function setup(thread)
+  counter = counter + 1
+  thread:set("rt", tokens[counter])
+end
+function request()
+  return wrk.format("POST", "/v1/auth/refresh", {["Content-Type"] = "application/json"},
+    '{"refresh_token": "' .. rt .. '"}')
+end
+function response(status, headers, body)
+  local next_token = string.match(body, '"refresh_token":%%s*"([^"]+)"')
+  if next_token then rt = next_token end
+end
+"""
+
+
+def refresh_vs_me(base_url: str, seconds: int, sessions: int) -> dict[str, float]:
+    """Return refresh and /v1/me rates at the same concurrency (one session per thread)."""
+    me_tokens = login_tokens(base_url)
+    chains = [login_tokens(base_url)["refresh_token"] for _ in range(sessions)]
+    lua = REFRESH_LUA % ", ".join(f'"{t}"' for t in chains)
+    refresh = wrk_rps(base_url + "/v1/auth/refresh", seconds=seconds, connections=sessions,
+                      threads=sessions, lua=lua)
+    me = wrk_rps(base_url + "/v1/me", seconds=seconds, connections=sessions,
+                 threads=sessions,
+                 headers={"Authorization": f"Bearer {me_tokens['access_token']}"})
+    return {"refresh_rps": refresh, "me_rps_same_concurrency": me}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=5)
@@ -94,6 +127,12 @@ def main() -> None:
             commands = count_commands(server.base_url, redis_proc.client(), tokens)
             tokens = login_tokens(server.base_url)
             auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+            rotation = interleave({
+                "refresh_rps": lambda: refresh_vs_me(server.base_url, args.seconds,
+                                                     4)["refresh_rps"],
+                "me_rps_same_concurrency": lambda: refresh_vs_me(
+                    server.base_url, args.seconds, 4)["me_rps_same_concurrency"],
+            }, args.repetitions)
             medians = interleave({
                 "healthz_rps": lambda: wrk_rps(server.base_url + "/healthz",
                                                seconds=args.seconds),
@@ -106,6 +145,9 @@ def main() -> None:
     print_json({
         **{k: round(v, 1) for k, v in medians.items()},
         "me_over_healthz": round(medians["me_rps"] / medians["healthz_rps"], 3),
+        **{k: round(v, 1) for k, v in rotation.items()},
+        "refresh_over_me": round(
+            rotation["refresh_rps"] / rotation["me_rps_same_concurrency"], 3),
         **commands,
         "transport": args.transport, "workers": args.workers, "seconds": args.seconds,
         "repetitions": args.repetitions,
