@@ -22,9 +22,9 @@ prometheus-client is imported, and the counters built, only on first use in a pr
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,10 +66,23 @@ class Metrics:
             self.rate_limited.labels(limit=limit)
 
 
-@functools.cache
+_metrics: Metrics | None = None
+_metrics_lock = threading.Lock()
+
+
 def metrics() -> Metrics:
-    """Return this process's counters, building them on first use (see the docstring)."""
-    return Metrics()
+    """Return this process's counters, building them on first use (see the docstring).
+
+    Under a lock: gthread workers serve their first requests concurrently, and two threads
+    building ``Metrics`` at once register the same series twice (``DuplicateTimeseries``,
+    a 500 on a first request; ``functools.cache`` does not prevent that).
+    """
+    global _metrics
+    if _metrics is None:
+        with _metrics_lock:
+            if _metrics is None:
+                _metrics = Metrics()
+    return _metrics
 
 
 def _stream_value(value: Any) -> str:
