@@ -30,16 +30,18 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CACHEABLE_PATHS = frozenset({"/.well-known/jwks.json", "/openapi.json"})
 
 
-def _revoke_leaked(value: str) -> None:
-    """End the session a leaked token belongs to, if it is one of ours."""
+def _revoke_leaked(value: str) -> bool:
+    """End the session a leaked token belongs to; return whether it was one of ours.
+
+    A genuine token is reported here, with whether its session was still live.
+    """
     svc = services()
-    user_id = session_id = None
     refresh_hash = ""
     if value.startswith("lkr_"):
         try:
             token = RefreshToken.parse(value)
         except InvalidToken:
-            return
+            return False
         user_id, session_id = token.user_id, token.session_id
         refresh_hash = svc.tokens.refresh_hash(token)
     else:
@@ -48,14 +50,17 @@ def _revoke_leaked(value: str) -> None:
         except TokenExpired:
             claims = svc.tokens.claims_ignoring_expiry(value)
         except InvalidToken:
-            return
+            return False
         user_id, session_id = claims.user_id, claims.session_id
     outcome = svc.store.revoke_session(user_id, session_id, "leak", refresh_hash)
+    if outcome == "unknown":
+        return False  # a forged or foreign token names no session of ours
     svc.events.security("token_in_url", session_id=session_id, user_id=user_id,
                         ip=request.remote_addr, revoked=outcome == "revoked")
     if outcome == "revoked":
         svc.events.lifecycle("session_revoked", session_id=session_id, user_id=user_id,
                              reason="leak")
+    return True
 
 
 def _refuse_tokens_in_url() -> None:
@@ -65,21 +70,19 @@ def _refuse_tokens_in_url() -> None:
     # to be a token. It runs before every request, the protected hot path included.
     if not query and len(path) <= MIN_TOKEN_LENGTH:
         return
-    names = {name.lower() for name in request.args}
-    leaked = [v for k, vs in request.args.lists() if k.lower() in TOKEN_QUERY_PARAMS for v in vs]
-    leaked += [seg for seg in path.split("/")
-               if len(seg) >= MIN_TOKEN_LENGTH and looks_like_token(seg)]
-    if not leaked and not names & TOKEN_QUERY_PARAMS:
+    named = [v for k, vs in request.args.lists() if k.lower() in TOKEN_QUERY_PARAMS for v in vs]
+    shaped = [seg for seg in path.split("/")
+              if len(seg) >= MIN_TOKEN_LENGTH and looks_like_token(seg)]
+    if not named and not shaped:
         return
-    for value in leaked:
+    reported = False
+    for value in named + shaped:
         if looks_like_token(value):
-            try:
-                _revoke_leaked(value)
-            except InvalidToken:
-                pass
-    if not leaked:
-        svc = services()
-        svc.events.security("token_in_url", ip=request.remote_addr, revoked=False)
+            reported = _revoke_leaked(value) or reported
+    if not reported:
+        # Not one of our live or ended tokens, but a client still put a credential-named
+        # parameter in a URL: worth a security event of its own.
+        services().events.security("token_in_url", ip=request.remote_addr, revoked=False)
     raise TokenInUrl("Send tokens only in the Authorization header or a JSON body")
 
 
