@@ -36,12 +36,19 @@ def redact(text: str) -> str:
     return text
 
 
+# The one path that carries an identifier: ``DELETE /v1/auth/sessions/{session_id}``. A
+# session id is random, not token-shaped, so ``redact`` would let it through (API.md: it is
+# kept out of logs).
+_SESSION_ID_SEGMENT = re.compile(r"(/sessions/)[^/?#]+")
+
+
 def redact_path(path: str, query: str = "") -> str:
     """Return a path for an access log: token-shaped segments masked, query values dropped.
 
-    Query *names* are kept (useful to see a ``token_in_url`` attempt), values never are.
+    Query *names* are kept (useful to see a ``token_in_url`` attempt), values never are;
+    the session id segment of ``/v1/auth/sessions/{session_id}`` is masked.
     """
-    safe = redact(path)
+    safe = _SESSION_ID_SEGMENT.sub(lambda m: m.group(1) + REDACTED, redact(path))
     if not query:
         return safe
     names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]

@@ -57,7 +57,7 @@ class RedactingGunicornLogger(GunicornLogger):
         path = redact_path(environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""))
         method, proto = environ.get("REQUEST_METHOD", ""), environ.get("SERVER_PROTOCOL", "")
         atoms["r"] = f"{method} {path} {proto}"
-        atoms["U"] = redact(environ.get("PATH_INFO", ""))
+        atoms["U"] = redact_path(environ.get("PATH_INFO", ""))
         atoms["q"] = ""
         atoms["u"] = "-"  # gunicorn decodes Basic credentials from Authorization here
         atoms["f"] = "-"
