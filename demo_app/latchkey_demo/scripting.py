@@ -77,7 +77,12 @@ def run_scripted(app: App, script: Callable[[App], Awaitable[None]]) -> None:
         except BaseException as exc:  # noqa: BLE001 - re-raised below, after the app stops
             failure.append(exc)
         finally:
-            app.stop()
+            # Leave the event loop, not the app: async_run() then stops the app itself once
+            # no frame is in progress. app.stop() here would clear the running app while
+            # the current frame still evaluates kv rules that refer to `app`.
+            from kivy.base import stopTouchApp
+
+            stopTouchApp()
 
     async def main() -> None:
         await asyncio.gather(app.async_run(async_lib="asyncio"), drive())
