@@ -33,6 +33,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.ey[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"), REDACTED),
     # A Latchkey refresh token: lkr_ + 102 base64url characters (truncated ones too).
     (re.compile(r"lkr_[A-Za-z0-9_-]{16,}"), REDACTED),
+    # The session id in a URL (``DELETE /v1/auth/sessions/{id}``, which httpx logs at INFO)
+    # and in a JSON body: it grants nothing, but like the server we keep it out of logs.
+    (re.compile(r"(/sessions/)[^/?#\s\"']+"), r"\1" + REDACTED),
+    (re.compile(r"""(?i)(["']?session_id["']?\s*[:=]\s*["']?)[^"'\s,&}]+"""),
+     r"\1" + REDACTED),
 )
 
 
