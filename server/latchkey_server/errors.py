@@ -257,6 +257,10 @@ def init_app(app: Flask) -> None:
             return problem_response(original)
         if isinstance(original, _STORE_ERRORS):
             return _store_error(original)
+        if (error.code or 500) >= 500 and (error.code or 500) not in _HTTP_MAP:
+            # A failure of ours (an exception in an after_request hook, say): the same
+            # answer as any unexpected exception, logged under a correlation id.
+            return _unexpected(original if isinstance(original, Exception) else error)
         cls = _HTTP_MAP.get(error.code or 500)
         if cls is TooManyRequests:
             return problem_response(TooManyRequests(_retry_after_seconds(error)))

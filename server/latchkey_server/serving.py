@@ -64,8 +64,37 @@ class RedactingGunicornLogger(GunicornLogger):
         atoms["a"] = redact(str(atoms.get("a", "-")))
         return atoms
 
+    # Every level is scrubbed, not only errors: gunicorn's own hooks log request paths
+    # (with session ids, maybe tokens) at debug. Arguments are formatted first, so a value
+    # passed as an argument is scrubbed too.
+    def critical(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        super().critical(_scrub(msg, args), **kwargs)
+
     def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        super().error(redact(str(msg)), *args, **kwargs)
+        super().error(_scrub(msg, args), **kwargs)
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        super().warning(_scrub(msg, args), **kwargs)
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        super().info(_scrub(msg, args), **kwargs)
+
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        super().debug(_scrub(msg, args), **kwargs)
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        super().exception(_scrub(msg, args), **kwargs)
+
+
+def _scrub(msg: Any, args: tuple[Any, ...]) -> str:
+    """Format a gunicorn log message, then mask tokens and session-id path segments."""
+    text = str(msg)
+    if args:
+        try:
+            text = text % args
+        except (TypeError, ValueError):
+            text = " ".join([text, *map(str, args)])
+    return redact_path(redact(text))
 
 
 def prepare_shared_state(settings: Settings) -> EmbeddedRedis | None:
