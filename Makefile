@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint venv deps test-deps bench clean
+.PHONY: run test lint venv deps test-deps bench clean test-backends test-cluster test-embedded
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,24 @@ run: deps
 test: test-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-cluster test-embedded
+
+# The server's end-to-end session tests again, on a 3-master Redis Cluster on loopback and
+# on the embedded default (tests/conftest.py reads LATCHKEY_TEST_BACKEND); the two runs go
+# in parallel. The cluster run adds the operator paths (admin CLI and HTTP view);
+# tests/server/test_cluster.py, in the main run, covers what only a cluster can show.
+BACKEND_TESTS := tests/server/test_core_e2e.py tests/server/test_sessions_list_and_logout.py \
+	tests/server/test_sessions_policy.py tests/server/test_stepup_password.py \
+	tests/server/test_binding.py tests/model
+CLUSTER_TESTS := tests/server/test_admin_cli.py tests/server/test_admin_http.py
+
+test-backends: test-cluster test-embedded
+
+test-cluster: test-deps
+	LATCHKEY_TEST_BACKEND=cluster $(BIN)/python -m pytest -q $(BACKEND_TESTS) $(CLUSTER_TESTS)
+
+test-embedded: test-deps
+	LATCHKEY_TEST_BACKEND=embedded $(BIN)/python -m pytest -q $(BACKEND_TESTS)
 
 lint: test-deps
 	$(BIN)/ruff check .
