@@ -1,0 +1,62 @@
+"""Keep the docs honest: the security map and the configuration table match the code."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from latchkey_server.config import _ENV_NAMES
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_REQUIREMENTS = ROOT.parent / "shared" / "REQUIREMENTS.md"
+REQUIREMENT_IDS = {*(f"T{i}" for i in range(1, 6)), "X1", "X2", "X3",
+                   *(f"L{i}" for i in range(1, 7)), *(f"D{i}" for i in range(1, 6)),
+                   "S1", "S2", "S3"}
+
+
+def _security_rows() -> list[str]:
+    return [line for line in (ROOT / "docs" / "SECURITY.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| req")]
+
+
+def _defined_tests(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {node.name for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.name.startswith("test_")}
+
+
+def test_every_requirement_has_a_row_in_the_security_map():
+    if SHARED_REQUIREMENTS.exists():
+        listed = set(re.findall(r"\*\*([TXLDS]\d)\*\*", SHARED_REQUIREMENTS.read_text()))
+        assert listed == REQUIREMENT_IDS
+    mapped = {m.group(1) for row in _security_rows()
+              if (m := re.match(r"\| ([TXLDS]\d)\b", row))}
+    assert REQUIREMENT_IDS <= mapped, sorted(REQUIREMENT_IDS - mapped)
+
+
+def test_every_test_the_security_map_cites_exists():
+    missing = []
+    for row in _security_rows():
+        current: Path | None = None
+        for ref in re.findall(r"`((?:tests/[\w/]+\.py)?(?:::\w+)?)`", row):
+            file_part, _, name = ref.partition("::")
+            if file_part:
+                current = ROOT / file_part
+                if not current.exists():
+                    missing.append(file_part)
+                    continue
+            if name and current is not None and current.exists():
+                if name.startswith("test_") and name not in _defined_tests(current):
+                    missing.append(f"{current.relative_to(ROOT)}::{name}")
+    assert not missing, missing
+
+
+def test_every_setting_is_documented():
+    text = (ROOT / "docs" / "CONFIGURATION.md").read_text()
+    undocumented = [name for name in _ENV_NAMES
+                    if f"`{name}`" not in text and f"`{name}," not in text
+                    and not re.search(rf"`{re.escape(name.rsplit('_', 1)[0])}`?, `_"
+                                      rf"{re.escape(name.rsplit('_', 1)[-1])}`", text)]
+    assert not undocumented, undocumented
