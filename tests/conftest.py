@@ -38,6 +38,12 @@ VENV_BIN = Path(sys.executable).parent
 FAST_ARGON2 = {"LATCHKEY_ARGON2_TIME_COST": "1", "LATCHKEY_ARGON2_MEMORY_KIB": "1024",
                "LATCHKEY_ARGON2_PARALLELISM": "1"}
 PASSWORD = "correct horse battery staple"
+# Every test server shares one redis-server and every test client is 127.0.0.1, so the
+# per-IP failure budgets would be one budget for the whole suite and tests would start
+# seeing each other's 429s. Tests of the throttles set their own budgets explicitly.
+SHARED_CLIENT_IP_BUDGETS = {"LATCHKEY_INVALID_TOKENS_PER_IP": "100000",
+                            "LATCHKEY_LOGIN_FAILURES_PER_IP": "100000",
+                            "LATCHKEY_REGISTRATION_FAILURES_PER_IP": "100000"}
 
 
 def free_port() -> int:
@@ -261,6 +267,7 @@ def start_server(instance_path: Path, env_overrides: dict[str, str] | None = Non
     instance_path.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}
     env.update(FAST_ARGON2)
+    env.update(SHARED_CLIENT_IP_BUDGETS)
     env["LATCHKEY_INSTANCE_PATH"] = str(instance_path)
     env["LATCHKEY_LOG_LEVEL"] = "DEBUG"
     if redis_url:
