@@ -26,7 +26,14 @@ from .api.inputs import MAX_DEVICE_FIELD, client_ip, user_agent
 from .errors import InvalidRequest, SessionRevoked
 from .extension import Services
 
-__all__ = ["DEVICE_ID_HEADER", "DEVICE_ID_PATTERN", "check_binding", "request_device_id"]
+__all__ = [
+    "DEVICE_ID_HEADER",
+    "DEVICE_ID_PATTERN",
+    "check_binding",
+    "report_binding_change",
+    "request_binding",
+    "request_device_id",
+]
 
 DEVICE_ID_HEADER = "X-Device-Id"
 # Printable ASCII: a header value is an identifier, not display text. openapi.py publishes
@@ -44,38 +51,49 @@ def request_device_id() -> str:
     return value
 
 
-def _changed_fields(bound_device_id: str, bound_user_agent: str) -> list[str]:
-    changed = []
-    if request_device_id() != bound_device_id:
-        changed.append("device_id")
-    if user_agent() != bound_user_agent:
-        changed.append("user_agent")
-    return changed
+def request_binding() -> tuple[str, str, str]:
+    """Return this request's (device id, user agent, fingerprint of the two)."""
+    device_id, agent = request_device_id(), user_agent()
+    fingerprint = hashlib.sha256(f"{device_id}\n{agent}".encode()).hexdigest()[:32]
+    return device_id, agent, fingerprint
+
+
+def report_binding_change(svc: Services, *, user_id: str, session_id: str, changed: str,
+                          revoked: bool) -> None:
+    """Raise the ``binding_changed`` event (and the revocation, if the policy ended it).
+
+    Only *which* bound values changed is logged, never the values themselves.
+    """
+    svc.events.security("binding_changed", session_id=session_id, user_id=user_id,
+                        changed=changed, policy=svc.settings.binding_policy, ip=client_ip(),
+                        revoked=revoked)
+    if revoked:
+        svc.events.lifecycle("session_revoked", session_id=session_id, user_id=user_id,
+                             reason="binding")
 
 
 def check_binding(svc: Services, *, user_id: str, session_id: str, bound_device_id: str,
                   bound_user_agent: str) -> None:
-    """Compare the request with the session's binding; report or end it per the policy."""
+    """Compare a refresh with the session's binding; report or end it per the policy.
+
+    Protected requests do the same inside ``verify_touch.lua`` (one round trip); a refresh
+    learns the binding from the rotation script and decides here.
+    """
     policy = svc.settings.binding_policy
     if policy == "off":
         return
-    changed = _changed_fields(bound_device_id, bound_user_agent)
+    device_id, agent, fingerprint = request_binding()
+    changed = [name for name, now, bound in (("device_id", device_id, bound_device_id),
+                                             ("user_agent", agent, bound_user_agent))
+               if now != bound]
     if not changed:
         return
     if policy == "enforce":
         outcome = svc.store.revoke_session(user_id, session_id, "binding")
-        svc.events.security("binding_changed", session_id=session_id, user_id=user_id,
-                            changed=",".join(changed), policy=policy, ip=client_ip(),
-                            revoked=outcome == "revoked")
-        if outcome == "revoked":
-            svc.events.lifecycle("session_revoked", session_id=session_id, user_id=user_id,
-                                 reason="binding")
+        report_binding_change(svc, user_id=user_id, session_id=session_id,
+                              changed=",".join(changed), revoked=outcome == "revoked")
         raise SessionRevoked("binding")
-    # Report once per session and new (device id, user agent) pair; the values themselves
-    # stay out of the log, only which of them changed.
-    fingerprint = hashlib.sha256(
-        f"{request_device_id()}\n{user_agent()}".encode()).hexdigest()[:32]
+    # Report once per session and new (device id, user agent) pair.
     if svc.store.note_binding_change(user_id, session_id, fingerprint):
-        svc.events.security("binding_changed", session_id=session_id, user_id=user_id,
-                            changed=",".join(changed), policy=policy, ip=client_ip(),
-                            revoked=False)
+        report_binding_change(svc, user_id=user_id, session_id=session_id,
+                              changed=",".join(changed), revoked=False)

@@ -1,10 +1,9 @@
 """Protect a view with a live server-side session: one decorator, one store round trip.
 
-extract the bearer token -> verify it (signature cached, algorithm pinned) -> check the
-session is live on server time and touch its idle clock (one Lua script) -> compare the
-device binding (D3, ``binding.py``) -> put the identity on ``g``. A token whose signature
-is ours but whose session the store does not know is refused and reported as suspicious
-(T2).
+extract the bearer token -> verify it (signature cached, algorithm pinned) -> one Lua
+script checks the session is live on server time, applies the device-binding policy (D3)
+and touches its idle clock -> put the identity on ``g``. A token whose signature is ours
+but whose session the store does not know is refused and reported as suspicious (T2).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 
 from flask import g, request
 
-from .binding import check_binding
+from .binding import report_binding_change, request_binding
 from .errors import InvalidToken, SessionExpired, SessionRevoked, StepUpRequired
 from .extension import services
 
@@ -54,8 +53,14 @@ def authenticate() -> Principal:
     """Run the whole check for the current request and return the principal."""
     svc = services()
     claims = svc.tokens.verify_access_token(bearer_token())
-    check = svc.store.verify_and_touch(claims.user_id, claims.session_id)
+    device_id, agent, fingerprint = request_binding()
+    check = svc.store.verify_and_touch(claims.user_id, claims.session_id,
+                                       device_id=device_id, user_agent=agent,
+                                       binding_fingerprint=fingerprint)
     if check.state == "revoked":
+        if check.just_ended and check.binding_changed:
+            report_binding_change(svc, user_id=claims.user_id, session_id=claims.session_id,
+                                  changed=check.binding_changed, revoked=True)
         raise SessionRevoked(check.reason or None)
     if check.state == "expired":
         if check.just_ended:
@@ -66,8 +71,9 @@ def authenticate() -> Principal:
         svc.events.security("unknown_session_token", session_id=claims.session_id,
                             user_id=claims.user_id, ip=request.remote_addr)
         raise InvalidToken()
-    check_binding(svc, user_id=claims.user_id, session_id=claims.session_id,
-                  bound_device_id=check.device_id, bound_user_agent=check.user_agent)
+    if check.binding_changed:
+        report_binding_change(svc, user_id=claims.user_id, session_id=claims.session_id,
+                              changed=check.binding_changed, revoked=False)
     return Principal(claims.user_id, claims.session_id, check.auth_level, check.auth_time,
                      check.device_id, check.user_agent, check.username)
 

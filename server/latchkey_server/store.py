@@ -211,6 +211,9 @@ class SessionCheck:
     user_agent: str = ""
     username: str = ""
     just_ended: bool = False
+    # Which bound fields (device_id, user_agent) this request changed: to report now
+    # (live session, first time seen) or why enforcement just ended it.
+    binding_changed: str = ""
 
 
 @dataclass(frozen=True)
@@ -341,18 +344,23 @@ class SessionStore:
         return int(created), pairs
 
     @_store_call
-    def verify_and_touch(self, user_id: str, session_id: str) -> SessionCheck:
-        """Check a session is live on server time and mark it used, in one round trip."""
+    def verify_and_touch(self, user_id: str, session_id: str, *, device_id: str = "",
+                         user_agent: str = "", binding_fingerprint: str = "") -> SessionCheck:
+        """Check a session is live on server time, apply the binding policy to this
+        request's device id and user agent, and mark the session used: one round trip."""
+        s = self._settings
         reply = self._scripts["verify_touch"](
             keys=[session_key(user_id, session_id), sessions_index_key(user_id),
                   user_key(user_id)],
-            args=[session_id, self._settings.idle_timeout_seconds * 1000, self._retention_ms],
+            args=[session_id, s.idle_timeout_seconds * 1000, self._retention_ms,
+                  s.binding_policy, device_id, user_agent, binding_fingerprint],
         )
         if reply[0] == "live":
             return SessionCheck("live", "", reply[1], int(reply[2]), reply[3], reply[4],
-                                username=reply[6])
+                                username=reply[6], binding_changed=reply[7])
         return SessionCheck(reply[0], reply[1] if len(reply) > 1 else "",
-                            just_ended=len(reply) > 2)
+                            just_ended=len(reply) > 2,
+                            binding_changed=reply[3] if len(reply) > 3 else "")
 
     @_store_call
     def rotate_refresh(self, *, user_id: str, session_id: str, presented_hash: str,

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, RedisProcess, ServerProcess, start_server, unique_username
+from tests.server.ops_support import client_commands_during
 
 DEVICE = {"User-Agent": "LatchkeyDemo/1.0 (Android 14)", "X-Device-Id": "device-A-1234"}
 
@@ -138,3 +139,23 @@ def test_an_oversized_device_header_is_a_bad_request(enforcing):
     r = me(server, tokens, **{"X-Device-Id": "d" * 129})
     assert r.status_code == 400 and r.json()["code"] == "invalid_request"
     assert me(server, tokens).status_code == 200
+
+
+def test_a_changed_device_under_report_still_costs_one_redis_call(server_factory,
+                                                                  redis_server):
+    # The binding decision lives in the verify script, so a phone whose user agent
+    # changed (an app update) does not pay a second round trip on every request.
+    server = server_factory(binding_policy="report", workers=1)
+    tokens = sign_in(server, device_id="device-A-1234")
+    moved = {"User-Agent": "LatchkeyDemo/2.0 (Android 15)"}
+    with device_client(server, **moved) as c:
+        bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+        for _ in range(5):
+            assert c.get("/v1/me", headers=bearer).status_code == 200
+        watcher = redis_server.client()
+        seen = [client_commands_during(
+            watcher, lambda: c.get("/v1/me", headers=bearer).raise_for_status())
+            for _ in range(5)]
+    counts = sorted(len(s) for s in seen)
+    assert counts[2] == 1, seen
+    assert len(events(server, "binding_changed")) == 1
