@@ -28,10 +28,13 @@ from tests.conftest import (  # the repo root is on sys.path (above)
     unique_username,
 )
 
-__all__ = ["FAST_ARGON2", "PASSWORD", "ServerProcess", "interleave", "login_tokens",
-           "start_redis", "start_server", "wrk_rps"]
+__all__ = ["BENCH_USER_AGENT", "FAST_ARGON2", "PASSWORD", "ServerProcess", "interleave",
+           "login_tokens", "start_redis", "start_server", "wrk_rps"]
 
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+# Like a real app, the benchmark client signs in and calls with one User-Agent; a change
+# would be a device-binding event (D3) on every request, which is not what we measure.
+BENCH_USER_AGENT = "LatchkeyBench/1.0"
 
 
 def wrk_rps(url: str, *, seconds: int = 5, connections: int = 16, threads: int = 2,
@@ -40,7 +43,7 @@ def wrk_rps(url: str, *, seconds: int = 5, connections: int = 16, threads: int =
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed for this benchmark: apt-get install wrk")
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s"]
-    for name, value in (headers or {}).items():
+    for name, value in {"User-Agent": BENCH_USER_AGENT, **(headers or {})}.items():
         cmd += ["-H", f"{name}: {value}"]
     script = None
     if lua:
@@ -74,7 +77,8 @@ def login_tokens(base_url: str) -> dict[str, str]:
     import httpx
 
     username = unique_username("bench")
-    with httpx.Client(base_url=base_url, timeout=30) as http:
+    with httpx.Client(base_url=base_url, timeout=30,
+                      headers={"User-Agent": BENCH_USER_AGENT}) as http:
         http.post("/v1/auth/register", json={"username": username, "password": PASSWORD})
         r = http.post("/v1/auth/login", json={"username": username, "password": PASSWORD})
         r.raise_for_status()

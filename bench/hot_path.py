@@ -19,7 +19,15 @@ from pathlib import Path
 import httpx
 import redis
 
-from bench.harness import interleave, login_tokens, print_json, start_redis, start_server, wrk_rps
+from bench.harness import (
+    BENCH_USER_AGENT,
+    interleave,
+    login_tokens,
+    print_json,
+    start_redis,
+    start_server,
+    wrk_rps,
+)
 
 
 def _client_commands_during(client: redis.Redis, action: Callable[[], object]) -> int:
@@ -47,7 +55,7 @@ def _client_commands_during(client: redis.Redis, action: Callable[[], object]) -
 def count_commands(base_url: str, client: redis.Redis, tokens: dict[str, str]) -> dict[str, int]:
     """Count client-sent Redis commands for one protected request and one refresh."""
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
-    with httpx.Client(base_url=base_url) as http:
+    with httpx.Client(base_url=base_url, headers={"User-Agent": BENCH_USER_AGENT}) as http:
         # Warm up: every worker's connection pool and both scripts in Redis's cache, so
         # the count is the steady state, not a first connection's HELLO or a SCRIPT LOAD.
         warm = login_tokens(base_url)
