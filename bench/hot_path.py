@@ -28,28 +28,16 @@ from bench.harness import (
     start_server,
     wrk_rps,
 )
+from tests.server.ops_support import client_commands_during
 
 
-def _client_commands_during(client: redis.Redis, action: Callable[[], object]) -> int:
-    """Count the commands clients sent while ``action`` ran, via MONITOR.
+def _command_count(client: redis.Redis, action: Callable[[], object]) -> int:
+    """Count the commands clients sent while ``action`` ran (MONITOR, script internals out).
 
-    ``INFO commandstats`` also counts the commands a Lua script runs inside Redis, so it
-    cannot tell one EVALSHA from several round trips; MONITOR marks script-internal
-    commands with ``lua`` and we leave those out.
+    ``INFO commandstats`` also counts what a Lua script runs inside Redis, so it cannot tell
+    one EVALSHA from several round trips.
     """
-    seen: list[str] = []
-    with client.monitor() as monitor:
-        client.set("lk-bench:start", "1")
-        action()
-        client.set("lk-bench:stop", "1")
-        for event in monitor.listen():
-            command = event["command"]
-            if "lk-bench:stop" in command:
-                break
-            if "lk-bench:start" in command or event.get("client_type") == "lua":
-                continue
-            seen.append(command.split()[0].upper())
-    return len(seen)
+    return len(client_commands_during(client, action))
 
 
 def count_commands(base_url: str, client: redis.Redis, tokens: dict[str, str]) -> dict[str, int]:
@@ -66,7 +54,7 @@ def count_commands(base_url: str, client: redis.Redis, tokens: dict[str, str]) -
             http.get("/v1/me", headers=headers)
         # The median over several requests is the steady state; a connection's one-off
         # handshake (HELLO) on a worker thread's first use does not recur.
-        me_calls = statistics.median(_client_commands_during(
+        me_calls = statistics.median(_command_count(
             client, lambda: http.get("/v1/me", headers=headers).raise_for_status())
             for _ in range(7))
         chain = [tokens["refresh_token"]]
@@ -77,7 +65,7 @@ def count_commands(base_url: str, client: redis.Redis, tokens: dict[str, str]) -
             chain.append(r.json()["refresh_token"])
 
         refresh_calls = statistics.median(
-            _client_commands_during(client, refresh_once) for _ in range(7))
+            _command_count(client, refresh_once) for _ in range(7))
     return {"redis_commands_per_protected_request": int(me_calls),
             "redis_commands_per_refresh": int(refresh_calls)}
 
