@@ -168,7 +168,7 @@ def captured_logs() -> Iterator[tuple[io.StringIO, io.StringIO]]:
         root.addHandler(handler)
     old_level = root.level
     root.setLevel(logging.DEBUG)
-    install_redaction(root)  # filters every root handler...
+    redaction = install_redaction(root)  # filters every root handler...
     without.filters.clear()  # ...except this one: the unfiltered view
     try:
         yield filtered, unfiltered
@@ -176,6 +176,8 @@ def captured_logs() -> Iterator[tuple[io.StringIO, io.StringIO]]:
         root.removeHandler(with_filter)
         root.removeHandler(without)
         root.setLevel(old_level)
+        for other in root.handlers:  # pytest's capture handler outlives this test
+            other.removeFilter(redaction)
 
 
 def _sdk_run(proxy: LoopbackProxy, server: ServerProcess, secure_dir: Path) -> None:

@@ -66,7 +66,7 @@ def test_full_flow_at_debug_leaves_no_token_in_logs_reprs_or_errors(
     root.setLevel(logging.DEBUG)
     root.addHandler(handler)
     logging.getLogger("latchkey_client").addHandler(keep)  # the SDK's records, unfiltered
-    install_redaction(root)
+    redaction = install_redaction(root)
     texts: list[str] = []
     try:
         user = make_user(short_ttl_server)
@@ -96,6 +96,10 @@ def test_full_flow_at_debug_leaves_no_token_in_logs_reprs_or_errors(
         root.removeHandler(handler)
         logging.getLogger("latchkey_client").removeHandler(keep)
         root.setLevel(old_level)
+        # install_redaction also filtered pytest's own capture handler, which lives for the
+        # whole session: take the filter off again so later tests see their records as is.
+        for other in root.handlers:
+            other.removeFilter(redaction)
     tokens = tokens_seen_by(proxy)
     assert len(tokens) >= 8  # logins, refreshes, replays, reauth: plenty to leak
     captured = stream.getvalue()
