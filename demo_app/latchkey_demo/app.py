@@ -307,6 +307,7 @@ class LatchkeyDemoApp(App):
         self._last_activity_at = self.clock()
         self._reset_flows()
         self._update_session_facts()
+        self._update_idle()  # show the countdown at once, not after the next tick
         self.screen = "home"
         self._say(message, "success")
         self._start_session_checks()

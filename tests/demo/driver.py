@@ -126,6 +126,7 @@ async def sign_in_profile_and_sessions(app: LatchkeyDemoApp) -> None:
     OBSERVED["username"] = app.username
     OBSERVED["auth_level_row"] = find(app, "home", "level_row").value
     OBSERVED["device_name"] = app.device_name
+    await wait_until(lambda: app.idle_text not in ("", "—"), what="the idle countdown")
     OBSERVED["idle_text"] = app.idle_text
     OBSERVED["fingerprint"] = app.session_fingerprint
     # A logout button on every signed-in screen.
