@@ -322,6 +322,24 @@ def server_factory(tmp_path: Path, redis_server: RedisProcess
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def module_server_factory(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisProcess
+                          ) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers with ``LATCHKEY_*`` overrides, shared by one test module."""
+    started: list[ServerProcess] = []
+
+    def factory(**env: object) -> ServerProcess:
+        overrides = {f"LATCHKEY_{k.upper()}": str(v) for k, v in env.items()}
+        server = start_server(tmp_path_factory.mktemp("module-server"), overrides,
+                              redis_url=redis_server.url)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory,
                 redis_server: RedisProcess) -> Iterator[ServerProcess]:

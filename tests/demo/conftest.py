@@ -28,8 +28,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RedisProcess, ServerProcess, start_server
-
 # Look for Kivy without importing it: importing Kivy here would start its logging and
 # write under ~/.kivy before the driver's KIVY_HOME is set. A missing Kivy is a broken
 # install (requirements-test.txt), so it fails rather than skips.
@@ -159,21 +157,3 @@ def run_demo(tmp_path: Path, display_env: dict[str, str]) -> Callable[..., DemoR
 
 #: Scenarios in which the app never holds a session, so it records no secrets.
 NO_SESSION_SCENARIOS = frozenset({"unreachable_server", "expect_signin"})
-
-
-@pytest.fixture(scope="module")
-def demo_server_factory(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisProcess
-                        ) -> Iterator[Callable[..., ServerProcess]]:
-    """Start servers with ``LATCHKEY_*`` overrides, shared by one test module."""
-    started: list[ServerProcess] = []
-
-    def factory(**env: object) -> ServerProcess:
-        overrides = {f"LATCHKEY_{k.upper()}": str(v) for k, v in env.items()}
-        server = start_server(tmp_path_factory.mktemp("demo-server"), overrides,
-                              redis_url=redis_server.url)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()

@@ -23,9 +23,9 @@ NEW_PASSWORD = "a brand new passphrase for the demo"
 
 
 @pytest.fixture(scope="module")
-def server(demo_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+def server(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """One default server for the module (cheap argon2, real Redis)."""
-    return demo_server_factory()
+    return module_server_factory()
 
 
 @pytest.fixture
@@ -94,8 +94,8 @@ def test_sensitive_action_asks_for_the_password_and_changes_the_session_id(
 
 
 def test_idle_warning_counts_down_stay_signed_in_works_then_logs_out(
-        run_demo: RunDemo, demo_server_factory: Callable[..., ServerProcess]) -> None:
-    short = demo_server_factory(idle_timeout=6, access_token_ttl=3)
+        run_demo: RunDemo, module_server_factory: Callable[..., ServerProcess]) -> None:
+    short = module_server_factory(idle_timeout=6, access_token_ttl=3)
     api = Api(short.base_url)
     username = api.register(unique_username("idle"))
     api.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, Api, RedisProcess, ServerProcess, start_server, unique_username
+from tests.conftest import PASSWORD, Api, ServerProcess, unique_username
 
 from .proxy import LoopbackProxy
 
@@ -29,27 +29,9 @@ def make_user(server: ServerProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def sdk_server_factory(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisProcess
-                       ) -> Iterator[Callable[..., ServerProcess]]:
-    """Start servers with ``LATCHKEY_*`` overrides, shared by one test module."""
-    started: list[ServerProcess] = []
-
-    def factory(**env: object) -> ServerProcess:
-        overrides = {f"LATCHKEY_{k.upper()}": str(v) for k, v in env.items()}
-        server = start_server(tmp_path_factory.mktemp("sdk-server"), overrides,
-                              redis_url=redis_server.url)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def short_ttl_server(sdk_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+def short_ttl_server(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """A server whose access tokens live 2 s and whose reuse grace is 5 s."""
-    return sdk_server_factory(access_token_ttl=2, refresh_reuse_grace=5)
+    return module_server_factory(access_token_ttl=2, refresh_reuse_grace=5)
 
 
 @pytest.fixture

@@ -97,15 +97,15 @@ def test_refresh_token_is_persisted_only_when_staying_signed_in(
 
 
 @pytest.fixture(scope="module")
-def idle_server(sdk_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+def idle_server(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """Idle limit 2 s on the server, absolute 60 s, access tokens 1 s."""
-    return sdk_server_factory(access_token_ttl=1, idle_timeout=2, absolute_timeout=60)
+    return module_server_factory(access_token_ttl=1, idle_timeout=2, absolute_timeout=60)
 
 
 @pytest.fixture(scope="module")
-def absolute_server(sdk_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+def absolute_server(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """Absolute limit 3 s."""
-    return sdk_server_factory(access_token_ttl=1, idle_timeout=3, absolute_timeout=3)
+    return module_server_factory(access_token_ttl=1, idle_timeout=3, absolute_timeout=3)
 
 
 def test_idle_timer_warns_then_signs_out_and_revokes_on_the_server(

@@ -37,9 +37,9 @@ REFRESH = "/v1/auth/refresh"
 
 
 @pytest.fixture(scope="module")
-def grace1_server(sdk_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+def grace1_server(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """2 s access tokens and a 1 s reuse grace window, so reuse is reachable quickly."""
-    return sdk_server_factory(access_token_ttl=2, refresh_reuse_grace=1)
+    return module_server_factory(access_token_ttl=2, refresh_reuse_grace=1)
 
 
 def signed_in(proxy: Any, server: ServerProcess, **kw: Any) -> LatchkeyClient:
@@ -248,9 +248,9 @@ def test_processes_sharing_a_store_refresh_one_at_a_time_never_presenting_a_stal
 
 
 def test_device_bound_session_survives_refreshes_under_enforce_binding(
-    sdk_server_factory: Callable[..., ServerProcess], proxy_to: Any
+    module_server_factory: Callable[..., ServerProcess], proxy_to: Any
 ) -> None:
-    server = sdk_server_factory(access_token_ttl=1, binding_policy="enforce")
+    server = module_server_factory(access_token_ttl=1, binding_policy="enforce")
     proxy = proxy_to(server)
     with signed_in(proxy, server, device_id="device-1234") as client:
         time.sleep(1.1)
