@@ -221,10 +221,6 @@ class TokenService:
             raise InvalidToken()
         return self._verify_cached(token)
 
-    def clear_cache(self) -> None:
-        """Forget cached verifications (after a key is withdrawn for compromise)."""
-        self._verify_cached.cache_clear()
-
     def _verify_signature(self, token: str) -> AccessClaims:
         """Verify one token fully; failures raise, so only successes are cached.
 
