@@ -87,8 +87,9 @@ class RedisProcess:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True)
+    def client(self, decode: bool = True) -> redis.Redis:
+        """Return a client; ``decode=False`` for bytes (session records are packed)."""
+        return redis.Redis(port=self.port, decode_responses=decode)
 
     def stop(self) -> None:
         stop_process(self.proc, timeout_seconds=10)
@@ -155,9 +156,9 @@ class RedisClusterProcess:
         """Return the settings an in-process app needs to use this cluster."""
         return {"redis_url": self.url, "redis_cluster": True}
 
-    def client(self) -> RedisCluster:
+    def client(self, decode: bool = True) -> RedisCluster:
         """Return a cluster client: it routes each key to its node; SCAN visits every master."""
-        return RedisCluster(host="127.0.0.1", port=self.nodes[0].port, decode_responses=True)
+        return RedisCluster(host="127.0.0.1", port=self.nodes[0].port, decode_responses=decode)
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -207,7 +208,7 @@ class EmbeddedBackend:
     url: None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def client(self) -> redis.Redis:
+    def client(self, decode: bool = True) -> redis.Redis:
         pytest.skip("LATCHKEY_TEST_BACKEND=embedded: each server keeps its store in a "
                     "private Redis behind a 0700 socket in its instance directory; this "
                     "test reads or edits the shared test Redis directly")

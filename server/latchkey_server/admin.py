@@ -3,6 +3,7 @@
     latchkey-server users create --username NAME [--role user|admin] [--password-stdin]
     latchkey-server sessions list --user NAME [--json]
     latchkey-server sessions revoke --user NAME (--session ID | --all)
+    latchkey-server sessions sweep
     latchkey-server keys rotate
 
 These commands are for whoever can run them with the server's configuration, that is,
@@ -74,6 +75,9 @@ def register_commands(sub: Any) -> None:
     which.add_argument("--session", metavar="SESSION_ID", help="end this session")
     which.add_argument("--all", action="store_true", help="end every session of the user")
     revoke.set_defaults(handler=sessions_revoke)
+    sweep = sessions_sub.add_parser(
+        "sweep", help="drop session records past retention, for every user (run daily)")
+    sweep.set_defaults(handler=sessions_sweep)
 
     keys = sub.add_parser("keys", help="manage the token signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -229,6 +233,23 @@ def sessions_revoke(args: argparse.Namespace) -> int:
             raise AdminError(f"{args.user!r} has no live session with that id")
         log_ended(svc, user_id, [(session_id, "admin")])
         print("ended 1 session")
+        return 0
+
+    return _run(run, args)
+
+
+def sessions_sweep(args: argparse.Namespace) -> int:
+    """Drop ended and expired session records past retention, for every user.
+
+    The store's scripts prune a user's records whenever they touch that user's sessions;
+    this reaches the users who never sign in again. It is safe while servers run (one
+    short script per user) and idempotent, so a daily cron job is enough.
+    """
+
+    def run(svc: Services, args: argparse.Namespace) -> int:
+        users, dropped, left = svc.store.sweep_sessions()
+        _audit(svc, "sessions_sweep", users=users, dropped=dropped)
+        print(f"swept {users} user(s): dropped {dropped} session record(s), {left} kept")
         return 0
 
     return _run(run, args)

@@ -2,26 +2,38 @@
 
 Key layout (``{...}`` is the Redis Cluster hash tag)::
 
-    lk:{u:<user_id>}:user          hash   username, password hash, created, role
-    lk:{u:<user_id>}:sessions      zset   session ids by creation time (the user's index)
-    lk:{u:<user_id>}:s:<sid>       hash   one session (fields below)
+    lk:{u:<user_id>}:user          hash   the user (n username, p password hash,
+                                          c created, role) and every session of the
+                                          user, one field ``s:<session id>`` each
     lk:{n:<username lowercased>}   string username -> user id (uniqueness without case)
 
-Everything of one user shares one cluster slot, so each script (create, verify-and-touch,
-rotate, revoke, and the multi-session operations built on them) is atomic in a single slot
-and a single round trip, on one Redis or on a cluster. Only the username index lives
-elsewhere, and only registration and login read it.
+A user's record and all of their sessions are one key in one cluster slot, so each
+script (create, verify-and-touch, rotate, revoke, and the multi-session operations built
+on them) is atomic and a single round trip, on one Redis or on a cluster. Only the
+username index lives elsewhere, and only registration and login read it.
 
-Session hash fields are short because there is one hash per live session: ``st`` state
-(live/revoked/expired), ``r`` reason, ``e`` ended at, ``c`` created, ``l`` last seen,
-``a`` absolute expiry (all ms, Redis server time), ``rc``/``rp`` keyed hashes of the
-current and previous refresh token, ``pg`` end of the previous token's grace window,
-``g`` refresh generation, ``lv`` auth level, ``at`` auth time (s), ``d`` device id,
-``dn`` device name, ``ua`` user agent, ``ip`` client address, ``bx`` fingerprint of the
-last binding change reported (D3), so one change is reported once.
+One field per session instead of one key per session is what keeps a live session near
+260 bytes of Redis memory (docs/PERFORMANCE.md): a key costs its keyspace and expiry
+entries, and a separate index of the user's sessions cost a second key. The value is
+packed with Redis's ``struct`` library by the scripts (``lua/_prelude.lua``), big-endian::
 
-Ended sessions are marked, not deleted, and kept for a retention period so that a replay
-of one of their tokens is recognised and answered with the reason.
+    B  state (1 live, 2 revoked, 3 expired)      B  auth level (0 normal, 1 elevated)
+    I4 refresh generation                        I6 created (ms, Redis server time)
+    I6 last seen (ms)                            I6 absolute expiry (ms)
+    I6 while live: end of the previous refresh token's grace window (ms);
+       once ended: when it ended (ms)
+    I4 auth time (s)
+    then strings, each after its length (B: up to 255 bytes, H: up to 65535):
+    B current refresh hash, B previous refresh hash, B device id, H device name,
+    H user agent, H client address, B binding fingerprint last reported (D3, so one
+    change is reported once), B reason it ended
+
+Only the scripts pack and unpack it; Python sees what the scripts return. Ended sessions
+are marked, not deleted, and kept for a retention period so that a replay of one of their
+tokens is recognised and answered with the reason. Fields have no TTL of their own (Redis
+7.0), so every script that walks a user's sessions drops records past retention and keeps
+at most ``ENDED_SESSIONS_KEPT`` ended ones; ``latchkey-server sessions sweep`` does the
+same for users who never come back.
 """
 
 from __future__ import annotations
@@ -55,7 +67,25 @@ R = TypeVar("R")
 
 KEY_PREFIX = "lk"
 SCRIPT_NAMES = ("create_session", "verify_touch", "rotate_refresh", "revoke_session",
-                "end_sessions", "list_sessions", "note_binding_change")
+                "end_sessions", "list_sessions", "note_binding_change", "prune_sessions")
+# The fields of a user's record that are the user (the rest are sessions).
+USER_FIELDS = ("n", "p", "c", "role")
+# Ended session records kept per user beyond which the oldest go before retention runs
+# out: a user who signs in and out all day must not grow one record without bound. A
+# replay of a token of a dropped record is refused as unknown instead of with its reason.
+ENDED_SESSIONS_KEPT = 40
+# A session's field in its user's record (lua/_prelude.lua builds the same name).
+SESSION_FIELD_PREFIX = "s:"
+# Redis settings Latchkey's records are sized for; the embedded store starts with them,
+# and docs/OPERATIONS.md asks the same of an external Redis. A hash stays a compact
+# listpack only while every value is at most this long (Redis's default, 64 bytes, is
+# below a password hash or one session record), which roughly halves the memory of a
+# user record and of each session in it (docs/PERFORMANCE.md). Lookups in a listpack are
+# linear, which is cheap at this size: with the default limits a record holds at most
+# 4 + 10 + 41 fields, so it also stays within ``hash-max-listpack-entries`` (128 entries,
+# two per field). The ziplist name is the one Redis 6.2 (the embedded binary) knows and
+# Redis 7 still accepts.
+RECOMMENDED_REDIS_CONFIG = {"hash-max-ziplist-value": "1024"}
 
 
 # Flask-Limiter's counters (throttle.py) live under this prefix; limits adds its own
@@ -74,19 +104,14 @@ def user_key(user_id: str) -> str:
     return f"{_user_tag(user_id)}:user"
 
 
-def sessions_index_key(user_id: str) -> str:
-    """Return the key of a user's session index."""
-    return f"{_user_tag(user_id)}:sessions"
+def session_field(session_id: str) -> str:
+    """Return the field of a user's record that holds one session (packed by scripts)."""
+    return SESSION_FIELD_PREFIX + session_id
 
 
-def session_key_prefix(user_id: str) -> str:
-    """Return the prefix of a user's session keys (scripts append the session id)."""
-    return f"{_user_tag(user_id)}:s:"
-
-
-def session_key(user_id: str, session_id: str) -> str:
-    """Return the key of one session."""
-    return session_key_prefix(user_id) + session_id
+def _user_id_of(key: str) -> str:
+    """Return the user id in a user record's key (the inverse of ``user_key``)."""
+    return key[len(f"{KEY_PREFIX}:{{u:"):-len("}:user")]
 
 
 def username_key(username: str) -> str:
@@ -94,9 +119,15 @@ def username_key(username: str) -> str:
     return f"{KEY_PREFIX}:{{n:{username.lower()}}}"
 
 
+def with_prelude(body: str) -> str:
+    """Return a script body with the shared helpers (session codec, clocks) in front."""
+    lua = resources.files("latchkey_server") / "lua"
+    return (lua / "_prelude.lua").read_text() + "\n" + body
+
+
 def _load_script(name: str) -> str:
     lua = resources.files("latchkey_server") / "lua"
-    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    return with_prelude((lua / f"{name}.lua").read_text())
 
 
 class _Script:
@@ -292,8 +323,10 @@ class SessionStore:
 
     @_store_call
     def get_user(self, user_id: str) -> dict[str, str]:
-        """Return a user's record (empty if unknown)."""
-        return self.client.hgetall(user_key(user_id))
+        """Return a user's record (empty if unknown), without their sessions."""
+        values = self.client.hmget(user_key(user_id), list(USER_FIELDS))
+        return {name: value for name, value in zip(USER_FIELDS, values, strict=True)
+                if value is not None}
 
     @_store_call
     def set_password_hash(self, user_id: str, password_hash: str) -> None:
@@ -324,15 +357,15 @@ class SessionStore:
 
         With ``new_password_hash`` the password changes in the same atomic step, provided
         the stored hash is still ``verified_password_hash``; else ``InvalidCredentials``.
+        With ``replaces`` and no ``device_name``, the new session keeps the replaced one's.
         """
         s = self._settings
         created, ended = self._scripts["create_session"](
-            keys=[session_key(user_id, session_id), sessions_index_key(user_id),
-                  user_key(user_id)],
+            keys=[user_key(user_id)],
             args=[
                 session_id, s.absolute_timeout_seconds * 1000, s.idle_timeout_seconds * 1000,
                 self._retention_ms, s.max_sessions_per_user, "1" if s.single_session else "0",
-                session_key_prefix(user_id), refresh_hash, auth_level, auth_time,
+                ENDED_SESSIONS_KEPT, refresh_hash, auth_level, auth_time,
                 device_id, device_name, user_agent, ip,
                 replaces, replaced_reason, end_others_reason,
                 new_password_hash, verified_password_hash,
@@ -350,8 +383,7 @@ class SessionStore:
         request's device id and user agent, and mark the session used: one round trip."""
         s = self._settings
         reply = self._scripts["verify_touch"](
-            keys=[session_key(user_id, session_id), sessions_index_key(user_id),
-                  user_key(user_id)],
+            keys=[user_key(user_id)],
             args=[session_id, s.idle_timeout_seconds * 1000, self._retention_ms,
                   s.binding_policy, device_id, user_agent, binding_fingerprint],
         )
@@ -368,7 +400,7 @@ class SessionStore:
         """Present a refresh token: rotate, replay inside grace, or detect reuse."""
         s = self._settings
         reply: list[Any] = self._scripts["rotate_refresh"](
-            keys=[session_key(user_id, session_id), sessions_index_key(user_id)],
+            keys=[user_key(user_id)],
             args=[session_id, presented_hash, successor_hash, presented_generation,
                   s.idle_timeout_seconds * 1000, s.refresh_reuse_grace_seconds * 1000,
                   self._retention_ms],
@@ -391,8 +423,9 @@ class SessionStore:
                        refresh_hash: str = "") -> str:
         """End one session with a reason; return 'revoked', 'ended' or 'unknown'."""
         return self._scripts["revoke_session"](
-            keys=[session_key(user_id, session_id), sessions_index_key(user_id)],
-            args=[session_id, reason, self._retention_ms, refresh_hash],
+            keys=[user_key(user_id)],
+            args=[session_id, reason, self._retention_ms, refresh_hash,
+                  self._settings.idle_timeout_seconds * 1000],
         )
 
     @_store_call
@@ -405,8 +438,8 @@ class SessionStore:
         mean it had already expired and was marked so.
         """
         ended = self._scripts["end_sessions"](
-            keys=[sessions_index_key(user_id)],
-            args=[session_key_prefix(user_id), current_session_id, scope, current_reason,
+            keys=[user_key(user_id)],
+            args=[ENDED_SESSIONS_KEPT, current_session_id, scope, current_reason,
                   others_reason, self._settings.idle_timeout_seconds * 1000,
                   self._retention_ms],
         )
@@ -417,7 +450,7 @@ class SessionStore:
         """Return a user's live sessions, oldest first, judged on Redis server time."""
         idle_ms = self._settings.idle_timeout_seconds * 1000
         reply = self._scripts["list_sessions"](
-            keys=[sessions_index_key(user_id)], args=[session_key_prefix(user_id), idle_ms],
+            keys=[user_key(user_id)], args=[idle_ms, self._retention_ms],
         )
         out = []
         for sid, created, last, absolute, level, name, agent, ip in reply[1:]:
@@ -427,13 +460,34 @@ class SessionStore:
         return out
 
     @_store_call
-    def session_fields(self, user_id: str, session_id: str, *names: str) -> list[str | None]:
-        """Return some raw fields of one session (``None`` where absent)."""
-        return self.client.hmget(session_key(user_id, session_id), list(names))
-
-    @_store_call
     def note_binding_change(self, user_id: str, session_id: str, fingerprint: str) -> bool:
         """Record a binding change (D3); True if it is new for this session (report it)."""
         return bool(self._scripts["note_binding_change"](
-            keys=[session_key(user_id, session_id)], args=[fingerprint],
+            keys=[user_key(user_id)], args=[session_id, fingerprint],
         ))
+
+    # -- sweeping -------------------------------------------------------------------
+    @_store_call
+    def prune_sessions(self, user_id: str) -> tuple[int, int]:
+        """Drop one user's session records past retention; return (dropped, left)."""
+        dropped, left = self._scripts["prune_sessions"](
+            keys=[user_key(user_id)],
+            args=[self._settings.idle_timeout_seconds * 1000, self._retention_ms,
+                  ENDED_SESSIONS_KEPT],
+        )
+        return int(dropped), int(left)
+
+    @_store_call
+    def sweep_sessions(self, batch: int = 500) -> tuple[int, int, int]:
+        """Prune every user's session records; return (users, records dropped, left).
+
+        Scripts prune a user's records whenever they walk that user's sessions, but a
+        user who never signs in again is never walked: this visits them all (SCAN, on
+        every master of a cluster), one short script per user, so it can run while the
+        server serves. Run it daily (``latchkey-server sessions sweep``).
+        """
+        users = dropped = left = 0
+        for key in self.client.scan_iter(match=f"{KEY_PREFIX}:{{u:*}}:user", count=batch):
+            gone, kept = self.prune_sessions(_user_id_of(key))
+            users, dropped, left = users + 1, dropped + gone, left + kept
+        return users, dropped, left

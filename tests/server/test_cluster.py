@@ -21,7 +21,7 @@ import redis
 from latchkey_server import create_app
 from latchkey_server.config import ConfigError, cluster_seed_nodes, load_settings
 from latchkey_server.extension import services
-from latchkey_server.store import SECURITY_STREAM_KEY, user_key
+from latchkey_server.store import SECURITY_STREAM_KEY, session_field, user_key
 from latchkey_server.throttle import EXTENSION_KEY as THROTTLE_KEY
 from latchkey_server.throttle import _storage_uri
 from limits.storage import RedisClusterStorage
@@ -96,7 +96,7 @@ def test_cluster_seeds_are_the_url_node_then_the_extra_nodes(tmp_path):
 
 
 # -- one slot per user, every master in use -----------------------------------------------
-def test_users_spread_over_every_master_and_each_users_keys_share_one_slot(cluster, tmp_path):
+def test_users_spread_over_every_master_and_each_user_is_one_key_in_one_slot(cluster, tmp_path):
     app = cluster_app(cluster, tmp_path / "instance")
     with app.app_context():
         assert isinstance(services().store.client, RedisCluster)
@@ -106,9 +106,9 @@ def test_users_spread_over_every_master_and_each_users_keys_share_one_slot(clust
     for _ in range(40):
         tokens = sign_in(client)
         uid = user_id(tokens)
-        keys = [k for k in direct.scan_iter(f"lk:{{u:{uid}}}:*")]
-        assert len(keys) >= 3  # user record, session index, session
-        assert len({direct.keyslot(k) for k in keys}) == 1
+        # One key holds the user and every session: every script stays in one slot.
+        assert [k for k in direct.scan_iter(f"lk:{{u:{uid}}}:*")] == [user_key(uid)]
+        assert direct.hexists(user_key(uid), session_field(tokens["session_id"]))
         masters.add(direct.get_node_from_key(user_key(uid)).port)
         assert me(client, tokens).status_code == 200
         if len(masters) == len(cluster.nodes):
@@ -138,6 +138,29 @@ def test_a_node_that_lost_its_script_cache_still_serves(cluster, tmp_path):
     assert me(client, tokens).status_code == 200
     r = client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert r.status_code == 200
+
+
+def test_the_sweep_visits_the_users_on_every_master(cluster, tmp_path):
+    app = create_app({
+        **cluster.settings,
+        "redis_cluster_nodes": cluster.url.server_env["LATCHKEY_REDIS_CLUSTER_NODES"],
+        "instance_path": tmp_path / "instance", "ended_session_retention_seconds": 1,
+        **FAST_ARGON2,
+    })
+    client, direct = app.test_client(), cluster.client()
+    ours, masters = [], set()
+    while len(masters) < len(cluster.nodes) or len(ours) < 6:
+        tokens = sign_in(client)
+        assert client.post("/v1/auth/logout",
+                           json={"refresh_token": tokens["refresh_token"]}).status_code == 204
+        ours.append(user_id(tokens))
+        masters.add(direct.get_node_from_key(user_key(ours[-1])).port)
+    time.sleep(1.2)
+    with app.app_context():
+        users, dropped, _ = services().store.sweep_sessions(batch=2)
+    assert users >= len(ours) and dropped >= len(ours)
+    for uid in ours:
+        assert not [f for f in direct.hkeys(user_key(uid)) if f.startswith("s:")]
 
 
 # -- a lost master ---------------------------------------------------------------------------

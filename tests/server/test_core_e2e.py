@@ -15,6 +15,7 @@ import jwt
 import pytest
 
 from tests.conftest import PASSWORD, Api, unique_username
+from tests.server.store_support import age_session, forget_session, session_state
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -109,9 +110,7 @@ def test_logout_with_malformed_token_is_401(api: Api):
 def test_well_formed_but_unknown_session_is_refused(api: Api, live_server, redis_server):
     _, tokens = api.new_user_session()
     claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
-    client = redis_server.client()
-    for key in client.scan_iter(f"lk:{{u:{claims['sub']}}}:s:*"):
-        client.delete(key)  # the store no longer knows the session
+    forget_session(redis_server.client(), claims["sub"], claims["sid"])  # the store lost it
     r = api.me(tokens["access_token"])
     assert r.status_code == 401 and r.json()["code"] == "invalid_token"
     assert "unknown_session_token" in live_server.logs()
@@ -189,10 +188,8 @@ def test_forged_refresh_token_for_a_real_session_does_not_end_it(api: Api):
 def test_idle_timeout_is_enforced_from_the_stores_last_seen(api: Api, redis_server):
     _, tokens = api.new_user_session()
     claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
-    key = f"lk:{{u:{claims['sub']}}}:s:{claims['sid']}"
-    client = redis_server.client()
     # The access token is still valid by its own exp; only the server's record ages.
-    client.hset(key, "l", int(client.hget(key, "l")) - 31 * 60 * 1000)
+    age_session(redis_server.client(), claims["sub"], claims["sid"], 31 * 60 * 1000)
     r = api.me(tokens["access_token"])
     assert r.status_code == 401
     assert r.json()["code"] == "session_expired" and r.json()["reason"] == "idle"
@@ -323,13 +320,21 @@ def test_full_flow_at_debug_and_redis_dump_hold_no_token(server_factory, redis_s
     for secret in seen:
         assert secret not in logs
     assert "session_created" in logs and "session_refreshed" in logs
-    client = redis_server.client()
-    dump = " ".join(
-        str(client.hgetall(k)) if client.type(k) == "hash" else str(client.get(k))
-        for k in client.scan_iter("lk:*") if client.type(k) in ("hash", "string")
-    )
+    client = redis_server.client(decode=False)  # bytes: session records are packed
+    values: list[bytes] = []
+    for key in client.scan_iter("lk:*"):
+        if client.type(key) == b"hash":
+            values += [b for pair in client.hgetall(key).items() for b in pair]
+        elif client.type(key) == b"string":
+            values.append(client.get(key))
+    dump = b" ".join(values)
+    user_id = jwt.decode(tokens["access_token"], options={"verify_signature": False})["sub"]
+    # The dump holds the session's packed record (ended by the token in the URL above),
+    # so the check bites.
+    assert session_state(redis_server.client(), user_id, tokens["session_id"]) == (
+        "revoked", "leak")
     for secret in (tokens["refresh_token"], r["refresh_token"], PASSWORD):
-        assert secret not in dump
+        assert secret.encode() not in dump
 
 
 def test_token_named_parameter_without_a_real_token_is_still_reported(api: Api, live_server):

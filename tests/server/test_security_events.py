@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import redis
 from latchkey_server.store import SECURITY_STREAM_KEY
 
 from tests.conftest import RedisProcess, ServerProcess, start_redis, start_server
 from tests.server.ops_support import metric_value, sign_in, wait_for, wipe_rate_limits
+from tests.server.store_support import forget_session
 
 STREAM_MAX_LENGTH = 50
 
@@ -144,9 +146,8 @@ def test_unknown_session_token_is_streamed(server: ServerProcess, stream: redis.
     _, tokens = sign_in(server)
     # The session record vanishes (as after a restore from an old backup): the token's
     # signature is still ours, its session is unknown.
-    client = d4_redis.client()
-    for key in client.scan_iter("lk:{u:*}:s:" + tokens["session_id"]):
-        client.delete(key)
+    user_id = jwt.decode(tokens["access_token"], options={"verify_signature": False})["sub"]
+    forget_session(d4_redis.client(), user_id, tokens["session_id"])
     before = len(events_named(stream, "unknown_session_token"))
     r = httpx.get(server.base_url + "/v1/me",
                   headers={"Authorization": f"Bearer {tokens['access_token']}"})

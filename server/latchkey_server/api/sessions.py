@@ -118,10 +118,13 @@ def _verify_password(svc: Services, p: Principal, password: str) -> dict[str, st
     return user
 
 
-def _device(svc: Services, p: Principal) -> tuple[str, str]:
-    """Return (device id, device name) for the session that replaces the caller's."""
-    (device_name,) = svc.store.session_fields(p.user_id, p.session_id, "dn")
-    return request_device_id() or p.device_id, device_name or ""
+def _device_id(p: Principal) -> str:
+    """Return the device id for the session that replaces the caller's.
+
+    Its device name needs no lookup: the store's script carries it over from the session
+    it replaces.
+    """
+    return request_device_id() or p.device_id
 
 
 @bp.post("/reauth")
@@ -135,9 +138,8 @@ def reauth() -> Response:
     svc, p = services(), current_principal()
     password = required_str(json_body(), "password", max_length=4096)
     _verify_password(svc, p, password)
-    device_id, device_name = _device(svc, p)
-    return issue_session(svc, user_id=p.user_id, auth_level="elevated", device_id=device_id,
-                         device_name=device_name, replaces=p.session_id,
+    return issue_session(svc, user_id=p.user_id, auth_level="elevated",
+                         device_id=_device_id(p), device_name="", replaces=p.session_id,
                          replaced_reason="step_up")
 
 
@@ -160,10 +162,9 @@ def change_password() -> Response:
         weakness = "Choose a password different from the current one"
     if weakness:
         raise WeakPassword(weakness, extra={"field": "new_password"})
-    device_id, device_name = _device(svc, p)
     response = issue_session(
-        svc, user_id=p.user_id, auth_level="normal", device_id=device_id,
-        device_name=device_name, replaces=p.session_id, replaced_reason="password_change",
+        svc, user_id=p.user_id, auth_level="normal", device_id=_device_id(p),
+        device_name="", replaces=p.session_id, replaced_reason="password_change",
         end_others_reason="password_change", new_password_hash=svc.passwords.hash(new),
         verified_password_hash=user["p"],
     )

@@ -7,6 +7,41 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A session is one field of its user's record hash, 's:' .. session id, holding the
+-- record packed with the struct library: a fixed part (state, auth level, refresh
+-- generation, then created, last seen, absolute expiry and one more time in ms on Redis
+-- server time, and the auth time in s), then length-prefixed strings. The extra time is
+-- the end of the previous refresh token's grace window while the session is live, and
+-- the moment it ended once it has ended. store.py documents the layout and owns the
+-- field name; nothing outside these scripts reads a packed record.
+local SESSION_FIELD_PREFIX = 's:'
+local SESSION_FORMAT = '>BBI4I6I6I6I6I4' .. 'Bc0Bc0Bc0Hc0Hc0Hc0Bc0Bc0'
+local STATE_NAMES = {'live', 'revoked', 'expired'}
+local STATE_CODES = {live = 1, revoked = 2, expired = 3}
+local LEVEL_NAMES = {[0] = 'normal', [1] = 'elevated'}
+local LEVEL_CODES = {normal = 0, elevated = 1}
+
+local function session_field(sid)
+  return SESSION_FIELD_PREFIX .. sid
+end
+
+local function decode_session(raw)
+  local st, lv, g, c, l, a, t, at, rc, rp, d, dn, ua, ip, bx, r =
+    struct.unpack(SESSION_FORMAT, raw)
+  return {st = STATE_NAMES[st], lv = LEVEL_NAMES[lv], g = g, c = c, l = l, a = a, t = t,
+    at = at, rc = rc, rp = rp, d = d, dn = dn, ua = ua, ip = ip, bx = bx, r = r}
+end
+
+local function encode_session(s)
+  return struct.pack(SESSION_FORMAT, STATE_CODES[s.st], LEVEL_CODES[s.lv], s.g, s.c, s.l,
+    s.a, s.t, s.at, #s.rc, s.rc, #s.rp, s.rp, #s.d, s.d, #s.dn, s.dn, #s.ua, s.ua,
+    #s.ip, s.ip, #s.bx, s.bx, #s.r, s.r)
+end
+
+local function save_session(user_key, sid, s)
+  redis.call('HSET', user_key, session_field(sid), encode_session(s))
+end
+
 -- The reason a session has expired at `now`, or nil while it is usable.
 local function expiry_reason(absolute_at_ms, last_seen_ms, idle_ms, now)
   if now >= absolute_at_ms then return 'absolute' end
@@ -14,15 +49,72 @@ local function expiry_reason(absolute_at_ms, last_seen_ms, idle_ms, now)
   return nil
 end
 
--- How long a live session's record must stay: until it could expire, plus retention.
-local function live_ttl_ms(absolute_at_ms, now, idle_ms, retention_ms)
-  return math.min(absolute_at_ms, now + idle_ms) - now + retention_ms
+-- When a session stopped being usable: when it was ended, or when it expired (or will).
+local function over_at_ms(s, idle_ms)
+  if s.st ~= 'live' then return s.t end
+  return math.min(s.a, s.l + idle_ms)
 end
 
--- End a session: mark it (never delete it, so replays of its tokens are recognised),
--- drop it from the user's index, and keep the record for the retention period.
-local function end_session(session_key, index_key, sid, state, reason, now, retention_ms)
-  redis.call('HSET', session_key, 'st', state, 'r', reason, 'e', now)
-  redis.call('ZREM', index_key, sid)
-  redis.call('PEXPIRE', session_key, retention_ms)
+-- A record is kept for the retention period after its session is over, so that a replay
+-- of one of its tokens is answered with the reason; after that it is as good as gone.
+local function past_retention(s, now, idle_ms, retention_ms)
+  return now >= over_at_ms(s, idle_ms) + retention_ms
+end
+
+-- Read one session; nil if there is none or its record is past retention.
+local function load_session(user_key, sid, now, idle_ms, retention_ms)
+  local raw = redis.call('HGET', user_key, session_field(sid))
+  if not raw then return nil end
+  local s = decode_session(raw)
+  if past_retention(s, now, idle_ms, retention_ms) then return nil end
+  return s
+end
+
+-- End a session: mark it with its state and reason (never delete it at once, so replays
+-- of its tokens are recognised until retention runs out).
+local function end_session(user_key, sid, s, state, reason, now)
+  s.st, s.r, s.t = state, reason, now
+  save_session(user_key, sid, s)
+end
+
+-- All of a user's sessions still within retention, oldest first, each with its `sid`,
+-- and how many records were pruned. With `prune`, records past retention are deleted,
+-- and of the ended ones only the `keep_ended` most recent are kept (a replay of a token
+-- of an older one is then refused as unknown rather than with its reason).
+local function user_sessions(user_key, now, idle_ms, retention_ms, prune, keep_ended)
+  local all = redis.call('HGETALL', user_key)
+  local sessions, ended, drop = {}, {}, {}
+  for i = 1, #all, 2 do
+    local name = all[i]
+    if string.sub(name, 1, #SESSION_FIELD_PREFIX) == SESSION_FIELD_PREFIX then
+      local s = decode_session(all[i + 1])
+      if past_retention(s, now, idle_ms, retention_ms) then
+        table.insert(drop, name)
+      else
+        s.sid = string.sub(name, #SESSION_FIELD_PREFIX + 1)
+        table.insert(sessions, s)
+        if s.st ~= 'live' then table.insert(ended, s) end
+      end
+    end
+  end
+  if prune and #ended > keep_ended then
+    table.sort(ended, function(x, y) return x.t < y.t end)
+    local gone = {}
+    for i = 1, #ended - keep_ended do
+      gone[ended[i].sid] = true
+      table.insert(drop, session_field(ended[i].sid))
+    end
+    local kept = {}
+    for _, s in ipairs(sessions) do
+      if not gone[s.sid] then table.insert(kept, s) end
+    end
+    sessions = kept
+  end
+  if not prune then drop = {} end
+  if #drop > 0 then redis.call('HDEL', user_key, unpack(drop)) end
+  table.sort(sessions, function(x, y)
+    if x.c ~= y.c then return x.c < y.c end
+    return x.sid < y.sid
+  end)
+  return sessions, #drop
 end

@@ -1,11 +1,15 @@
 -- End one session, marking why (L1). With a refresh hash, end it only if the hash is the
 -- session's current or previous refresh token (logout by refresh token).
--- KEYS[1] session hash, KEYS[2] the user's session index.
--- ARGV: 1 sid, 2 reason, 3 retention_ms, 4 refresh hash or ''
+-- KEYS[1] the user's record (holds the session).
+-- ARGV: 1 sid, 2 reason, 3 retention_ms, 4 refresh hash or '', 5 idle_ms
 -- Returns 'revoked', 'ended' (already over) or 'unknown'.
-local f = redis.call('HMGET', KEYS[1], 'st', 'rc', 'rp')
-if not f[1] then return 'unknown' end
-if ARGV[4] ~= '' and ARGV[4] ~= f[2] and ARGV[4] ~= f[3] then return 'unknown' end
-if f[1] ~= 'live' then return 'ended' end
-end_session(KEYS[1], KEYS[2], ARGV[1], 'revoked', ARGV[2], now_ms(), tonumber(ARGV[3]))
+local sid = ARGV[1]
+local now = now_ms()
+local s = load_session(KEYS[1], sid, now, tonumber(ARGV[5]), tonumber(ARGV[3]))
+if not s then return 'unknown' end
+if ARGV[4] ~= '' and ARGV[4] ~= s.rc and (s.rp == '' or ARGV[4] ~= s.rp) then
+  return 'unknown'
+end
+if s.st ~= 'live' then return 'ended' end
+end_session(KEYS[1], sid, s, 'revoked', ARGV[2], now)
 return 'revoked'
