@@ -72,6 +72,13 @@ def test_an_ended_record_answers_with_its_reason_until_retention_then_is_pruned(
     # Within retention the record still says why (a replayed token learns the reason).
     assert store.revoke_session(user_id, ended, "logout") == "ended"
     assert store.verify_and_touch(user_id, ended).reason == "logout"
+    # What only a live session needs (device, agent, address) left with the session.
+    raw = own_redis.client(False)
+    ended_record = raw.hget(user_key(user_id), session_field(ended))
+    live_record = raw.hget(user_key(user_id), session_field(live))
+    assert b"203.0.113.7" in live_record and b"Pixel 8" in live_record
+    assert b"203.0.113.7" not in ended_record and b"Pixel 8" not in ended_record
+    assert len(ended_record) < len(live_record)
     time.sleep(RETENTION_S + 0.2)
     # Past retention it is as good as gone even before anything prunes it...
     assert store.verify_and_touch(user_id, ended).state == "unknown"

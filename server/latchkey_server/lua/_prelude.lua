@@ -71,9 +71,12 @@ local function load_session(user_key, sid, now, idle_ms, retention_ms)
 end
 
 -- End a session: mark it with its state and reason (never delete it at once, so replays
--- of its tokens are recognised until retention runs out).
+-- of its tokens are recognised until retention runs out). What only a live session needs
+-- (device, user agent, address: shown in session lists, compared for binding) is dropped,
+-- so a retained record keeps just its state, times and refresh hashes.
 local function end_session(user_key, sid, s, state, reason, now)
   s.st, s.r, s.t = state, reason, now
+  s.d, s.dn, s.ua, s.ip, s.bx = '', '', '', '', ''
   save_session(user_key, sid, s)
 end
 
