@@ -43,6 +43,8 @@ def printable(value: str) -> str:
     what cannot be shown is kinder than refusing a sign-in over a device's odd name, and
     a lone surrogate could not even be stored as UTF-8.
     """
+    if value.isprintable():  # the common case, checked in C: no control or surrogate
+        return value
     text = value.encode("utf-8", "ignore").decode("utf-8")
     return "".join(ch for ch in text if ch.isprintable())
 
