@@ -1,0 +1,90 @@
+"""Profile ``/v1/me`` against ``/healthz`` in one process, to see where the gap goes.
+
+``bench.hot_path`` measures the ratio under gunicorn and wrk; this one runs both
+endpoints through Flask's test client against a real redis-server on a unix socket (no
+HTTP server, no load generator sharing the cores), reports microseconds per request for
+each, interleaved, the Redis CPU per ``verify_touch`` from ``INFO commandstats``, and
+prints a cProfile of ``/v1/me`` (cumulative, Latchkey's and its libraries' frames).
+
+Run: ``.venv/bin/python -m bench.profile_hot_path [--requests 3000] [--profile]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from latchkey_server import create_app
+
+from bench.harness import BENCH_USER_AGENT, print_json, start_redis
+
+PASSWORD = "correct horse battery staple"
+PROFILE_FRAMES = ("latchkey_server|flask_limiter|redis/client|jsonify|recv_into|"
+                  "dispatch_request|process_response|preprocess_request")
+
+
+def _per_request_us(client: Any, path: str, headers: dict[str, str], count: int) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        client.get(path, headers=headers)
+    return (time.perf_counter() - started) / count * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of /v1/me")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = Path(tmp) / "redis.sock"
+        redis_proc = start_redis(Path(tmp) / "redis", None, "--unixsocket", str(sock))
+        try:
+            app = create_app({"redis_url": f"unix://{sock}", "instance_path": Path(tmp) / "i",
+                              "argon2_time_cost": 1, "argon2_memory_kib": 1024,
+                              "argon2_parallelism": 1, "log_level": "WARNING"})
+            client = app.test_client()
+            body = {"username": "bench-user", "password": PASSWORD}
+            client.post("/v1/auth/register", json=body)
+            tokens = client.post("/v1/auth/login", json=body,
+                                 headers={"User-Agent": BENCH_USER_AGENT}).get_json()
+            plain = {"User-Agent": BENCH_USER_AGENT}
+            bearer = {**plain, "Authorization": f"Bearer {tokens['access_token']}"}
+            for path, headers in (("/healthz", plain), ("/v1/me", bearer)):
+                for _ in range(300):  # warm: pools, script cache, signature cache
+                    assert client.get(path, headers=headers).status_code == 200
+            healthz, me = [], []
+            for _ in range(args.repetitions):
+                healthz.append(_per_request_us(client, "/healthz", plain, args.requests))
+                me.append(_per_request_us(client, "/v1/me", bearer, args.requests))
+            direct = redis.Redis(unix_socket_path=str(sock))
+            direct.config_resetstat()
+            _per_request_us(client, "/v1/me", bearer, args.requests)
+            evalsha = direct.info("commandstats")["cmdstat_evalsha"]
+            print_json({
+                "healthz_us": round(statistics.median(healthz), 1),
+                "me_us": round(statistics.median(me), 1),
+                "me_over_healthz_in_process": round(
+                    statistics.median(healthz) / statistics.median(me), 3),
+                "redis_usec_per_verify_touch": evalsha["usec_per_call"],
+                "requests": args.requests, "repetitions": args.repetitions,
+            })
+            if args.profile:
+                profiler = cProfile.Profile()
+                profiler.enable()
+                _per_request_us(client, "/v1/me", bearer, args.requests)
+                profiler.disable()
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(PROFILE_FRAMES, 30)
+        finally:
+            redis_proc.stop()
+
+
+if __name__ == "__main__":
+    main()
