@@ -23,7 +23,14 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import interleave, login_tokens, print_json, start_redis, start_server, wrk_rps
+from bench.harness import (
+    interleave,
+    login_tokens,
+    print_json,
+    start_bench_redis,
+    start_server,
+    wrk_rps,
+)
 from bench.peer_app import new_ed25519_pem
 from tests.conftest import free_port, stop_process
 
@@ -63,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         sock = Path(tmp) / "redis.sock"
-        redis_proc = start_redis(Path(tmp) / "redis", None, "--unixsocket", str(sock))
+        redis_proc = start_bench_redis(Path(tmp) / "redis", sock)
         stack.callback(redis_proc.stop)
         url = f"unix://{sock}"
         server = start_server(Path(tmp) / "instance", {

@@ -19,9 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from latchkey_server.store import recommended_redis_args
+
 from tests.conftest import (  # the repo root is on sys.path (above)
     FAST_ARGON2,
     PASSWORD,
+    RedisProcess,
     ServerProcess,
     start_redis,
     start_server,
@@ -29,12 +32,18 @@ from tests.conftest import (  # the repo root is on sys.path (above)
 )
 
 __all__ = ["BENCH_USER_AGENT", "FAST_ARGON2", "PASSWORD", "ServerProcess", "interleave",
-           "login_tokens", "start_redis", "start_server", "wrk_rps"]
+           "login_tokens", "start_bench_redis", "start_redis", "start_server", "wrk_rps"]
 
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 # Like a real app, the benchmark client signs in and calls with one User-Agent; a change
 # would be a device-binding event (D3) on every request, which is not what we measure.
 BENCH_USER_AGENT = "LatchkeyBench/1.0"
+
+
+def start_bench_redis(data_dir: Path, socket_path: Path) -> RedisProcess:
+    """Start a redis-server on a unix socket, configured as the embedded store is."""
+    return start_redis(data_dir, None, "--unixsocket", str(socket_path),
+                       *recommended_redis_args())
 
 
 def wrk_rps(url: str, *, seconds: int = 5, connections: int = 16, threads: int = 2,

@@ -24,7 +24,7 @@ from bench.harness import (
     interleave,
     login_tokens,
     print_json,
-    start_redis,
+    start_bench_redis,
     start_server,
     wrk_rps,
 )
@@ -113,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sock = Path(tmp) / "redis.sock"
-        redis_proc = start_redis(Path(tmp) / "redis", None, "--unixsocket", str(sock))
+        redis_proc = start_bench_redis(Path(tmp) / "redis", sock)
         url = f"unix://{sock}" if args.transport == "unix" else redis_proc.url
         server = start_server(Path(tmp) / "instance", {
             "LATCHKEY_WORKERS": str(args.workers), "LATCHKEY_LOG_LEVEL": "WARNING"},

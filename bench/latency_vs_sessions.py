@@ -23,7 +23,7 @@ from latchkey_server.config import load_settings
 from latchkey_server.store import SessionStore, connect
 from latchkey_server.tokens import new_session_id, new_user_id
 
-from bench.harness import login_tokens, print_json, start_redis, start_server
+from bench.harness import login_tokens, print_json, start_bench_redis, start_server
 
 UA = "LatchkeyDemo/1.0 (Android 14; Pixel 8) okhttp/4.12"
 
@@ -77,7 +77,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         sock = Path(tmp) / "redis.sock"
-        redis_proc = start_redis(Path(tmp) / "redis", None, "--unixsocket", str(sock))
+        redis_proc = start_bench_redis(Path(tmp) / "redis", sock)
         url = f"unix://{sock}"
         server = start_server(Path(tmp) / "instance", {"LATCHKEY_LOG_LEVEL": "WARNING",
                                                        "LATCHKEY_BINDING_POLICY": "off"},

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 from latchkey_server import create_app
 
-from bench.harness import BENCH_USER_AGENT, print_json, start_redis
+from bench.harness import BENCH_USER_AGENT, print_json, start_bench_redis
 
 PASSWORD = "correct horse battery staple"
 PROFILE_FRAMES = ("latchkey_server|flask_limiter|redis/client|jsonify|recv_into|"
@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sock = Path(tmp) / "redis.sock"
-        redis_proc = start_redis(Path(tmp) / "redis", None, "--unixsocket", str(sock))
+        redis_proc = start_bench_redis(Path(tmp) / "redis", sock)
         try:
             app = create_app({"redis_url": f"unix://{sock}", "instance_path": Path(tmp) / "i",
                               "argon2_time_cost": 1, "argon2_memory_kib": 1024,

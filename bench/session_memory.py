@@ -6,7 +6,8 @@ user agent, IPv4 address and device id (a UUID, as the demo app sends). The user
 created first and measured on their own (a user record exists whether or not the user is
 signed in); memory per session is then Redis's own ``used_memory`` delta over creating the
 sessions, divided by their number: everything a session adds, its field in the user's
-record and the growth of that record's hash table included.
+record and the growth of that record's hash table included. Last, every session logs
+out, and what its retained record costs is measured too.
 
 It runs twice, on a redis-server with the configuration Latchkey's embedded store uses
 and recommends (``RECOMMENDED_REDIS_CONFIG``: small hashes stay compact listpacks even with
@@ -25,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from latchkey_server.config import load_settings
-from latchkey_server.store import RECOMMENDED_REDIS_CONFIG, SessionStore, connect, user_key
+from latchkey_server.store import (
+    RECOMMENDED_REDIS_CONFIG,
+    SessionStore,
+    connect,
+    recommended_redis_args,
+    user_key,
+)
 from latchkey_server.tokens import new_session_id, new_user_id
 
 from bench.harness import print_json, start_redis
@@ -64,10 +71,15 @@ def measure(sessions: int, redis_args: list[str]) -> dict[str, Any]:
             for user_id, session_id in zip(user_ids, session_ids, strict=True):
                 store.verify_and_touch(user_id, session_id, user_agent=UA)
             after_use = client.info("memory")["used_memory"]
+            # Then every session logs out: its record stays for the retention period.
+            for user_id in user_ids:
+                store.end_sessions(user_id, scope="all")
+            after_end = client.info("memory")["used_memory"]
             return {
                 "bytes_per_live_session": round((after_create - before) / sessions, 1),
                 "bytes_per_live_session_after_first_request":
                     round((after_use - before) / sessions, 1),
+                "bytes_per_ended_session_record": round((after_end - before) / sessions, 1),
                 "bytes_per_user_record": round((before - before_users) / sessions, 1),
                 "user_record_encoding": client.object("encoding", user_key(user_ids[0])),
                 "session_creates_per_second": round(sessions / elapsed, 1),
@@ -81,8 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sessions", type=int, default=100_000)
     args = parser.parse_args()
-    recommended = [arg for name, value in RECOMMENDED_REDIS_CONFIG.items()
-                   for arg in (f"--{name}", value)]
+    recommended = recommended_redis_args()
     print_json({
         "sessions": args.sessions,
         "recommended_config": RECOMMENDED_REDIS_CONFIG,

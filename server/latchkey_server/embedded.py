@@ -25,7 +25,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .store import RECOMMENDED_REDIS_CONFIG
+from .store import recommended_redis_args
 
 __all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_server_binary"]
 
@@ -92,8 +92,7 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", str(self.data_dir / "redis.log"),
-            *(arg for name, value in RECOMMENDED_REDIS_CONFIG.items()
-              for arg in (f"--{name}", value)),
+            *recommended_redis_args(),
         ]
         self._process = subprocess.Popen(  # noqa: S603 - fixed argv, our own bundled binary
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -88,6 +88,12 @@ SESSION_FIELD_PREFIX = "s:"
 RECOMMENDED_REDIS_CONFIG = {"hash-max-ziplist-value": "1024"}
 
 
+def recommended_redis_args() -> list[str]:
+    """Return ``RECOMMENDED_REDIS_CONFIG`` as redis-server command-line arguments."""
+    return [arg for name, value in RECOMMENDED_REDIS_CONFIG.items()
+            for arg in (f"--{name}", value)]
+
+
 # Flask-Limiter's counters (throttle.py) live under this prefix; limits adds its own
 # ``{...}`` hash tag per counter, so each one sits in one slot.
 RATE_LIMIT_KEY_PREFIX = f"{KEY_PREFIX}:rl"
