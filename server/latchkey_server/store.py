@@ -52,7 +52,13 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from .config import Settings, cluster_seed_nodes
-from .errors import InvalidCredentials, StoreUnavailable, UsernameTaken
+from .errors import (
+    InvalidCredentials,
+    SessionExpired,
+    SessionRevoked,
+    StoreUnavailable,
+    UsernameTaken,
+)
 
 __all__ = [
     "RotationResult",
@@ -363,7 +369,10 @@ class SessionStore:
 
         With ``new_password_hash`` the password changes in the same atomic step, provided
         the stored hash is still ``verified_password_hash``; else ``InvalidCredentials``.
-        With ``replaces`` and no ``device_name``, the new session keeps the replaced one's.
+        With ``replaces`` and no ``device_name``, the new session keeps the replaced one's;
+        if the session to replace is no longer live (a remote sign-out or a timeout raced
+        the caller's request), nothing changes and ``SessionRevoked`` or
+        ``SessionExpired`` says why.
         """
         s = self._settings
         created, ended = self._scripts["create_session"](
@@ -377,8 +386,13 @@ class SessionStore:
                 new_password_hash, verified_password_hash,
             ],
         )
-        if int(created) < 0:
+        if int(created) == -1:
             raise InvalidCredentials("The password was changed meanwhile")
+        if int(created) == -2:
+            state, reason = ended
+            if state == "expired":
+                raise SessionExpired(reason)
+            raise SessionRevoked(reason or None)
         pairs = [(ended[i], ended[i + 1]) for i in range(0, len(ended), 2)]
         return int(created), pairs
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from latchkey_server.errors import InvalidCredentials
+from latchkey_server.errors import InvalidCredentials, SessionRevoked
 from latchkey_server.extension import services
 
 from tests.conftest import PASSWORD, Api
@@ -170,6 +170,30 @@ def test_password_change_is_refused_if_the_hash_changed_since_it_was_verified(ap
                 end_others_reason="password_change",
                 new_password_hash=svc.passwords.hash(NEW_PASSWORD), verified_password_hash=stale)
         assert svc.passwords.verify(svc.store.get_user(user_id)["p"], "someone else changed it")
+        assert svc.store.list_sessions(user_id) == []
+
+
+def test_a_remote_sign_out_racing_a_password_change_wins_and_nothing_changes(app, client):
+    """The caller's request was authenticated, then another device signed its session out
+    before the replacing script ran: no new session, no new password, 401 for the caller."""
+    username = "raced-" + str(time.monotonic_ns())
+    body = {"username": username, "password": PASSWORD}
+    client.post("/v1/auth/register", json=body)
+    caller = client.post("/v1/auth/login", json=body).get_json()
+    with app.app_context():
+        svc = services()
+        user_id = svc.store.user_id_for(username)
+        verified = svc.store.get_user(user_id)["p"]
+        assert svc.store.revoke_session(user_id, caller["session_id"], "remote") == "revoked"
+        with pytest.raises(SessionRevoked) as raised:
+            svc.store.create_session(
+                user_id=user_id, session_id="n" * 32, refresh_hash="h", auth_level="normal",
+                auth_time=0, device_id="", device_name="", user_agent="", ip="",
+                replaces=caller["session_id"], replaced_reason="password_change",
+                end_others_reason="password_change",
+                new_password_hash=svc.passwords.hash(NEW_PASSWORD), verified_password_hash=verified)
+        assert raised.value.extra == {"reason": "remote"}
+        assert svc.store.get_user(user_id)["p"] == verified
         assert svc.store.list_sessions(user_id) == []
 
 

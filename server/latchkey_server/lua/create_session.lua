@@ -11,15 +11,24 @@
 --       13 user_agent, 14 ip, 15 replaced sid or '', 16 reason for the replaced session,
 --       17 reason to end every other session or '',
 --       18 new password hash or '', 19 the password hash the caller verified
--- Returns {created_at_ms, {ended sid, reason, ...}}, or {-1, {}} (nothing changed) when
--- the password hash is no longer the verified one.
+-- Returns {created_at_ms, {ended sid, reason, ...}}; or, with nothing changed,
+-- {-1, {}} when the password hash is no longer the verified one, and
+-- {-2, {state, reason}} when the session to replace is no longer live (it was signed out
+-- remotely, or expired, after the caller's request was authenticated: that wins).
 local sid, abs_ttl, idle = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local retention, max_sessions = tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = now_ms()
+if ARGV[15] ~= '' then
+  local replaced = load_session(KEYS[1], ARGV[15], now, idle, retention)
+  if not replaced then return {-2, {'unknown', ''}} end
+  if replaced.st ~= 'live' then return {-2, {replaced.st, replaced.r}} end
+  local why = expiry_reason(replaced.a, replaced.l, idle, now)
+  if why then return {-2, {'expired', why}} end
+end
 if ARGV[18] ~= '' then
   if redis.call('HGET', KEYS[1], 'p') ~= ARGV[19] then return {-1, {}} end
   redis.call('HSET', KEYS[1], 'p', ARGV[18])
 end
-local now = now_ms()
 local ended = {}
 local device_name = ARGV[12]
 
