@@ -12,8 +12,9 @@ script (create, verify-and-touch, rotate, revoke, and the multi-session operatio
 on them) is atomic and a single round trip, on one Redis or on a cluster. Only the
 username index lives elsewhere, and only registration and login read it.
 
-One field per session instead of one key per session is what keeps a live session near
-260 bytes of Redis memory (docs/PERFORMANCE.md): a key costs its keyspace and expiry
+One field per session instead of one key per session is what keeps a live session at
+193 bytes of Redis memory with ``RECOMMENDED_REDIS_CONFIG`` (305-337 on Redis defaults,
+620 as a key of its own; docs/PERFORMANCE.md): a key costs its keyspace and expiry
 entries, and a separate index of the user's sessions cost a second key. The value is
 packed with Redis's ``struct`` library by the scripts (``lua/_prelude.lua``), big-endian::
 
