@@ -124,7 +124,8 @@ def session_field(session_id: str) -> str:
 
 def _user_id_of(key: str) -> str:
     """Return the user id in a user record's key (the inverse of ``user_key``)."""
-    return key[len(f"{KEY_PREFIX}:{{u:"):-len("}:user")]
+    head, tail = user_key("\0").split("\0")
+    return key[len(head):-len(tail)]
 
 
 def username_key(username: str) -> str:
@@ -299,6 +300,7 @@ class SessionStore:
         self.client = client
         self._settings = settings
         self._retention_ms = settings.ended_session_retention_seconds * 1000
+        self._idle_ms = settings.idle_timeout_seconds * 1000
         self._scripts = {name: _Script(client, _load_script(name)) for name in SCRIPT_NAMES}
 
     # -- health ---------------------------------------------------------------------
@@ -379,7 +381,7 @@ class SessionStore:
         created, ended = self._scripts["create_session"](
             keys=[user_key(user_id)],
             args=[
-                session_id, s.absolute_timeout_seconds * 1000, s.idle_timeout_seconds * 1000,
+                session_id, s.absolute_timeout_seconds * 1000, self._idle_ms,
                 self._retention_ms, s.max_sessions_per_user, "1" if s.single_session else "0",
                 ENDED_SESSIONS_KEPT, refresh_hash, auth_level, auth_time,
                 device_id, device_name, user_agent, ip,
@@ -405,7 +407,7 @@ class SessionStore:
         s = self._settings
         reply = self._scripts["verify_touch"](
             keys=[user_key(user_id)],
-            args=[session_id, s.idle_timeout_seconds * 1000, self._retention_ms,
+            args=[session_id, self._idle_ms, self._retention_ms,
                   s.binding_policy, device_id, user_agent, binding_fingerprint],
         )
         if reply[0] == "live":
@@ -423,7 +425,7 @@ class SessionStore:
         reply: list[Any] = self._scripts["rotate_refresh"](
             keys=[user_key(user_id)],
             args=[session_id, presented_hash, successor_hash, presented_generation,
-                  s.idle_timeout_seconds * 1000, s.refresh_reuse_grace_seconds * 1000,
+                  self._idle_ms, s.refresh_reuse_grace_seconds * 1000,
                   self._retention_ms],
         )
         outcome = reply[0]
@@ -446,7 +448,7 @@ class SessionStore:
         return self._scripts["revoke_session"](
             keys=[user_key(user_id)],
             args=[session_id, reason, self._retention_ms, refresh_hash,
-                  self._settings.idle_timeout_seconds * 1000],
+                  self._idle_ms],
         )
 
     @_store_call
@@ -461,7 +463,7 @@ class SessionStore:
         ended = self._scripts["end_sessions"](
             keys=[user_key(user_id)],
             args=[ENDED_SESSIONS_KEPT, current_session_id, scope, current_reason,
-                  others_reason, self._settings.idle_timeout_seconds * 1000,
+                  others_reason, self._idle_ms,
                   self._retention_ms],
         )
         return [(ended[i], ended[i + 1]) for i in range(0, len(ended), 2)]
@@ -469,14 +471,13 @@ class SessionStore:
     @_store_call
     def list_sessions(self, user_id: str) -> list[SessionInfo]:
         """Return a user's live sessions, oldest first, judged on Redis server time."""
-        idle_ms = self._settings.idle_timeout_seconds * 1000
         reply = self._scripts["list_sessions"](
-            keys=[user_key(user_id)], args=[idle_ms, self._retention_ms],
+            keys=[user_key(user_id)], args=[self._idle_ms, self._retention_ms],
         )
         out = []
         for sid, created, last, absolute, level, name, agent, ip in reply[1:]:
             out.append(SessionInfo(sid, int(created), int(last),
-                                   min(int(absolute), int(last) + idle_ms),
+                                   min(int(absolute), int(last) + self._idle_ms),
                                    level, name, agent, ip))
         return out
 
@@ -493,7 +494,7 @@ class SessionStore:
         """Drop one user's session records past retention; return (dropped, left)."""
         dropped, left = self._scripts["prune_sessions"](
             keys=[user_key(user_id)],
-            args=[self._settings.idle_timeout_seconds * 1000, self._retention_ms,
+            args=[self._idle_ms, self._retention_ms,
                   ENDED_SESSIONS_KEPT],
         )
         return int(dropped), int(left)
@@ -508,7 +509,7 @@ class SessionStore:
         server serves. Run it daily (``latchkey-server sessions sweep``).
         """
         users = dropped = left = 0
-        for key in self.client.scan_iter(match=f"{KEY_PREFIX}:{{u:*}}:user", count=batch):
+        for key in self.client.scan_iter(match=user_key("*"), count=batch):
             gone, kept = self.prune_sessions(_user_id_of(key))
             users, dropped, left = users + 1, dropped + gone, left + kept
         return users, dropped, left
