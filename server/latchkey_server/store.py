@@ -25,7 +25,7 @@ packed with Redis's ``struct`` library by the scripts (``lua/_prelude.lua``), bi
        once ended: when it ended (ms)
     I4 auth time (s)
     then strings, each after its length (B: up to 255 bytes, H: up to 65535):
-    B current refresh hash, B previous refresh hash, B device id, H device name,
+    B current refresh hash, B previous refresh hash, H device id, H device name,
     H user agent, H client address, B binding fingerprint last reported (D3, so one
     change is reported once), B reason it ended
 

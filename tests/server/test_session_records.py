@@ -25,7 +25,15 @@ from latchkey_server.store import (
 )
 from latchkey_server.tokens import new_session_id, new_user_id
 
-from tests.conftest import VENV_BIN, Api, RedisProcess, start_redis, start_server
+from tests.conftest import (
+    PASSWORD,
+    VENV_BIN,
+    Api,
+    RedisProcess,
+    start_redis,
+    start_server,
+    unique_username,
+)
 from tests.server.store_support import session_state
 
 RETENTION_S = 1
@@ -139,3 +147,21 @@ def test_sweep_drops_the_records_of_users_who_never_come_back_and_keeps_live_one
         assert '"action": "sessions_sweep"' in result.stderr
     finally:
         server.stop()
+
+
+def test_client_supplied_fields_at_their_longest_in_utf8_round_trip(client) -> None:
+    """Device id and name may be 128 characters, the user agent 256: as UTF-8 that is more
+    than a one-byte length prefix holds, and a wrapped length would corrupt the record."""
+    body = {"username": unique_username("wide"), "password": PASSWORD}
+    assert client.post("/v1/auth/register", json=body).status_code == 201
+    device_id, device_name, agent = "\u6771" * 128, "\u2713" * 128, "\u00e9" * 256
+    r = client.post("/v1/auth/login", json={**body, "device_id": device_id,
+                                             "device_name": device_name},
+                    headers={"User-Agent": agent})
+    assert r.status_code == 200, r.get_json()
+    auth = {"User-Agent": agent, "Authorization": f"Bearer {r.get_json()['access_token']}"}
+    listed = client.get("/v1/auth/sessions", headers=auth)
+    assert listed.status_code == 200, listed.get_json()
+    (session,) = listed.get_json()["sessions"]
+    assert (session["device_name"], session["user_agent"]) == (device_name, agent)
+    assert client.get("/v1/me", headers=auth).status_code == 200

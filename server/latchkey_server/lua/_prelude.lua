@@ -15,7 +15,18 @@ end
 -- the moment it ended once it has ended. store.py documents the layout and owns the
 -- field name; nothing outside these scripts reads a packed record.
 local SESSION_FIELD_PREFIX = 's:'
-local SESSION_FORMAT = '>BBI4I6I6I6I6I4' .. 'Bc0Bc0Bc0Hc0Hc0Hc0Bc0Bc0'
+local SESSION_FIXED = '>BBI4I6I6I6I6I4'
+-- The strings, in record order, each with the struct code of its length prefix. A
+-- client-supplied string (device id and name, user agent, address) gets two bytes: it may
+-- be up to 128 or 256 characters of UTF-8. struct wraps a length that does not fit its
+-- prefix, which would corrupt the record, so encode_session refuses one instead.
+local SESSION_STRINGS = {{'rc', 'B'}, {'rp', 'B'}, {'d', 'H'}, {'dn', 'H'}, {'ua', 'H'},
+  {'ip', 'H'}, {'bx', 'B'}, {'r', 'B'}}
+local LENGTH_LIMITS = {B = 255, H = 65535}
+local SESSION_FORMAT = SESSION_FIXED
+for _, string_field in ipairs(SESSION_STRINGS) do
+  SESSION_FORMAT = SESSION_FORMAT .. string_field[2] .. 'c0'
+end
 local STATE_NAMES = {'live', 'revoked', 'expired'}
 local STATE_CODES = {live = 1, revoked = 2, expired = 3}
 local LEVEL_NAMES = {[0] = 'normal', [1] = 'elevated'}
@@ -26,16 +37,27 @@ local function session_field(sid)
 end
 
 local function decode_session(raw)
-  local st, lv, g, c, l, a, t, at, rc, rp, d, dn, ua, ip, bx, r =
-    struct.unpack(SESSION_FORMAT, raw)
-  return {st = STATE_NAMES[st], lv = LEVEL_NAMES[lv], g = g, c = c, l = l, a = a, t = t,
-    at = at, rc = rc, rp = rp, d = d, dn = dn, ua = ua, ip = ip, bx = bx, r = r}
+  local v = {struct.unpack(SESSION_FORMAT, raw)}
+  local s = {st = STATE_NAMES[v[1]], lv = LEVEL_NAMES[v[2]], g = v[3], c = v[4], l = v[5],
+    a = v[6], t = v[7], at = v[8]}
+  for i, string_field in ipairs(SESSION_STRINGS) do
+    s[string_field[1]] = v[8 + i]
+  end
+  return s
 end
 
 local function encode_session(s)
-  return struct.pack(SESSION_FORMAT, STATE_CODES[s.st], LEVEL_CODES[s.lv], s.g, s.c, s.l,
-    s.a, s.t, s.at, #s.rc, s.rc, #s.rp, s.rp, #s.d, s.d, #s.dn, s.dn, #s.ua, s.ua,
-    #s.ip, s.ip, #s.bx, s.bx, #s.r, s.r)
+  local v = {STATE_CODES[s.st], LEVEL_CODES[s.lv], s.g, s.c, s.l, s.a, s.t, s.at}
+  for _, string_field in ipairs(SESSION_STRINGS) do
+    local name, code = string_field[1], string_field[2]
+    local value = s[name]
+    if #value > LENGTH_LIMITS[code] then
+      error('session field ' .. name .. ' is too long to store')
+    end
+    table.insert(v, #value)
+    table.insert(v, value)
+  end
+  return struct.pack(SESSION_FORMAT, unpack(v))
 end
 
 local function save_session(user_key, sid, s)
