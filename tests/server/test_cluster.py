@@ -21,7 +21,12 @@ import redis
 from latchkey_server import create_app
 from latchkey_server.config import ConfigError, cluster_seed_nodes, load_settings
 from latchkey_server.extension import services
-from latchkey_server.store import SECURITY_STREAM_KEY, session_field, user_key
+from latchkey_server.store import (
+    SECURITY_STREAM_KEY,
+    SESSION_FIELD_PREFIX,
+    session_field,
+    user_key,
+)
 from latchkey_server.throttle import EXTENSION_KEY as THROTTLE_KEY
 from latchkey_server.throttle import _storage_uri
 from limits.storage import RedisClusterStorage
@@ -160,7 +165,7 @@ def test_the_sweep_visits_the_users_on_every_master(cluster, tmp_path):
         users, dropped, _ = services().store.sweep_sessions(batch=2)
     assert users >= len(ours) and dropped >= len(ours)
     for uid in ours:
-        assert not [f for f in direct.hkeys(user_key(uid)) if f.startswith("s:")]
+        assert not [f for f in direct.hkeys(user_key(uid)) if f.startswith(SESSION_FIELD_PREFIX)]
 
 
 # -- a lost master ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import redis
 from latchkey_server.config import load_settings
 from latchkey_server.store import (
     ENDED_SESSIONS_KEPT,
+    SESSION_FIELD_PREFIX,
     SessionStore,
     connect,
     session_field,
@@ -68,7 +69,8 @@ def new_session(store: SessionStore, user_id: str) -> str:
 
 
 def session_fields_of(client: redis.Redis, user_id: str) -> set[str]:
-    return {f.decode() for f in client.hkeys(user_key(user_id)) if f.startswith(b"s:")}
+    fields = (f.decode() for f in client.hkeys(user_key(user_id)))
+    return {f for f in fields if f.startswith(SESSION_FIELD_PREFIX)}
 
 
 def test_an_ended_record_answers_with_its_reason_until_retention_then_is_pruned(
