@@ -76,7 +76,7 @@ public final class PlatformKeys implements KeystoreBox.Keys {
         keys.put(alias, k);
         return k;
     }
-    public void delete(String alias) { keys.remove(alias); }
+    public void delete(String alias) { keys.remove(alias); invalidated = false; }
 }
 """,
 }
@@ -264,7 +264,7 @@ def test_an_unreadable_stored_value_is_lost(jvm: Any, raw: str) -> None:
         store.load("refresh_token")
 
 
-def test_a_key_invalidated_by_the_platform_is_lost(jvm: Any) -> None:
+def test_a_key_invalidated_by_the_platform_is_lost_and_replaced_on_save(jvm: Any) -> None:
     keys = jvm("org.latchkey.testing.PlatformKeys")()
     prefs = DictPrefs()
     store = AndroidKeystoreStorage(box=jvm("org.latchkey.KeystoreBox")(keys), prefs=prefs)
@@ -272,6 +272,9 @@ def test_a_key_invalidated_by_the_platform_is_lost(jvm: Any) -> None:
     keys.invalidated = True  # e.g. the lock screen was removed
     with pytest.raises(StorageLost, match="KeyPermanentlyInvalidatedException"):
         store.load("refresh_token")
+    # The next sign-in can stay signed in again: saving replaces the dead key.
+    store.save("refresh_token", TOKEN[::-1])
+    assert store.load("refresh_token") == TOKEN[::-1]
 
 
 def test_a_pkcs12_file_under_another_password_is_lost(jvm: Any, tmp_path: Path) -> None:

@@ -100,8 +100,23 @@ public final class KeystoreBox {
         return new KeystoreBox(new StoreKeys(new File(path), password.toCharArray()));
     }
 
-    /** Encrypt {@code plaintext} bound to {@code aad} under {@code alias}, creating the key. */
+    /**
+     * Encrypt {@code plaintext} bound to {@code aad} under {@code alias}, creating the key.
+     *
+     * <p>A key the platform invalidated can never seal again, and every value sealed under
+     * it is lost already, so it is replaced once; anything else propagates.
+     */
     public byte[] seal(String alias, byte[] plaintext, byte[] aad) throws GeneralSecurityException {
+        try {
+            return sealOnce(alias, plaintext, aad);
+        } catch (Lost lost) {
+            deleteKey(alias);
+            return sealOnce(alias, plaintext, aad);
+        }
+    }
+
+    private byte[] sealOnce(String alias, byte[] plaintext, byte[] aad)
+            throws GeneralSecurityException {
         try {
             SecretKey key = keys.find(alias);
             if (key == null) {
