@@ -17,6 +17,7 @@ import base64
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,36 @@ public final class PlatformKeys implements KeystoreBox.Keys {
         return k;
     }
     public void delete(String alias) { keys.remove(alias); invalidated = false; }
+}
+""",
+}
+
+
+# The Android API AndroidKeys.java uses, as declared on developer.android.com (API 23+):
+# enough for javac to check the seam's types. That the real android.jar agrees is what the
+# APK build proves.
+_ANDROID_API_STUBS = {
+    "android/security/keystore/KeyProperties.java": """
+package android.security.keystore;
+public abstract class KeyProperties {
+    public static final String KEY_ALGORITHM_AES = "AES";
+    public static final int PURPOSE_ENCRYPT = 1;
+    public static final int PURPOSE_DECRYPT = 2;
+    public static final String BLOCK_MODE_GCM = "GCM";
+    public static final String ENCRYPTION_PADDING_NONE = "NoPadding";
+}
+""",
+    "android/security/keystore/KeyGenParameterSpec.java": """
+package android.security.keystore;
+public final class KeyGenParameterSpec implements java.security.spec.AlgorithmParameterSpec {
+    public static final class Builder {
+        public Builder(String keystoreAlias, int purposes) { }
+        public Builder setBlockModes(String... blockModes) { return this; }
+        public Builder setEncryptionPaddings(String... paddings) { return this; }
+        public Builder setKeySize(int keySize) { return this; }
+        public Builder setRandomizedEncryptionRequired(boolean required) { return this; }
+        public KeyGenParameterSpec build() { return new KeyGenParameterSpec(); }
+    }
 }
 """,
 }
@@ -340,3 +371,39 @@ def test_android_storage_without_the_android_helper_fails_clearly(jvm: Any) -> N
     # A desktop JVM has KeystoreBox but not AndroidKeys (built only into the APK).
     with pytest.raises(StorageError, match=r"android\.add_src"):
         AndroidKeystoreStorage(prefs=DictPrefs())
+
+
+def test_android_keys_compiles_against_the_android_api_it_uses(
+    jvm: Any, tmp_path: Path
+) -> None:
+    java_home = _java_home()  # set by the jvm fixture, which skips without a JDK
+    assert java_home is not None
+    for rel, text in _ANDROID_API_STUBS.items():
+        (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / rel).write_text(text)
+    result = subprocess.run(
+        [str(java_home / "bin" / "javac"), "-Xlint:all", "-Werror", "-d", str(tmp_path / "out"),
+         str(HELPER_SRC / "org/latchkey/KeystoreBox.java"),
+         str(HELPER_SRC / "org/latchkey/AndroidKeys.java"),
+         *(str(tmp_path / "src" / rel) for rel in _ANDROID_API_STUBS)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "org/latchkey/AndroidKeys.class").exists()
+
+
+def test_android_storage_works_from_a_worker_thread(jvm: Any) -> None:
+    # The SDK refreshes off the UI thread: pyjnius must attach that thread to the JVM.
+    prefs = DictPrefs()
+    store = AndroidKeystoreStorage(box=_box(jvm), prefs=prefs)
+    seen: list[str | None] = []
+
+    def work() -> None:
+        store.save("refresh_token", TOKEN)
+        seen.append(store.load("refresh_token"))
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(timeout=30)
+    assert seen == [TOKEN]
+    assert store.load("refresh_token") == TOKEN
