@@ -83,7 +83,8 @@ public final class PlatformKeys implements KeystoreBox.Keys {
 }
 
 
-# The Android API AndroidKeys.java uses, as declared on developer.android.com (API 23+):
+# The Android API AndroidKeys.java uses, as declared on developer.android.com (API 23+),
+# trimmed to the members it calls:
 # enough for javac to check the seam's types. That the real android.jar agrees is what the
 # APK build proves.
 _ANDROID_API_STUBS = {
@@ -95,6 +96,25 @@ public abstract class KeyProperties {
     public static final int PURPOSE_DECRYPT = 2;
     public static final String BLOCK_MODE_GCM = "GCM";
     public static final String ENCRYPTION_PADDING_NONE = "NoPadding";
+}
+""",
+    "android/content/Context.java": """
+package android.content;
+public abstract class Context {
+    public static final int MODE_PRIVATE = 0;
+    public abstract SharedPreferences getSharedPreferences(String name, int mode);
+}
+""",
+    "android/content/SharedPreferences.java": """
+package android.content;
+public interface SharedPreferences {
+    String getString(String key, String defValue);
+    Editor edit();
+    interface Editor {
+        Editor putString(String key, String value);
+        Editor remove(String key);
+        boolean commit();
+    }
 }
 """,
     "android/security/keystore/KeyGenParameterSpec.java": """

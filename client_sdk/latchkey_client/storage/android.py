@@ -98,27 +98,27 @@ def android_box() -> Any:
 class SharedPreferencesStore:
     """The activity's private SharedPreferences ``name`` (phone only): the thin seam.
 
-    Plain pyjnius calls: ``getString(String, String)``, ``edit().putString(...)`` and
-    ``remove`` have one overload each, so the resolution bug cannot hit them.
+    Through ``AndroidKeys$Prefs``, whose methods have one signature each:
+    ``Context.getSharedPreferences`` itself is overloaded, which is what pyjnius
+    resolves badly. Writes are ``commit()``-ed; a failed commit raises ``OSError``.
     """
 
     def __init__(self, name: str) -> None:
         activity = _autoclass("org.kivy.android.PythonActivity").mActivity
-        mode = _autoclass("android.content.Context").MODE_PRIVATE
-        self._prefs = activity.getSharedPreferences(name, mode)
+        self._prefs = _autoclass("org.latchkey.AndroidKeys$Prefs")(activity, name)
 
     def get(self, key: str) -> str | None:
         """Return the string stored under ``key``."""
-        return self._prefs.getString(key, None)
+        return self._prefs.get(key)
 
     def put(self, key: str, value: str) -> None:
-        """Commit ``value`` under ``key`` (synchronously: apply() could lose it on a kill)."""
-        if not self._prefs.edit().putString(key, value).commit():
+        """Commit ``value`` under ``key``."""
+        if not self._prefs.put(key, value):
             raise OSError("SharedPreferences commit failed")
 
     def remove(self, key: str) -> None:
         """Commit the removal of ``key``."""
-        if not self._prefs.edit().remove(key).commit():
+        if not self._prefs.remove(key):
             raise OSError("SharedPreferences commit failed")
 
 

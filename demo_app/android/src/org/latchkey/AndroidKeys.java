@@ -1,5 +1,7 @@
 package org.latchkey;
 
+import android.content.Context;
+import android.content.SharedPreferences;
 import android.security.keystore.KeyGenParameterSpec;
 import android.security.keystore.KeyProperties;
 import java.io.IOException;
@@ -13,11 +15,12 @@ import javax.crypto.SecretKey;
 /**
  * Keep {@link KeystoreBox}'s keys in {@code AndroidKeyStore}: the Android-only seam.
  *
- * <p>Why it is separate: {@code KeyGenParameterSpec} exists only on Android, so this is the
- * one Java file the desktop tests cannot compile or run (everything else, the cipher work
- * included, runs on a desktop JVM in tests/sdk/test_android_jvm.py). It only finds,
- * creates and deletes keys; keep it that small. The key is AES-256 for GCM without
- * padding, non-exportable, with a random IV the Keystore picks for every encryption.
+ * <p>Why it is separate: {@code KeyGenParameterSpec} and SharedPreferences exist only on
+ * Android, so this is the one Java file the desktop tests cannot run (everything else, the
+ * cipher work included, runs on a desktop JVM in tests/sdk/test_android_jvm.py). It only
+ * finds, creates and deletes keys and reads and writes one prefs file; keep it that small.
+ * The key is AES-256 for GCM without padding, non-exportable, with a random IV the Keystore
+ * picks for every encryption.
  */
 public final class AndroidKeys implements KeystoreBox.Keys {
     private static final String PROVIDER = "AndroidKeyStore";
@@ -63,5 +66,33 @@ public final class AndroidKeys implements KeystoreBox.Keys {
     @Override
     public void delete(String alias) throws GeneralSecurityException {
         store.deleteEntry(alias);
+    }
+
+    /**
+     * One private SharedPreferences file, with one signature per method.
+     *
+     * <p>{@code Context.getSharedPreferences} has a {@code (File, int)} overload beside
+     * {@code (String, int)} that reflection (and so pyjnius) sees; calling it from here
+     * leaves pyjnius nothing to resolve. Writes {@code commit()}: {@code apply()} could
+     * lose a rotated token when the OS kills the app right after.
+     */
+    public static final class Prefs {
+        private final SharedPreferences prefs;
+
+        public Prefs(Context context, String name) {
+            prefs = context.getSharedPreferences(name, Context.MODE_PRIVATE);
+        }
+
+        public String get(String key) {
+            return prefs.getString(key, null);
+        }
+
+        public boolean put(String key, String value) {
+            return prefs.edit().putString(key, value).commit();
+        }
+
+        public boolean remove(String key) {
+            return prefs.edit().remove(key).commit();
+        }
     }
 }
