@@ -6,9 +6,7 @@ import android.security.keystore.KeyGenParameterSpec;
 import android.security.keystore.KeyProperties;
 import java.io.IOException;
 import java.security.GeneralSecurityException;
-import java.security.Key;
 import java.security.KeyStore;
-import java.security.UnrecoverableKeyException;
 import javax.crypto.KeyGenerator;
 import javax.crypto.SecretKey;
 
@@ -40,14 +38,7 @@ public final class AndroidKeys implements KeystoreBox.Keys {
 
     @Override
     public SecretKey find(String alias) throws GeneralSecurityException {
-        if (!store.containsAlias(alias)) {
-            return null;
-        }
-        Key key = store.getKey(alias, null);
-        if (!(key instanceof SecretKey)) {
-            throw new UnrecoverableKeyException("the entry is not a secret key");
-        }
-        return (SecretKey) key;
+        return KeystoreBox.secretKey(store, alias, null);
     }
 
     @Override

@@ -176,6 +176,19 @@ public final class KeystoreBox {
         }
     }
 
+    /** Return the secret key {@code alias} of {@code store}, or null when it has none. */
+    public static SecretKey secretKey(KeyStore store, String alias, char[] password)
+            throws GeneralSecurityException {
+        if (!store.containsAlias(alias)) {
+            return null;
+        }
+        Key key = store.getKey(alias, password);
+        if (!(key instanceof SecretKey)) {
+            throw new UnrecoverableKeyException("the entry is not a secret key");
+        }
+        return (SecretKey) key;
+    }
+
     /** Return {@code e} as Lost or Unavailable when its cause chain says which; else as is. */
     static GeneralSecurityException classify(Exception e) {
         if (e instanceof Lost || e instanceof Unavailable) {
@@ -259,15 +272,7 @@ public final class KeystoreBox {
 
         @Override
         public SecretKey find(String alias) throws GeneralSecurityException, IOException {
-            KeyStore store = store();
-            if (!store.containsAlias(alias)) {
-                return null;
-            }
-            Key key = store.getKey(alias, password);
-            if (!(key instanceof SecretKey)) {
-                throw new UnrecoverableKeyException("the entry is not a secret key");
-            }
-            return (SecretKey) key;
+            return secretKey(store(), alias, password);
         }
 
         @Override
