@@ -6,7 +6,9 @@ The tree (``retryable`` classes are the ones the SDK's retry loop may try again)
     ├── ConfigurationError          bad option, e.g. a plain http:// base URL off loopback
     ├── InsecureRequestError        a token-like query parameter, a foreign origin
     ├── StorageError                secure storage failed
-    │   └── InsecureStorageError    a plaintext or null keyring backend was refused
+    │   ├── InsecureStorageError    a plaintext or null keyring backend was refused
+    │   ├── StorageUnavailable *    locked or unreachable for now: wipe nothing, try later
+    │   └── StorageLost             key gone or ciphertext unreadable: the secret is lost
     ├── NetworkError *              could not reach the server / connection dropped
     │   ├── NetworkTimeoutError *   connect, read or total deadline passed
     │   └── PinningError            the server's key is not one of the pinned keys
@@ -60,6 +62,8 @@ __all__ = [
     "SessionRevokedError",
     "StepUpRequiredError",
     "StorageError",
+    "StorageLost",
+    "StorageUnavailable",
     "TokenInUrlError",
     "UsernameTakenError",
     "WeakPasswordError",
@@ -88,6 +92,24 @@ class StorageError(LatchkeyError):
 
 class InsecureStorageError(StorageError, ConfigurationError):
     """The chosen storage would keep a token in plaintext (or not at all) and was refused."""
+
+
+class StorageUnavailable(StorageError):
+    """The store refused for now (locked since boot, collection locked, I/O error).
+
+    The secret is still there: keep the session in memory, wipe nothing, try again later
+    (on the next call or on resume). Signing the user out here is the bug M2 forbids.
+    """
+
+    retryable = True
+
+
+class StorageLost(StorageError):
+    """The stored secret is gone for good: key invalidated or missing, ciphertext unreadable.
+
+    A restored backup, a platform-invalidated key, a rotated passphrase or a tampered file:
+    nothing will read it again, so the right end is a clean signed-out state, not a crash.
+    """
 
 
 class NetworkError(LatchkeyError):

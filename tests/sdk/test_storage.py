@@ -1,8 +1,9 @@
 """Storage backends round-trip and wipe, and never hold a token in plaintext (S1).
 
 The desktop keyring test runs against a real Secret Service (gnome-keyring in its own
-D-Bus session). The Android and iOS backends run their real storage logic through a desktop
-bridge: what differs on a phone is only the few platform calls behind the bridge.
+D-Bus session). The Android backend runs on a real JVM in test_android_jvm.py. The iOS
+backend runs its real storage logic through a desktop bridge that returns the Keychain's
+status codes: no iOS runs here, so its mapping is what is proven, not Security.framework.
 """
 
 from __future__ import annotations
@@ -18,18 +19,18 @@ from pathlib import Path
 import keyring.backends.fail
 import keyring.backends.null
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from keyring.backends import SecretService
 from keyring.backends.chainer import ChainerBackend
 from keyrings.alt.file import PlaintextKeyring
 from latchkey_client import (
-    AndroidKeystoreStorage,
     EncryptedFileStorage,
     InsecureStorageError,
     IOSKeychainStorage,
     KeyringStorage,
     MemoryStorage,
     StorageError,
+    StorageLost,
+    StorageUnavailable,
 )
 from latchkey_client.storage import ios
 
@@ -80,16 +81,83 @@ def test_encrypted_file_writes_atomically_via_replace(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.bin"]  # no temp left
 
 
-def test_encrypted_file_refuses_wrong_passphrase_and_tampering(tmp_path: Path) -> None:
+def test_encrypted_file_under_a_wrong_or_rotated_passphrase_is_lost(tmp_path: Path) -> None:
     path = tmp_path / "tokens.bin"
     EncryptedFileStorage(path, passphrase="right").save("refresh_token", TOKEN)
-    with pytest.raises(StorageError):
-        EncryptedFileStorage(path, passphrase="wrong").load("refresh_token")
+    before = path.read_bytes()
+    rotated = EncryptedFileStorage(path, passphrase="rotated")
+    with pytest.raises(StorageLost):
+        rotated.load("refresh_token")
+    # A mistyped passphrase must not overwrite what the right one still reads...
+    with pytest.raises(StorageLost):
+        rotated.save("refresh_token", TOKEN[::-1])
+    assert path.read_bytes() == before
+    assert EncryptedFileStorage(path, passphrase="right").load("refresh_token") == TOKEN
+    # ...but clearing (the client's wipe after StorageLost) deletes the lost file.
+    rotated.clear("refresh_token")
+    assert not path.exists()
+    rotated.save("refresh_token", TOKEN)
+    assert rotated.load("refresh_token") == TOKEN
+
+
+def test_encrypted_file_under_another_raw_key_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.bin"
+    EncryptedFileStorage(path, key=os.urandom(32)).save("refresh_token", TOKEN)
+    with pytest.raises(StorageLost):
+        EncryptedFileStorage(path, key=os.urandom(32)).load("refresh_token")
+
+
+@pytest.mark.parametrize("damage", ["flip_tag", "flip_salt", "truncate_one", "truncate_header",
+                                    "foreign_magic", "empty"])
+def test_a_tampered_or_truncated_encrypted_file_is_lost(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "tokens.bin"
+    store = EncryptedFileStorage(path, key=os.urandom(32))
+    store.save("refresh_token", TOKEN)
     blob = bytearray(path.read_bytes())
-    blob[-1] ^= 1
+    if damage == "flip_tag":
+        blob[-1] ^= 1
+    elif damage == "flip_salt":
+        blob[5] ^= 1
+    elif damage == "truncate_one":
+        del blob[-1]
+    elif damage == "truncate_header":
+        del blob[10:]
+    elif damage == "foreign_magic":
+        blob[:4] = b"XXXX"
+    else:
+        blob.clear()
     path.write_bytes(bytes(blob))
-    with pytest.raises(StorageError):
-        EncryptedFileStorage(path, passphrase="right").load("refresh_token")
+    with pytest.raises(StorageLost) as info:
+        store.load("refresh_token")
+    assert TOKEN not in str(info.value) and TOKEN not in repr(info.value)
+
+
+def test_an_encrypted_file_that_cannot_be_read_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.bin"
+    path.mkdir()  # a real OS error on read (IsADirectoryError), as for root as for anyone
+    store = EncryptedFileStorage(path, key=os.urandom(32))
+    with pytest.raises(StorageUnavailable) as info:
+        store.load("refresh_token")
+    assert info.value.retryable
+    with pytest.raises(StorageUnavailable):
+        store.save("refresh_token", TOKEN)
+    assert path.is_dir()  # nothing was replaced or deleted
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-0000 file anyway")
+def test_an_encrypted_file_without_read_permission_is_unavailable_and_kept(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tokens.bin"
+    store = EncryptedFileStorage(path, key=os.urandom(32))
+    store.save("refresh_token", TOKEN)
+    path.chmod(0)
+    try:
+        with pytest.raises(StorageUnavailable):
+            store.load("refresh_token")
+    finally:
+        path.chmod(0o600)
+    assert store.load("refresh_token") == TOKEN
 
 
 def test_encrypted_file_needs_exactly_one_key_source(tmp_path: Path) -> None:
@@ -135,6 +203,7 @@ def _secret_service_available() -> str | None:
 
 
 def test_keyring_storage_round_trips_on_a_real_secret_service(tmp_path: Path) -> None:
+    """Round trip, then lock the collection and drop the bus: both read as unavailable."""
     missing = _secret_service_available()
     if missing:
         pytest.skip(f"no Secret Service here: {missing}")
@@ -159,72 +228,16 @@ def test_keyring_storage_round_trips_on_a_real_secret_service(tmp_path: Path) ->
     assert report["round_trip"] and report["second_instance"]
     assert report["after_clear"] is None
     assert report["file_with_keyring_key"]
+    # M2: locked collection -> StorageUnavailable (retryable, "*") for every call, and the
+    # entry is still there; no Secret Service on the bus -> StorageUnavailable too.
+    assert report["locked"] == {"load": "StorageUnavailable*", "save": "StorageUnavailable*",
+                                "clear": "StorageUnavailable*",
+                                "file_load": "StorageUnavailable*"}
+    assert report["kept_while_locked"] == 1
+    assert report["unreachable"] == "StorageUnavailable*"
     # Nothing fell through to a plaintext keyring file in the fresh home directory.
     leaked = [p for p in home.rglob("*") if p.is_file() and b"lkr_AAAAAAAAAAAA" in p.read_bytes()]
     assert not leaked
-
-
-# -- Android (desktop bridge) ----------------------------------------------------------------
-
-
-class DesktopAndroidBridge:
-    """The Keystore and SharedPreferences calls, done on a desktop with the same algorithm."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, bytes] = {}
-        self.prefs: dict[tuple[str, str], str] = {}
-
-    def encrypt(self, alias: str, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
-        key = self.keys.setdefault(alias, AESGCM.generate_key(bit_length=256))
-        iv = os.urandom(12)
-        return iv, AESGCM(key).encrypt(iv, plaintext, aad)
-
-    def decrypt(self, alias: str, iv: bytes, sealed: bytes, aad: bytes) -> bytes:
-        return AESGCM(self.keys[alias]).decrypt(iv, sealed, aad)
-
-    def delete_key(self, alias: str) -> None:
-        self.keys.pop(alias, None)
-
-    def get(self, prefs: str, key: str) -> str | None:
-        return self.prefs.get((prefs, key))
-
-    def put(self, prefs: str, key: str, value: str) -> None:
-        self.prefs[(prefs, key)] = value
-
-    def remove(self, prefs: str, key: str) -> None:
-        self.prefs.pop((prefs, key), None)
-
-
-def test_android_storage_round_trips_ciphertext_only_and_wipes() -> None:
-    bridge = DesktopAndroidBridge()
-    store = AndroidKeystoreStorage(bridge=bridge)
-    store.save("refresh_token", TOKEN)
-    assert store.load("refresh_token") == TOKEN
-    assert all(TOKEN not in v for v in bridge.prefs.values())
-    store.clear("refresh_token")
-    assert store.load("refresh_token") is None and not bridge.prefs
-
-
-def test_android_storage_treats_an_invalidated_key_as_signed_out() -> None:
-    bridge = DesktopAndroidBridge()
-    store = AndroidKeystoreStorage(bridge=bridge)
-    store.save("refresh_token", TOKEN)
-    bridge.delete_key("latchkey")  # e.g. the lock screen was removed
-    assert store.load("refresh_token") is None
-    assert not bridge.prefs  # the dead ciphertext is gone too
-
-
-def test_android_storage_binds_each_value_to_its_name() -> None:
-    bridge = DesktopAndroidBridge()
-    store = AndroidKeystoreStorage(bridge=bridge)
-    store.save("refresh_token", TOKEN)
-    bridge.prefs[("latchkey_secure", "other")] = bridge.prefs[("latchkey_secure", "refresh_token")]
-    assert store.load("other") is None  # the AAD does not match: not a usable value
-
-
-def test_android_storage_without_pyjnius_fails_clearly_at_construction() -> None:
-    with pytest.raises(StorageError, match="android"):
-        AndroidKeystoreStorage()
 
 
 # -- iOS (desktop bridge) --------------------------------------------------------------------
@@ -237,10 +250,13 @@ class DesktopKeychainBridge:
         self.items: dict[tuple[str, str], bytes] = {}
         self.locked = False
         self.race_on_add = False
+        self.fail_with: int | None = None
 
     def copy(self, service: str, account: str) -> tuple[int, bytes | None]:
         if self.locked:
             return ios.ERR_SEC_INTERACTION_NOT_ALLOWED, None
+        if self.fail_with is not None:
+            return self.fail_with, None
         data = self.items.get((service, account))
         if data is None:
             return ios.ERR_SEC_ITEM_NOT_FOUND, None
@@ -254,6 +270,8 @@ class DesktopKeychainBridge:
         return ios.ERR_SEC_SUCCESS
 
     def update(self, service: str, account: str, data: bytes) -> int:
+        if self.fail_with is not None:
+            return self.fail_with
         if (service, account) not in self.items:
             return ios.ERR_SEC_ITEM_NOT_FOUND
         self.items[(service, account)] = data
@@ -283,10 +301,44 @@ def test_ios_storage_survives_an_add_race() -> None:
     assert bridge.items[("latchkey", "refresh_token")] == TOKEN.encode()
 
 
-def test_ios_storage_reports_a_locked_device() -> None:
+def test_ios_storage_reads_a_device_locked_since_boot_as_unavailable() -> None:
     bridge = DesktopKeychainBridge()
+    IOSKeychainStorage(bridge=bridge).save("refresh_token", TOKEN)
     bridge.locked = True
-    with pytest.raises(StorageError, match="locked"):
+    with pytest.raises(StorageUnavailable, match="locked") as info:
+        IOSKeychainStorage(bridge=bridge).load("refresh_token")
+    assert info.value.retryable
+    bridge.locked = False
+    assert IOSKeychainStorage(bridge=bridge).load("refresh_token") == TOKEN  # nothing wiped
+
+
+@pytest.mark.parametrize(("status", "error"), [
+    (ios.ERR_SEC_INTERACTION_NOT_ALLOWED, StorageUnavailable),
+    (ios.ERR_SEC_NOT_AVAILABLE, StorageUnavailable),
+    (ios.ERR_SEC_MISSING_ENTITLEMENT, StorageUnavailable),
+    (ios.ERR_SEC_USER_CANCELED, StorageUnavailable),
+    (ios.ERR_SEC_AUTH_FAILED, StorageLost),
+    (ios.ERR_SEC_DECODE, StorageLost),
+    (ios.ERR_SEC_NO_SUCH_KEYCHAIN, StorageLost),
+    (-50, StorageError),  # errSecParam: a bug, neither locked nor lost
+])
+def test_ios_storage_maps_each_keychain_status_to_unavailable_or_lost(
+    status: int, error: type[StorageError]
+) -> None:
+    bridge = DesktopKeychainBridge()
+    bridge.items[("latchkey", "refresh_token")] = TOKEN.encode()
+    bridge.fail_with = status
+    store = IOSKeychainStorage(bridge=bridge)
+    for call in (lambda: store.load("refresh_token"), lambda: store.save("refresh_token", TOKEN)):
+        with pytest.raises(error) as info:
+            call()
+        assert type(info.value) is error  # exactly: not a bare StorageError, not the other kind
+
+
+def test_ios_storage_reads_an_item_that_is_not_text_as_lost() -> None:
+    bridge = DesktopKeychainBridge()
+    bridge.items[("latchkey", "refresh_token")] = b"\xff\xfe"
+    with pytest.raises(StorageLost):
         IOSKeychainStorage(bridge=bridge).load("refresh_token")
 
 

@@ -14,7 +14,9 @@ iOS                    :class:`IOSKeychainStorage`           ``latchkey-client[i
 =====================  ====================================  ==========================
 
 Every backend but memory imports its platform library lazily, so ``import latchkey_client``
-works on any desktop without them.
+works on any desktop without them. Each maps its platform's failures onto two errors (M2):
+``StorageUnavailable`` (locked or unreachable now: wipe nothing, try later) and
+``StorageLost`` (the secret will never be read again); docs/MOBILE.md has the table.
 """
 
 from __future__ import annotations

@@ -1,56 +1,153 @@
-"""Keep secrets under an Android Keystore key: AES-GCM in hardware, ciphertext in prefs.
+"""Keep secrets under an Android Keystore key: AES-GCM in the Keystore, ciphertext in prefs.
 
-The Keystore holds a non-exportable AES-256 key (``alias``); values are encrypted with it
-(AES/GCM/NoPadding, the Keystore picks the IV) and the ciphertext is kept in private
-SharedPreferences. Even a full copy of the app's data directory is useless off the device.
+The Keystore holds a non-exportable AES-256 key (``alias``); each value is sealed with it
+(AES/GCM/NoPadding, the Keystore picks the IV, the value's name is the AAD) and the sealed
+box is kept in private SharedPreferences. A copy of the app's data directory is useless
+off the device.
 
-All Android calls go through a small bridge (:class:`AndroidBridge`): the real one uses
-pyjnius and is imported only when no bridge is given, so this module imports on a desktop,
-and tests drive the storage logic through a desktop bridge.
+The cipher work is Java, not Python: ``org.latchkey.KeystoreBox`` (``demo_app/android/src``,
+shipped with the app through buildozer's ``android.add_src``). Calling ``Cipher.init``
+through pyjnius picks the wrong overload for a ``SecretKey`` (kivy/pyjnius #207, #757), so
+the helper exposes one-signature methods over strings and byte arrays. Its key store is
+switchable: ``AndroidKeys`` (``AndroidKeyStore`` and ``KeyGenParameterSpec``) on a phone,
+a PKCS12 key store on a desktop JVM, where tests/sdk/test_android_jvm.py runs this module
+through the real pyjnius.
+
+The seams, kept thin because only a phone can run them: :func:`android_box` (the
+``AndroidKeys`` factory) and :class:`SharedPreferencesStore` (the activity's
+SharedPreferences). Give ``box`` and ``prefs`` to run anywhere else.
+
+Failures are typed (M2): the helper raises ``KeystoreBox$Lost`` (key invalidated or
+missing, AEAD tag mismatch) or ``KeystoreBox$Unavailable`` (user not authenticated, key
+store unreachable), mapped here to :class:`~latchkey_client.errors.StorageLost` and
+:class:`~latchkey_client.errors.StorageUnavailable`. A prefs value this module cannot
+parse is lost too. Nothing is wiped here: what to do with a lost value is the client's
+decision.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import re
 import threading
 from typing import Any, Protocol
 
-from ..errors import StorageError
+from ..errors import StorageError, StorageLost, StorageUnavailable
 from .base import Storage
 
-__all__ = ["AndroidBridge", "AndroidKeystoreStorage"]
+__all__ = [
+    "AndroidKeystoreStorage",
+    "KeystorePrefs",
+    "SharedPreferencesStore",
+    "android_box",
+    "java_bytes",
+]
 
-_FORMAT = "v1"
+# v1 was iv and ciphertext apart; it never reached a phone (its save failed on the
+# pyjnius overload bug), so there is nothing to migrate.
+_FORMAT = "v2:"
+_HELPER = "org.latchkey.KeystoreBox"
+_LOST = f"{_HELPER}$Lost"
+_UNAVAILABLE = f"{_HELPER}$Unavailable"
+# What the helper puts in a message: a Java class name or one of its own words.
+_JAVA_NAME = re.compile(r"[A-Za-z0-9_.$-]{1,200}")
 
 
-class AndroidBridge(Protocol):
-    """What the storage needs from Android; one method per platform call."""
+class KeystorePrefs(Protocol):
+    """One private SharedPreferences file: where the sealed boxes live."""
 
-    def encrypt(self, alias: str, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
-        """Encrypt with the Keystore key ``alias`` (created if absent); return (iv, sealed)."""
+    def get(self, key: str) -> str | None:
+        """Return the string stored under ``key``."""
 
-    def decrypt(self, alias: str, iv: bytes, sealed: bytes, aad: bytes) -> bytes:
-        """Decrypt with the Keystore key ``alias``; raise on any failure."""
+    def put(self, key: str, value: str) -> None:
+        """Store (commit) ``value`` under ``key``; raise if the commit failed."""
 
-    def delete_key(self, alias: str) -> None:
-        """Delete the Keystore key ``alias``."""
+    def remove(self, key: str) -> None:
+        """Remove ``key``; absent is fine."""
 
-    def get(self, prefs: str, key: str) -> str | None:
-        """Read a string from private SharedPreferences ``prefs``."""
 
-    def put(self, prefs: str, key: str, value: str) -> None:
-        """Write (commit) a string to private SharedPreferences ``prefs``."""
+def java_bytes(value: Any) -> bytes:
+    """Return a Java ``byte[]`` as pyjnius hands it back (signed ints or bytes) as bytes."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    return bytes(b & 0xFF for b in value)
 
-    def remove(self, prefs: str, key: str) -> None:
-        """Remove a key from private SharedPreferences ``prefs``."""
+
+def _autoclass(name: str) -> Any:
+    try:
+        from jnius import autoclass
+    except ImportError as exc:
+        raise StorageError("AndroidKeystoreStorage needs latchkey-client[android]") from exc
+    return autoclass(name)
+
+
+def android_box() -> Any:
+    """Return the ``KeystoreBox`` over this app's ``AndroidKeyStore`` (phone only)."""
+    try:
+        return _autoclass("org.latchkey.AndroidKeys").box()
+    except StorageError:
+        raise
+    except Exception as exc:  # no helper class, no JVM: not an Android app
+        raise StorageError(
+            f"the Android Keystore helper is not available ({type(exc).__name__}); "
+            "is the app built with android.add_src = android/src?"
+        ) from exc
+
+
+class SharedPreferencesStore:
+    """The activity's private SharedPreferences ``name`` (phone only): the thin seam.
+
+    Through ``AndroidKeys$Prefs``, whose methods have one signature each:
+    ``Context.getSharedPreferences`` itself is overloaded, which is what pyjnius
+    resolves badly. Writes are ``commit()``-ed; a failed commit raises ``OSError``.
+    """
+
+    def __init__(self, name: str) -> None:
+        activity = _autoclass("org.kivy.android.PythonActivity").mActivity
+        self._prefs = _autoclass("org.latchkey.AndroidKeys$Prefs")(activity, name)
+
+    def get(self, key: str) -> str | None:
+        """Return the string stored under ``key``."""
+        return self._prefs.get(key)
+
+    def put(self, key: str, value: str) -> None:
+        """Commit ``value`` under ``key``."""
+        if not self._prefs.put(key, value):
+            raise OSError("SharedPreferences commit failed")
+
+    def remove(self, key: str) -> None:
+        """Commit the removal of ``key``."""
+        if not self._prefs.remove(key):
+            raise OSError("SharedPreferences commit failed")
+
+
+def _storage_error(what: str, exc: Exception) -> StorageError:
+    """Map a failure of a Java or prefs call onto the storage error tree.
+
+    pyjnius raises ``JavaException`` with the Java class in ``classname``; the helper's
+    own message names only exception classes, never data, so it may be shown.
+    """
+    classname = getattr(exc, "classname", None)
+    inner = getattr(exc, "innermessage", None) or ""
+    cause = inner if _JAVA_NAME.fullmatch(inner) else type(exc).__name__
+    if classname == _LOST:
+        return StorageLost(f"Android Keystore {what}: the key or the value is gone ({cause})")
+    if classname == _UNAVAILABLE:
+        return StorageUnavailable(f"Android Keystore {what}: locked or unavailable ({cause})")
+    if isinstance(exc, OSError):
+        return StorageUnavailable(f"Android Keystore {what}: SharedPreferences I/O failed")
+    return StorageError(f"Android Keystore {what} failed ({classname or type(exc).__name__})")
 
 
 class AndroidKeystoreStorage(Storage):
-    """Store values encrypted under a Keystore key, ciphertext in SharedPreferences.
+    """Store values sealed under a Keystore key, the sealed boxes in SharedPreferences.
 
-    A value that no longer decrypts (the Keystore invalidates keys, e.g. after a device
-    reset of the lock screen) is removed and reported as absent: the user signs in again
-    rather than the app crashing on start.
+    ``box`` is an ``org.latchkey.KeystoreBox`` (default: :func:`android_box`), ``prefs``
+    a :class:`KeystorePrefs` (default: :class:`SharedPreferencesStore` ``prefs_name``).
+    ``load`` raises ``StorageLost`` for a value that will never decrypt again (restored
+    backup, invalidated key, tampering) and ``StorageUnavailable`` while the Keystore
+    refuses (not authenticated, locked).
     """
 
     def __init__(
@@ -58,136 +155,51 @@ class AndroidKeystoreStorage(Storage):
         *,
         alias: str = "latchkey",
         prefs_name: str = "latchkey_secure",
-        bridge: AndroidBridge | None = None,
+        box: Any | None = None,
+        prefs: KeystorePrefs | None = None,
     ) -> None:
         self._alias = alias
-        self._prefs = prefs_name
-        self._bridge = bridge if bridge is not None else _PyjniusBridge()
+        self._box = box if box is not None else android_box()
+        self._prefs = prefs if prefs is not None else SharedPreferencesStore(prefs_name)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"AndroidKeystoreStorage(alias={self._alias!r})"
 
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:  # JVM exceptions arrive as jnius.JavaException
+            raise _storage_error(what, exc) from exc
+
     def load(self, key: str) -> str | None:
-        """Read and decrypt the value for ``key``."""
+        """Read and open the value for ``key``."""
         with self._lock:
-            raw = self._wrap("read", self._bridge.get, self._prefs, key)
+            raw = self._call("read", self._prefs.get, key)
             if raw is None:
                 return None
             try:
-                fmt, iv_b64, sealed_b64 = raw.split(":")
-                if fmt != _FORMAT:
-                    raise ValueError(fmt)
-                plain = self._bridge.decrypt(
-                    self._alias, base64.b64decode(iv_b64), base64.b64decode(sealed_b64),
-                    key.encode("utf-8"),
-                )
-            except Exception:  # noqa: BLE001 - bad format, invalidated key, tampering: unusable
-                self._wrap("remove", self._bridge.remove, self._prefs, key)
-                return None
+                if not raw.startswith(_FORMAT):
+                    raise ValueError("unknown format")
+                box = base64.b64decode(raw[len(_FORMAT):], validate=True)
+            except (ValueError, binascii.Error) as exc:
+                raise StorageLost("Android Keystore read: the stored value is unreadable") from exc
+            plain = java_bytes(self._call("open", self._box.open, self._alias, box,
+                                          key.encode("utf-8")))
+        try:
             return plain.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StorageLost("Android Keystore read: the stored value is unreadable") from exc
 
     def save(self, key: str, value: str) -> None:
-        """Encrypt ``value`` (bound to ``key`` as AAD) and commit it."""
+        """Seal ``value`` (bound to ``key`` as AAD) and commit it."""
         with self._lock:
-            iv, sealed = self._wrap(
-                "encrypt", self._bridge.encrypt, self._alias, value.encode("utf-8"),
-                key.encode("utf-8"),
-            )
-            encoded = ":".join(
-                (_FORMAT, base64.b64encode(iv).decode(), base64.b64encode(sealed).decode())
-            )
-            self._wrap("write", self._bridge.put, self._prefs, key, encoded)
+            box = java_bytes(self._call("seal", self._box.seal, self._alias,
+                                        value.encode("utf-8"), key.encode("utf-8")))
+            self._call("write", self._prefs.put, key,
+                       _FORMAT + base64.b64encode(box).decode("ascii"))
 
     def clear(self, key: str) -> None:
         """Remove the value for ``key``."""
         with self._lock:
-            self._wrap("remove", self._bridge.remove, self._prefs, key)
-
-    @staticmethod
-    def _wrap(what: str, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except Exception as exc:  # JVM exceptions arrive as jnius.JavaException
-            raise StorageError(f"Android Keystore {what} failed ({type(exc).__name__})") from exc
-
-
-def _to_bytes(java_bytes: Any) -> bytes:
-    """Turn a Java byte[] as pyjnius returns it (signed ints) into bytes."""
-    return bytes(b & 0xFF for b in java_bytes)
-
-
-class _PyjniusBridge:
-    """The real bridge: Android Keystore and SharedPreferences through pyjnius.
-
-    Runs only on a device; every class is looked up lazily so import never needs a JVM.
-    """
-
-    def __init__(self) -> None:
-        try:
-            from jnius import autoclass
-        except ImportError as exc:
-            raise StorageError("AndroidKeystoreStorage needs latchkey-client[android]") from exc
-        self._autoclass = autoclass
-        self._context = autoclass("org.kivy.android.PythonActivity").mActivity
-
-    def _key(self, alias: str) -> Any:
-        ac = self._autoclass
-        store = ac("java.security.KeyStore").getInstance("AndroidKeyStore")
-        store.load(None)
-        if store.containsAlias(alias):
-            return store.getKey(alias, None)
-        props = ac("android.security.keystore.KeyProperties")
-        spec = (
-            ac("android.security.keystore.KeyGenParameterSpec$Builder")(
-                alias, props.PURPOSE_ENCRYPT | props.PURPOSE_DECRYPT
-            )
-            .setBlockModes([props.BLOCK_MODE_GCM])
-            .setEncryptionPaddings([props.ENCRYPTION_PADDING_NONE])
-            .setKeySize(256)
-            .build()
-        )
-        gen = ac("javax.crypto.KeyGenerator").getInstance(
-            props.KEY_ALGORITHM_AES, "AndroidKeyStore"
-        )
-        gen.init(spec)
-        return gen.generateKey()
-
-    def encrypt(self, alias: str, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
-        cipher_cls = self._autoclass("javax.crypto.Cipher")
-        cipher = cipher_cls.getInstance("AES/GCM/NoPadding")
-        cipher.init(cipher_cls.ENCRYPT_MODE, self._key(alias))
-        cipher.updateAAD(aad)
-        sealed = cipher.doFinal(plaintext)
-        return _to_bytes(cipher.getIV()), _to_bytes(sealed)
-
-    def decrypt(self, alias: str, iv: bytes, sealed: bytes, aad: bytes) -> bytes:
-        ac = self._autoclass
-        cipher_cls = ac("javax.crypto.Cipher")
-        cipher = cipher_cls.getInstance("AES/GCM/NoPadding")
-        cipher.init(
-            cipher_cls.DECRYPT_MODE,
-            self._key(alias),
-            ac("javax.crypto.spec.GCMParameterSpec")(128, iv),
-        )
-        cipher.updateAAD(aad)
-        return _to_bytes(cipher.doFinal(sealed))
-
-    def delete_key(self, alias: str) -> None:
-        store = self._autoclass("java.security.KeyStore").getInstance("AndroidKeyStore")
-        store.load(None)
-        store.deleteEntry(alias)
-
-    def _prefs(self, name: str) -> Any:
-        mode = self._autoclass("android.content.Context").MODE_PRIVATE
-        return self._context.getSharedPreferences(name, mode)
-
-    def get(self, prefs: str, key: str) -> str | None:
-        return self._prefs(prefs).getString(key, None)
-
-    def put(self, prefs: str, key: str, value: str) -> None:
-        if not self._prefs(prefs).edit().putString(key, value).commit():
-            raise OSError("SharedPreferences commit failed")
-
-    def remove(self, prefs: str, key: str) -> None:
-        self._prefs(prefs).edit().remove(key).commit()
+            self._call("remove", self._prefs.remove, key)

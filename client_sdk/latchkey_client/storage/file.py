@@ -9,7 +9,14 @@ once per instance). The file is::
 
 Each write uses a fresh random nonce and goes to a temporary file in the same directory,
 is fsynced, then ``os.replace``-d over the old one: a crash leaves either the old or the
-new file, never half of one. A file that fails authentication is reported, not ignored.
+new file, never half of one.
+
+Failures are typed (M2). A file that fails authentication (wrong or rotated passphrase,
+another key, tampering), is truncated or is not a Latchkey file raises ``StorageLost``:
+nothing will read it again. ``clear`` still works on such a file (it deletes it: every
+value in it is lost alike), while ``save`` refuses, so a mistyped passphrase never
+overwrites a file the right one could read. A permission or I/O error raises
+``StorageUnavailable``: the file is still there, try later.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigurationError, StorageError
+from ..errors import ConfigurationError, StorageError, StorageLost, StorageUnavailable
 from .base import Storage
 
 __all__ = ["EncryptedFileStorage"]
@@ -116,19 +123,29 @@ class EncryptedFileStorage(Storage):
         except FileNotFoundError:
             return {}, None
         except OSError as exc:
-            raise StorageError("could not read the token file") from exc
+            raise StorageUnavailable(
+                f"could not read the token file ({type(exc).__name__})"
+            ) from exc
         header_len = len(_MAGIC) + _SALT_BYTES
         if len(blob) < header_len + _NONCE_BYTES + 16 or not blob.startswith(_MAGIC):
-            raise StorageError("the token file is not a Latchkey encrypted file")
+            raise StorageLost("the token file is truncated or not a Latchkey encrypted file")
         salt = blob[len(_MAGIC) : header_len]
         nonce = blob[header_len : header_len + _NONCE_BYTES]
+        key = self._key_for(salt)  # a locked keyring raises StorageUnavailable from here
         try:
-            plain = self._aesgcm(self._key_for(salt)).decrypt(
+            plain = self._aesgcm(key).decrypt(
                 nonce, blob[header_len + _NONCE_BYTES :], blob[:header_len]
             )
         except Exception as exc:  # cryptography's InvalidTag: wrong key or tampered file
-            raise StorageError("the token file failed authentication (wrong key?)") from exc
-        values = json.loads(plain)
+            raise StorageLost(
+                "the token file failed authentication (wrong or rotated key, or tampered)"
+            ) from exc
+        try:
+            values = json.loads(plain)
+            if not isinstance(values, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:  # authentic but not ours: written by a foreign tool
+            raise StorageLost("the token file holds no Latchkey values") from exc
         return {str(k): str(v) for k, v in values.items()}, salt
 
     def _write_all(self, values: dict[str, str], salt: bytes | None) -> None:
@@ -183,9 +200,18 @@ class EncryptedFileStorage(Storage):
             self._write(values, salt)
 
     def clear(self, key: str) -> None:
-        """Re-encrypt the file without ``key`` (delete the file when nothing is left)."""
+        """Re-encrypt the file without ``key`` (delete the file when nothing is left).
+
+        A lost file is deleted: clearing is how a client wipes after ``StorageLost``, and
+        no value in that file can be read again anyway.
+        """
         with self._lock:
-            values, salt = self._read_all()
+            try:
+                values, salt = self._read_all()
+            except StorageLost:
+                values, salt = {}, None
+                self._write(values, salt)
+                return
             if key in values:
                 del values[key]
                 self._write(values, salt)
@@ -194,4 +220,6 @@ class EncryptedFileStorage(Storage):
         try:
             self._write_all(values, salt)
         except OSError as exc:
-            raise StorageError("could not write the token file") from exc
+            raise StorageUnavailable(
+                f"could not write the token file ({type(exc).__name__})"
+            ) from exc

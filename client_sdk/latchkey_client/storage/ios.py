@@ -4,7 +4,12 @@ Items are ``kSecAttrAccessibleAfterFirstUnlockThisDeviceOnly``: readable for a b
 refresh once the phone has been unlocked after boot, never migrated to a backup or another
 device. All Keychain calls go through a small bridge (:class:`KeychainBridge`) returning
 ``OSStatus`` codes, so the storage logic (update-or-add, not-found, locked device) is tested
-on a desktop with a fake bridge.
+on a desktop with a fake bridge: no iOS runs in this repository's tests, so what is proven
+is the mapping from status codes, not Security.framework itself.
+
+Statuses are typed (M2): ``errSecInteractionNotAllowed`` (locked since boot) and the other
+transient ones raise ``StorageUnavailable``; a present item that no longer opens
+(``errSecAuthFailed``, ``errSecDecode``) raises ``StorageLost``.
 
 The real bridge calls Security.framework's ``SecItem*`` C functions through ``ctypes``
 (in the standard library and in kivy-ios' Python): pyobjus reaches Objective-C classes but
@@ -17,7 +22,7 @@ import ctypes
 import threading
 from typing import Any, Protocol
 
-from ..errors import StorageError
+from ..errors import StorageError, StorageLost, StorageUnavailable
 from .base import Storage
 
 __all__ = ["IOSKeychainStorage", "KeychainBridge"]
@@ -26,6 +31,20 @@ ERR_SEC_SUCCESS = 0
 ERR_SEC_ITEM_NOT_FOUND = -25300
 ERR_SEC_DUPLICATE_ITEM = -25299
 ERR_SEC_INTERACTION_NOT_ALLOWED = -25308  # device locked since boot
+ERR_SEC_NOT_AVAILABLE = -25291  # no keychain available (yet)
+ERR_SEC_MISSING_ENTITLEMENT = -34018  # the keychain daemon could not check the app (transient)
+ERR_SEC_USER_CANCELED = -128  # the user dismissed an authentication prompt
+ERR_SEC_AUTH_FAILED = -25293  # the item's protection no longer opens (e.g. biometry changed)
+ERR_SEC_NO_SUCH_KEYCHAIN = -25294
+ERR_SEC_DECODE = -26275  # the item's data cannot be decoded
+
+# M2: "try later, wipe nothing" versus "the secret is gone". Absent items are neither: a
+# ThisDeviceOnly item never travels in a backup, so a restored phone reads "not signed in".
+_UNAVAILABLE = frozenset({
+    ERR_SEC_INTERACTION_NOT_ALLOWED, ERR_SEC_NOT_AVAILABLE, ERR_SEC_MISSING_ENTITLEMENT,
+    ERR_SEC_USER_CANCELED,
+})
+_LOST = frozenset({ERR_SEC_AUTH_FAILED, ERR_SEC_NO_SUCH_KEYCHAIN, ERR_SEC_DECODE})
 
 
 class KeychainBridge(Protocol):
@@ -57,8 +76,13 @@ class IOSKeychainStorage(Storage):
 
     @staticmethod
     def _fail(what: str, status: int) -> StorageError:
+        """Map an OSStatus onto the storage error tree (M2)."""
         if status == ERR_SEC_INTERACTION_NOT_ALLOWED:
-            return StorageError(f"Keychain {what} refused: the device is locked")
+            return StorageUnavailable(f"Keychain {what} refused: the device is locked")
+        if status in _UNAVAILABLE:
+            return StorageUnavailable(f"Keychain {what} unavailable for now (OSStatus {status})")
+        if status in _LOST:
+            return StorageLost(f"Keychain {what}: the item no longer opens (OSStatus {status})")
         return StorageError(f"Keychain {what} failed (OSStatus {status})")
 
     def load(self, key: str) -> str | None:
@@ -67,9 +91,14 @@ class IOSKeychainStorage(Storage):
             status, data = self._bridge.copy(self._service, key)
         if status == ERR_SEC_ITEM_NOT_FOUND:
             return None
-        if status != ERR_SEC_SUCCESS or data is None:
+        if status != ERR_SEC_SUCCESS:
             raise self._fail("read", status)
-        return data.decode("utf-8")
+        try:
+            if data is None:
+                raise ValueError("no data")
+            return data.decode("utf-8")
+        except ValueError as exc:  # UnicodeDecodeError included: not a value this SDK wrote
+            raise StorageLost("Keychain read: the item holds no readable value") from exc
 
     def save(self, key: str, value: str) -> None:
         """Update the item for ``key``, adding it if it does not exist yet."""

@@ -4,6 +4,9 @@ The ``keyring`` package happily falls back to backends that are not secure at al
 ``keyrings.alt``'s ``PlaintextKeyring`` writes the secret to a file in the clear, and the
 ``fail``/``null`` backends lose it silently. This class refuses those (S1) instead of
 quietly storing a refresh token somewhere an attacker can read it.
+
+A locked collection or an unreachable Secret Service raises ``StorageUnavailable`` (M2):
+the entry is still there, so the caller keeps its session and tries again later.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import InsecureStorageError, StorageError
+from ..errors import InsecureStorageError, StorageError, StorageUnavailable
 from .base import Storage
 
 __all__ = ["KeyringStorage", "check_keyring_backend"]
@@ -21,6 +24,15 @@ __all__ = ["KeyringStorage", "check_keyring_backend"]
 # Module prefixes and class names of backends that do not protect secrets.
 _INSECURE_MODULES = ("keyring.backends.fail", "keyring.backends.null", "keyrings.alt.file")
 _INSECURE_NAMES = ("plaintext", "null", "fail", "uncrypted", "unencrypted")
+# Errors that mean "the secret is there but cannot be reached now" (M2): a locked
+# collection (keyring's KeyringLocked; secretstorage's LockedException, a dismissed unlock
+# prompt) or no Secret Service on the bus (InitError, SecretServiceNotAvailableException).
+# Matched by name along the MRO: keyring and secretstorage are optional imports. An
+# OSError (the bus socket is gone or refuses) is the same: the service is unreachable.
+_UNAVAILABLE_NAMES = frozenset({
+    "KeyringLocked", "InitError", "NoKeyringError", "LockedException",
+    "PromptDismissedException", "SecretServiceNotAvailableException",
+})
 
 
 def _members(backend: Any) -> list[Any]:
@@ -88,9 +100,15 @@ class KeyringStorage(Storage):
             with self._lock:
                 return fn(self._service, *args)
         except Exception as exc:  # keyring backends raise many unrelated types
-            if type(exc).__name__ == "PasswordDeleteError":
+            name = type(exc).__name__
+            if name == "PasswordDeleteError":
                 return None
-            raise StorageError(f"keyring {what} failed ({type(exc).__name__})") from exc
+            if isinstance(exc, OSError) or _UNAVAILABLE_NAMES & {
+                    c.__name__ for c in type(exc).__mro__}:
+                raise StorageUnavailable(
+                    f"keyring {what}: locked or not reachable ({name}); nothing was changed"
+                ) from exc
+            raise StorageError(f"keyring {what} failed ({name})") from exc
 
     def load(self, key: str) -> str | None:
         """Return the keyring entry for ``key``."""
