@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import stop_process
+
 # Look for Kivy without importing it: importing Kivy here would start its logging and
 # write under ~/.kivy before the driver's KIVY_HOME is set. A missing Kivy is a broken
 # install (requirements-test.txt), so it fails rather than skips.
@@ -78,8 +80,7 @@ def _xvfb() -> Iterator[str]:
             try:
                 yield f":{number}"
             finally:
-                proc.terminate()
-                proc.wait(timeout=10)
+                stop_process(proc, timeout_seconds=10)
             return
     raise RuntimeError("no free X display for Xvfb")
 
