@@ -37,6 +37,7 @@ from latchkey_client import (
     LatchkeyError,
     SessionEndedError,
     SignOutReason,
+    Storage,
     install_redaction,
 )
 from latchkey_client.idle import default_warning_seconds
@@ -91,8 +92,8 @@ class LatchkeyDemoApp(App):
         self._pending_jobs = 0
 
     @property
-    def storage(self) -> Any:
-        """Return the secure storage the platform gave the SDK."""
+    def storage(self) -> Storage | None:
+        """Return the secure storage the platform gave the SDK (``None`` before ``build``)."""
         return self.platform.storage if self.platform is not None else None
 
     # == life cycle ==========================================================================
