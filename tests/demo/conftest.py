@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,8 @@ class DemoRun:
     output: str
     log: str
     observed: dict[str, Any]
-    secrets: list[str]
+    #: Every token and session id the run was issued: never in a repr or a failure message.
+    secrets: list[str] = field(repr=False)
 
     def explain(self) -> str:
         """Return the driver's output and the tail of the app log, for failure messages."""

@@ -46,6 +46,11 @@ def test_sign_in_shows_profile_and_sessions_and_signs_out_the_tests_second_sessi
     assert seen["after_revoke"] == ["Test phone"]
     assert seen["notice_after_revoke"] == "That device was signed out."
     assert seen["notice_after_logout"] == "You signed out."
+    # httpx logged the revoke's URL; the SDK's filter masked the id the test created.
+    # (Booleans first, so a failure cannot print the log it is about.)
+    masked = "/v1/auth/sessions/[REDACTED]" in run.log
+    leaked = second["session_id"] in run.log + run.output
+    assert masked and not leaked, "the revoked session's id was not masked in the app log"
     # The server agrees: the second session's token is refused at once.
     r = api.me(second["access_token"])
     assert r.status_code == 401 and r.json()["code"] == "session_revoked"
