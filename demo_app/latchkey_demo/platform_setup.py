@@ -15,23 +15,19 @@ import logging
 import os
 import platform as _platform
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from latchkey_client import (
-    AndroidKeystoreStorage,
-    EncryptedFileStorage,
-    IOSKeychainStorage,
-    KeyringStorage,
-    MemoryStorage,
-    Storage,
-    StorageError,
-)
+# The SDK's public names, qualified: which storage class serves which platform reads best
+# as ``sdk.KeyringStorage`` beside ``sdk.AndroidKeystoreStorage``.
+import latchkey_client as sdk
 
 from . import __version__
 
-__all__ = ["DemoSettings", "choose_storage", "load_settings"]
+__all__ = ["DemoPlatform", "DemoSettings", "boot_clock", "choose_storage", "load_settings",
+           "prepare"]
 
 _log = logging.getLogger("latchkey_demo")
 
@@ -94,7 +90,7 @@ def load_settings(data_dir: Path) -> DemoSettings:
     )
 
 
-def choose_storage(settings: DemoSettings) -> tuple[Storage, str | None]:
+def choose_storage(settings: DemoSettings) -> tuple[sdk.Storage, str | None]:
     """Return the secure storage to use and, if "stay signed in" is unavailable, why.
 
     ``LATCHKEY_DEMO_STORAGE``: ``auto`` (per platform), ``memory``, ``keyring``, or
@@ -105,25 +101,25 @@ def choose_storage(settings: DemoSettings) -> tuple[Storage, str | None]:
     platform_name = _kivy_platform()
     try:
         if kind == "memory":
-            return MemoryStorage(), "This build keeps your session in memory only."
+            return sdk.MemoryStorage(), "This build keeps your session in memory only."
         if kind == "file":
             passphrase = os.environ.get("LATCHKEY_DEMO_FILE_PASSPHRASE", "")
             path = settings.data_dir / "session.lkf"
-            return EncryptedFileStorage(path, passphrase=passphrase), None
+            return sdk.EncryptedFileStorage(path, passphrase=passphrase), None
         if kind == "keyring" or (kind == "auto" and platform_name not in ("android", "ios")):
-            return KeyringStorage(service="latchkey-demo"), None
+            return sdk.KeyringStorage(service="latchkey-demo"), None
         if platform_name == "android":
-            return AndroidKeystoreStorage(alias="latchkey_demo"), None
+            return sdk.AndroidKeystoreStorage(alias="latchkey_demo"), None
         if platform_name == "ios":
-            return IOSKeychainStorage(service="latchkey-demo"), None
-    except StorageError as exc:
+            return sdk.IOSKeychainStorage(service="latchkey-demo"), None
+    except sdk.StorageError as exc:
         _log.warning("secure storage unavailable (%s); keeping the session in memory",
                      type(exc).__name__)
-        return MemoryStorage(), (
+        return sdk.MemoryStorage(), (
             "No secure storage on this device, so you will be signed out when the app "
             "closes."
         )
-    return MemoryStorage(), "This build keeps your session in memory only."
+    return sdk.MemoryStorage(), "This build keeps your session in memory only."
 
 
 def device_id(data_dir: Path) -> str:
@@ -146,3 +142,50 @@ def device_id(data_dir: Path) -> str:
     except OSError:
         _log.warning("could not save the device id; using a fresh one for this run")
     return new
+
+
+@dataclass(frozen=True)
+class DemoPlatform:
+    """What the platform gives the app: its settings, storage and identity, chosen once."""
+
+    settings: DemoSettings
+    storage: sdk.Storage
+    #: Why "Stay signed in" is unavailable, or ``None`` when a secure store exists.
+    storage_unavailable_reason: str | None
+    device_id: str
+
+    @property
+    def secure_storage_available(self) -> bool:
+        """Whether "Stay signed in" can be offered on this device."""
+        return self.storage_unavailable_reason is None
+
+    @property
+    def storage_note(self) -> str:
+        """The line the sign-in screen shows under the "Stay signed in" switch."""
+        return self.storage_unavailable_reason or (
+            "Keeps you signed in with this device's secure storage.")
+
+
+def prepare(data_dir: Path) -> DemoPlatform:
+    """Read the settings, pick the storage and load the device id for this platform.
+
+    The one call the App makes at start, so the App holds no platform decision itself.
+    """
+    settings = load_settings(data_dir)
+    storage, reason = choose_storage(settings)
+    return DemoPlatform(settings=settings, storage=storage,
+                        storage_unavailable_reason=reason,
+                        device_id=device_id(settings.data_dir))
+
+
+def boot_clock() -> float:
+    """Return seconds on a monotonic clock that keeps counting while the phone sleeps.
+
+    ``time.monotonic`` stops during suspend on Linux and Android, so a phone locked for an
+    hour would look paused for seconds; ``CLOCK_BOOTTIME`` includes suspend and, like
+    ``monotonic``, cannot be moved by changing the device's clock.
+    """
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        return time.clock_gettime(boottime)
+    return time.monotonic()

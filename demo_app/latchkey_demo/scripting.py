@@ -42,7 +42,7 @@ async def settle(seconds: float = 0.3) -> None:
 
 
 def find(app: App, screen: str, *path: str) -> Widget:
-    """Return the widget at ``ids`` path ``path`` under screen ``screen``."""
+    """Return screen ``screen``, or the widget at ``ids`` path ``path`` under it."""
     widget: Any = app.root.get_screen(screen)
     for name in path:
         widget = widget.ids[name]

@@ -1,4 +1,4 @@
-"""Reusable widgets of the demo: cards, buttons, fields, a spinner, the idle popup.
+"""Reusable widgets of the demo: cards, buttons, fields, a spinner.
 
 Only behaviour lives here; how each widget looks is in ``kv/theme.kv``.
 """
@@ -13,12 +13,11 @@ from kivy.uix.behaviors import ButtonBehavior
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
-from kivy.uix.modalview import ModalView
 from kivy.uix.widget import Widget
 
 __all__ = [
     "AppBar", "Avatar", "BottomNav", "BusySpinner", "Card", "Chip", "DangerButton", "Field",
-    "IdleWarningPopup", "InfoRow", "LockLogo", "NavTab", "Notice", "PrimaryButton",
+    "InfoRow", "LockLogo", "NavTab", "Notice", "PrimaryButton",
     "SecondaryButton", "SuccessMark", "TextLink", "ToggleSwitch", "Wrapped",
 ]
 
@@ -136,11 +135,3 @@ class BusySpinner(Widget):
 
     def _spin(self, dt: float) -> None:
         self.angle = (self.angle + 360 * dt) % 360
-
-
-class IdleWarningPopup(ModalView):
-    """Warn before the idle sign-out, with a countdown and "Stay signed in"."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("auto_dismiss", False)
-        super().__init__(**kwargs)

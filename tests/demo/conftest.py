@@ -22,11 +22,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import stop_process
 
 # Look for Kivy without importing it: importing Kivy here would start its logging and
 # write under ~/.kivy before the driver's KIVY_HOME is set. A missing Kivy is a broken
@@ -48,7 +50,8 @@ class DemoRun:
     output: str
     log: str
     observed: dict[str, Any]
-    secrets: list[str]
+    #: Every token and session id the run was issued: never in a repr or a failure message.
+    secrets: list[str] = field(repr=False)
 
     def explain(self) -> str:
         """Return the driver's output and the tail of the app log, for failure messages."""
@@ -78,8 +81,7 @@ def _xvfb() -> Iterator[str]:
             try:
                 yield f":{number}"
             finally:
-                proc.terminate()
-                proc.wait(timeout=10)
+                stop_process(proc, timeout_seconds=10)
             return
     raise RuntimeError("no free X display for Xvfb")
 

@@ -58,7 +58,8 @@ from kivy.config import Config  # noqa: E402 - logging must be set up before Kiv
 Config.set("graphics", "width", "390")
 Config.set("graphics", "height", "820")
 
-from latchkey_demo.app import LatchkeyDemoApp, boot_clock  # noqa: E402
+from latchkey_demo.app import LatchkeyDemoApp  # noqa: E402
+from latchkey_demo.platform_setup import boot_clock  # noqa: E402
 from latchkey_demo.scripting import (  # noqa: E402
     ScriptFailed,
     find,
@@ -95,7 +96,7 @@ async def sign_in(app: LatchkeyDemoApp, *, stay: bool = False,
     type_into(find(app, "signin", "password"), password or PARAMS["password"])
     find(app, "signin", "stay").active = stay
     tap(find(app, "signin", "signin_button"))
-    await wait_until(lambda: app.screen == "home" and app.username and not app.busy,
+    await wait_until(lambda: app.screen == "home" and find(app, "home").username and not app.busy,
                      what="Home with the profile")
 
 
@@ -123,11 +124,12 @@ def notice(app: LatchkeyDemoApp) -> str:
 async def sign_in_profile_and_sessions(app: LatchkeyDemoApp) -> None:
     """Sign in, read the profile, list sessions, sign out the test's second session."""
     await sign_in(app)
-    OBSERVED["username"] = app.username
+    OBSERVED["username"] = find(app, "home").username
     OBSERVED["auth_level_row"] = find(app, "home", "level_row").value
     OBSERVED["device_name"] = app.device_name
-    await wait_until(lambda: app.idle_text not in ("", "—"), what="the idle countdown")
-    OBSERVED["idle_text"] = app.idle_text
+    home = find(app, "home")
+    await wait_until(lambda: home.idle_text not in ("", "—"), what="the idle countdown")
+    OBSERVED["idle_text"] = home.idle_text
     OBSERVED["fingerprint"] = app.session_fingerprint
     # A logout button on every signed-in screen.
     for name in ("home", "sessions", "sensitive", "password"):
@@ -137,7 +139,8 @@ async def sign_in_profile_and_sessions(app: LatchkeyDemoApp) -> None:
         check(button.text == "Sign out" and button.opacity == 1 and not button.disabled,
               f"no usable logout button on {name}")
     app.go("sessions")
-    await wait_until(lambda: app.sessions_loaded and len(app.sessions) == 2 and not app.busy,
+    devices = find(app, "sessions")
+    await wait_until(lambda: devices.loaded and len(devices.sessions) == 2 and not app.busy,
                      what="two sessions listed")
     cards = list(reversed(find(app, "sessions", "session_list").children))
     OBSERVED["devices"] = [c.device for c in cards]
@@ -146,9 +149,9 @@ async def sign_in_profile_and_sessions(app: LatchkeyDemoApp) -> None:
     OBSERVED["this_device_markers"] = [c.ids.this_device.opacity == 1 for c in cards]
     other = next(c for c in cards if not c.current)
     tap(other.ids.revoke_button)
-    await wait_until(lambda: len(app.sessions) == 1 and not app.busy,
+    await wait_until(lambda: len(devices.sessions) == 1 and not app.busy,
                      what="the list without the signed-out device")
-    OBSERVED["after_revoke"] = [row["device"] for row in app.sessions]
+    OBSERVED["after_revoke"] = [row["device"] for row in devices.sessions]
     OBSERVED["notice_after_revoke"] = notice(app)
     tap(find(app, "sessions", "appbar").ids.logout_button)
     await wait_until(lambda: app.screen == "signin", what="the sign-in screen after logout")
@@ -161,10 +164,11 @@ async def sign_out_others_and_everywhere(app: LatchkeyDemoApp) -> None:
     """Sign out all other devices, then everywhere."""
     await sign_in(app)
     app.go("sessions")
-    await wait_until(lambda: len(app.sessions) == 3 and not app.busy, what="three sessions")
+    devices = find(app, "sessions")
+    await wait_until(lambda: len(devices.sessions) == 3 and not app.busy, what="three sessions")
     tap(find(app, "sessions", "logout_others_button"))
-    await wait_until(lambda: len(app.sessions) == 1 and not app.busy, what="only this device")
-    OBSERVED["after_others"] = [row["current"] for row in app.sessions]
+    await wait_until(lambda: len(devices.sessions) == 1 and not app.busy, what="only this device")
+    OBSERVED["after_others"] = [row["current"] for row in devices.sessions]
     tap(find(app, "sessions", "logout_all_button"))
     await wait_until(lambda: app.screen == "signin", what="signed out everywhere")
     OBSERVED["notice"] = notice(app)
@@ -177,7 +181,8 @@ async def step_up_and_sensitive_action(app: LatchkeyDemoApp) -> None:
     app.go("sensitive")
     before = app.session_fingerprint
     tap(find(app, "sensitive", "sensitive_button"))
-    await wait_until(lambda: app.step_up_prompt and not app.busy, what="the step-up prompt")
+    sensitive = find(app, "sensitive")
+    await wait_until(lambda: sensitive.step_up_prompt and not app.busy, what="the step-up prompt")
     OBSERVED["prompt_shown"] = find(app, "sensitive", "step_up_card").opacity == 1
     type_into(find(app, "sensitive", "step_password"), "not the password at all")
     tap(find(app, "sensitive", "confirm_button"))
@@ -187,9 +192,9 @@ async def step_up_and_sensitive_action(app: LatchkeyDemoApp) -> None:
     OBSERVED["still_signed_in"] = app.screen == "sensitive" and app.client.is_signed_in
     type_into(find(app, "sensitive", "step_password"), PARAMS["password"])
     tap(find(app, "sensitive", "confirm_button"))
-    await wait_until(lambda: app.sensitive_done and not app.busy, what="the action's success")
+    await wait_until(lambda: sensitive.done and not app.busy, what="the action's success")
     OBSERVED["before"] = before
-    OBSERVED["shown_before"] = app.sensitive_before
+    OBSERVED["shown_before"] = sensitive.before
     OBSERVED["shown_after"] = find(app, "sensitive", "session_after").value
     OBSERVED["auth_level"] = app.auth_level
     OBSERVED["notice"] = notice(app)
@@ -200,25 +205,25 @@ async def idle_warning_then_logout(app: LatchkeyDemoApp) -> None:
     """The idle warning counts down; "Stay signed in" keeps the session; then it runs out."""
     await sign_in(app)
     started = time.monotonic()
-    await wait_until(lambda: app.idle_warning_open, timeout_seconds=20,
+    await wait_until(lambda: app.idle_warning is not None, timeout_seconds=20,
                      what="the idle warning")
     OBSERVED["warned_after_seconds"] = round(time.monotonic() - started, 1)
-    popup = app._idle_popup
+    popup = app.idle_warning
     first = popup.ids.countdown.text
     await asyncio.sleep(1.2)
     OBSERVED["countdown"] = [first, popup.ids.countdown.text]
     tap(popup.ids.stay_button)
     await settle(0.3)
-    OBSERVED["open_after_stay"] = app.idle_warning_open
+    OBSERVED["open_after_stay"] = app.idle_warning is not None
     OBSERVED["screen_after_stay"] = app.screen
     # Now leave the app alone: warning again, then the automatic sign-out.
-    await wait_until(lambda: app.idle_warning_open, timeout_seconds=20,
+    await wait_until(lambda: app.idle_warning is not None, timeout_seconds=20,
                      what="the second idle warning")
     await wait_until(lambda: app.screen == "signin", timeout_seconds=20,
                      what="the automatic sign-out")
-    OBSERVED["popup_closed"] = not app.idle_warning_open
+    OBSERVED["popup_closed"] = app.idle_warning is None
     OBSERVED["notice"] = notice(app)
-    OBSERVED["reason"] = app.signed_out_reason
+    OBSERVED["reason"] = find(app, "signin").signed_out_reason
     await wait_until(lambda: not app.client.is_signed_in, what="local tokens wiped")
 
 
@@ -228,7 +233,7 @@ async def pause_and_resume(app: LatchkeyDemoApp) -> None:
     offset = [0.0]
     app.clock = lambda: boot_clock() + offset[0]
     await sign_in(app)
-    limit = app.idle_total_seconds
+    limit = find(app, "home").idle_total_seconds
     OBSERVED["idle_limit"] = limit
     check(app.on_pause() is True, "on_pause must keep the app alive")
     offset[0] += 2
@@ -240,7 +245,7 @@ async def pause_and_resume(app: LatchkeyDemoApp) -> None:
     app.on_resume()
     await wait_until(lambda: app.screen == "signin", what="sign-in after a long pause")
     OBSERVED["notice"] = notice(app)
-    OBSERVED["reason"] = app.signed_out_reason
+    OBSERVED["reason"] = find(app, "signin").signed_out_reason
     await wait_until(lambda: not app.client.is_signed_in, what="local tokens wiped")
     await asyncio.sleep(0.5)  # let the server logout go out
 
@@ -265,7 +270,7 @@ async def ended_elsewhere(app: LatchkeyDemoApp) -> None:
     await wait_until(lambda: app.screen == "signin", timeout_seconds=15,
                      what="the app to notice it was signed out")
     OBSERVED["notice"] = notice(app)
-    OBSERVED["reason"] = app.signed_out_reason
+    OBSERVED["reason"] = find(app, "signin").signed_out_reason
 
 
 @scenario
@@ -279,9 +284,10 @@ async def change_password(app: LatchkeyDemoApp) -> None:
     type_into(find(app, "password", "new"), PARAMS["new_password"])
     type_into(find(app, "password", "confirm"), PARAMS["new_password"])
     tap(find(app, "password", "change_button"))
-    await wait_until(lambda: app.password_done and not app.busy, what="the password change")
+    password = find(app, "password")
+    await wait_until(lambda: password.done and not app.busy, what="the password change")
     OBSERVED["signed_out_text"] = find(app, "password", "signed_out_label").text
-    OBSERVED["count"] = app.password_signed_out_count
+    OBSERVED["count"] = password.signed_out_count
     OBSERVED["changed"] = before != app.session_fingerprint
     OBSERVED["still_signed_in"] = app.client.is_signed_in
 
@@ -331,9 +337,9 @@ async def register_and_sign_in(app: LatchkeyDemoApp) -> None:
     type_into(find(app, "register", "password"), PARAMS["password"])
     type_into(find(app, "register", "confirm"), PARAMS["password"])
     tap(find(app, "register", "register_button"))
-    await wait_until(lambda: app.screen == "home" and app.username and not app.busy,
+    await wait_until(lambda: app.screen == "home" and find(app, "home").username and not app.busy,
                      what="Home after registering")
-    OBSERVED["username"] = app.username
+    OBSERVED["username"] = find(app, "home").username
 
 
 @scenario
@@ -347,9 +353,9 @@ async def stay_signed_in(app: LatchkeyDemoApp) -> None:
 @scenario
 async def restored(app: LatchkeyDemoApp) -> None:
     """Start with a stored session: Home appears without typing; then sign out."""
-    await wait_until(lambda: app.screen == "home" and app.username and not app.busy,
+    await wait_until(lambda: app.screen == "home" and find(app, "home").username and not app.busy,
                      what="the restored session")
-    OBSERVED["username"] = app.username
+    OBSERVED["username"] = find(app, "home").username
     tap(find(app, "home", "appbar").ids.logout_button)
     await wait_until(lambda: app.screen == "signin", what="signed out")
     await wait_until(lambda: app.storage.load("refresh_token") is None,

@@ -3,11 +3,14 @@
 Each test runs one scripted session of the real Kivy app (see ``driver.py``) and checks
 what the user would see; where the server's view matters (a device really signed out),
 the test asks the server itself. Every run also proves the app's DEBUG log and console
-hold no token or session id (``conftest.run_demo``).
+hold no token or session id (``conftest.run_demo``). The servers are the suite's own
+(``tests/conftest.py``): ``live_server`` and ``api`` for default settings,
+``module_server_factory`` where a test needs short timeouts.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,26 +25,12 @@ RunDemo = Callable[..., DemoRun]
 NEW_PASSWORD = "a brand new passphrase for the demo"
 
 
-@pytest.fixture(scope="module")
-def server(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
-    """One default server for the module (cheap argon2, real Redis)."""
-    return module_server_factory()
-
-
-@pytest.fixture
-def demo_api(server: ServerProcess) -> Api:
-    """The ``api`` helper bound to this module's server."""
-    api = Api(server.base_url)
-    yield api
-    api.close()
-
-
 def test_sign_in_shows_profile_and_sessions_and_signs_out_the_tests_second_session(
-        run_demo: RunDemo, server: ServerProcess, demo_api: Api) -> None:
-    username = demo_api.register(unique_username("demo"))
-    second = demo_api.login(username, device_name="Second phone")
+        run_demo: RunDemo, live_server: ServerProcess, api: Api) -> None:
+    username = api.register(unique_username("demo"))
+    second = api.login(username, device_name="Second phone")
 
-    run = run_demo("sign_in_profile_and_sessions", server.base_url,
+    run = run_demo("sign_in_profile_and_sessions", live_server.base_url,
                    username=username, password=PASSWORD)
 
     seen = run.observed
@@ -57,30 +46,35 @@ def test_sign_in_shows_profile_and_sessions_and_signs_out_the_tests_second_sessi
     assert seen["after_revoke"] == ["Test phone"]
     assert seen["notice_after_revoke"] == "That device was signed out."
     assert seen["notice_after_logout"] == "You signed out."
+    # httpx logged the revoke's URL; the SDK's filter masked the id the test created.
+    # (Booleans first, so a failure cannot print the log it is about.)
+    masked = "/v1/auth/sessions/[REDACTED]" in run.log
+    leaked = second["session_id"] in run.log + run.output
+    assert masked and not leaked, "the revoked session's id was not masked in the app log"
     # The server agrees: the second session's token is refused at once.
-    r = demo_api.me(second["access_token"])
+    r = api.me(second["access_token"])
     assert r.status_code == 401 and r.json()["code"] == "session_revoked"
 
 
-def test_sign_out_all_others_then_everywhere(run_demo: RunDemo, server: ServerProcess,
-                                             demo_api: Api) -> None:
-    username = demo_api.register(unique_username("demo"))
-    others = [demo_api.login(username, device_name=f"Tablet {i}") for i in range(2)]
+def test_sign_out_all_others_then_everywhere(run_demo: RunDemo, live_server: ServerProcess,
+                                             api: Api) -> None:
+    username = api.register(unique_username("demo"))
+    others = [api.login(username, device_name=f"Tablet {i}") for i in range(2)]
 
-    run = run_demo("sign_out_others_and_everywhere", server.base_url,
+    run = run_demo("sign_out_others_and_everywhere", live_server.base_url,
                    username=username, password=PASSWORD)
 
     assert run.observed["after_others"] == [True]
     assert run.observed["notice"] == "You signed out on all your devices."
     for tokens in others:
-        assert demo_api.me(tokens["access_token"]).status_code == 401
+        assert api.me(tokens["access_token"]).status_code == 401
 
 
 def test_sensitive_action_asks_for_the_password_and_changes_the_session_id(
-        run_demo: RunDemo, server: ServerProcess, demo_api: Api) -> None:
-    username = demo_api.register(unique_username("demo"))
+        run_demo: RunDemo, live_server: ServerProcess, api: Api) -> None:
+    username = api.register(unique_username("demo"))
 
-    run = run_demo("step_up_and_sensitive_action", server.base_url,
+    run = run_demo("step_up_and_sensitive_action", live_server.base_url,
                    username=username, password=PASSWORD)
 
     seen = run.observed
@@ -96,9 +90,8 @@ def test_sensitive_action_asks_for_the_password_and_changes_the_session_id(
 def test_idle_warning_counts_down_stay_signed_in_works_then_logs_out(
         run_demo: RunDemo, module_server_factory: Callable[..., ServerProcess]) -> None:
     short = module_server_factory(idle_timeout=6, access_token_ttl=3)
-    api = Api(short.base_url)
-    username = api.register(unique_username("idle"))
-    api.close()
+    with contextlib.closing(Api(short.base_url)) as short_api:
+        username = short_api.register(unique_username("idle"))
 
     # No background checks: they are not user activity, and the test wants silence.
     run = run_demo("idle_warning_then_logout", short.base_url, username=username,
@@ -116,10 +109,10 @@ def test_idle_warning_counts_down_stay_signed_in_works_then_logs_out(
 
 
 def test_back_from_the_background_after_the_idle_limit_is_signed_out(
-        run_demo: RunDemo, server: ServerProcess, demo_api: Api) -> None:
-    username = demo_api.register(unique_username("pause"))
+        run_demo: RunDemo, live_server: ServerProcess, api: Api) -> None:
+    username = api.register(unique_username("pause"))
 
-    run = run_demo("pause_and_resume", server.base_url, username=username, password=PASSWORD)
+    run = run_demo("pause_and_resume", live_server.base_url, username=username, password=PASSWORD)
 
     assert run.observed["after_short_pause"] == "home"
     assert run.observed["reason"] == "idle"
@@ -131,10 +124,10 @@ def test_back_from_the_background_after_the_idle_limit_is_signed_out(
     ("password", "Your password was changed on another device, so this device was signed out."),
 ])
 def test_a_session_ended_elsewhere_shows_up_in_the_app_with_its_reason(
-        run_demo: RunDemo, server: ServerProcess, demo_api: Api, how: str, words: str) -> None:
-    username = demo_api.register(unique_username("remote"))
+        run_demo: RunDemo, live_server: ServerProcess, api: Api, how: str, words: str) -> None:
+    username = api.register(unique_username("remote"))
 
-    run = run_demo("ended_elsewhere", server.base_url, username=username, password=PASSWORD,
+    run = run_demo("ended_elsewhere", live_server.base_url, username=username, password=PASSWORD,
                    new_password=NEW_PASSWORD, how=how)
 
     assert run.observed["notice"] == words
@@ -142,23 +135,23 @@ def test_a_session_ended_elsewhere_shows_up_in_the_app_with_its_reason(
 
 
 def test_change_password_signs_out_the_other_device_and_keeps_this_one(
-        run_demo: RunDemo, server: ServerProcess, demo_api: Api) -> None:
-    username = demo_api.register(unique_username("pw"))
-    other = demo_api.login(username, device_name="Old laptop")
+        run_demo: RunDemo, live_server: ServerProcess, api: Api) -> None:
+    username = api.register(unique_username("pw"))
+    other = api.login(username, device_name="Old laptop")
 
-    run = run_demo("change_password", server.base_url, username=username, password=PASSWORD,
+    run = run_demo("change_password", live_server.base_url, username=username, password=PASSWORD,
                    new_password=NEW_PASSWORD)
 
     assert run.observed["signed_out_text"] == "1 other device was signed out"
     assert run.observed["changed"] and run.observed["still_signed_in"]
-    assert demo_api.me(other["access_token"]).status_code == 401
-    demo_api.login(username, NEW_PASSWORD)  # the new password works
+    assert api.me(other["access_token"]).status_code == 401
+    api.login(username, NEW_PASSWORD)  # the new password works
 
 
 def test_errors_are_messages_and_the_ui_never_waits_on_the_network(
-        run_demo: RunDemo, server: ServerProcess, demo_api: Api) -> None:
-    username = demo_api.register(unique_username("err"))
-    wrong = run_demo("wrong_password_message", server.base_url,
+        run_demo: RunDemo, live_server: ServerProcess, api: Api) -> None:
+    username = api.register(unique_username("err"))
+    wrong = run_demo("wrong_password_message", live_server.base_url,
                      username=username, password=PASSWORD)
     assert wrong.observed["notice"] == "That username and password don't match."
     assert wrong.observed["screen"] == "signin" and wrong.observed["then_signed_in"]
@@ -170,31 +163,31 @@ def test_errors_are_messages_and_the_ui_never_waits_on_the_network(
 
 
 def test_registration_explains_a_weak_password_then_signs_in(
-        run_demo: RunDemo, server: ServerProcess) -> None:
+        run_demo: RunDemo, live_server: ServerProcess) -> None:
     username = unique_username("new")
-    run = run_demo("register_and_sign_in", server.base_url, username=username,
+    run = run_demo("register_and_sign_in", live_server.base_url, username=username,
                    password=PASSWORD)
     assert run.observed["weak_notice"].startswith("That password is too short or too common")
     assert run.observed["username"] == username
 
 
 def test_stay_signed_in_persists_the_refresh_token_only_when_switched_on(
-        run_demo: RunDemo, server: ServerProcess, demo_api: Api, tmp_path: Path) -> None:
-    username = demo_api.register(unique_username("stay"))
+        run_demo: RunDemo, live_server: ServerProcess, api: Api, tmp_path: Path) -> None:
+    username = api.register(unique_username("stay"))
     home = tmp_path / "phone"  # one "install": the app's data survives between runs
 
-    off = run_demo("stay_signed_in", server.base_url, storage="file", home=home,
+    off = run_demo("stay_signed_in", live_server.base_url, storage="file", home=home,
                    username=username, password=PASSWORD, stay=False)
     assert off.observed == {"switch_enabled": True, "stored": False}
 
-    on = run_demo("stay_signed_in", server.base_url, storage="file", home=home,
+    on = run_demo("stay_signed_in", live_server.base_url, storage="file", home=home,
                   username=username, password=PASSWORD, stay=True)
     assert on.observed["stored"] is True
     stored_file = next((home / "config").rglob("session.lkf"))
     assert b"lkr_" not in stored_file.read_bytes()  # encrypted at rest
 
-    again = run_demo("restored", server.base_url, storage="file", home=home)
+    again = run_demo("restored", live_server.base_url, storage="file", home=home)
     assert again.observed["username"] == username
 
-    after_logout = run_demo("expect_signin", server.base_url, storage="file", home=home)
+    after_logout = run_demo("expect_signin", live_server.base_url, storage="file", home=home)
     assert after_logout.observed["screen"] == "signin"
