@@ -7,13 +7,12 @@ check both that failures run out the budget and that successes leave it untouche
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, RedisProcess, ServerProcess, start_redis, start_server
+from tests.conftest import PASSWORD, RedisProcess, ServerProcess
 from tests.server.ops_support import client_commands_during, sign_in, wipe_rate_limits
 
 ACCOUNT_BUDGET = 3
@@ -24,28 +23,18 @@ GARBAGE_JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
 
 
 @pytest.fixture(scope="module")
-def d2_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = start_redis(tmp_path_factory.mktemp("redis-d2"))
-    yield server
-    server.stop()
+def d2_redis(module_redis_factory: Callable[..., RedisProcess]) -> RedisProcess:
+    return module_redis_factory()
 
 
 @pytest.fixture(scope="module")
-def throttled(tmp_path_factory: pytest.TempPathFactory,
-              d2_redis: RedisProcess) -> Iterator[ServerProcess]:
-    env = {
-        "LATCHKEY_LOGIN_FAILURES_PER_ACCOUNT": str(ACCOUNT_BUDGET),
-        "LATCHKEY_LOGIN_FAILURES_PER_ACCOUNT_WINDOW": str(WINDOW_SECONDS),
-        "LATCHKEY_LOGIN_FAILURES_PER_IP": str(IP_BUDGET),
-        "LATCHKEY_LOGIN_FAILURES_PER_IP_WINDOW": str(WINDOW_SECONDS),
-        "LATCHKEY_REGISTRATION_FAILURES_PER_IP": str(IP_BUDGET),
-        "LATCHKEY_INVALID_TOKENS_PER_IP": str(TOKEN_BUDGET),
-        "LATCHKEY_INVALID_TOKENS_PER_IP_WINDOW": str(WINDOW_SECONDS),
-    }
-    server = start_server(Path(tmp_path_factory.mktemp("throttled")), env,
-                          redis_url=d2_redis.url)
-    yield server
-    server.stop()
+def throttled(d2_redis: RedisProcess,
+              module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return module_server_factory(
+        store_url=d2_redis.url, login_failures_per_account=ACCOUNT_BUDGET,
+        login_failures_per_account_window=WINDOW_SECONDS, login_failures_per_ip=IP_BUDGET,
+        login_failures_per_ip_window=WINDOW_SECONDS, registration_failures_per_ip=IP_BUDGET,
+        invalid_tokens_per_ip=TOKEN_BUDGET, invalid_tokens_per_ip_window=WINDOW_SECONDS)
 
 
 @pytest.fixture
