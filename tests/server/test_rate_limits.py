@@ -8,9 +8,12 @@ check both that failures run out the budget and that successes leave it untouche
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
+from latchkey_server import create_app, throttle
 
 from tests.conftest import PASSWORD, RedisProcess, ServerProcess
 from tests.server.ops_support import client_commands_during, sign_in, wipe_rate_limits
@@ -159,3 +162,28 @@ def test_a_valid_protected_request_makes_exactly_one_redis_call(
     bad = {"Authorization": f"Bearer {GARBAGE_JWT}"}
     commands = client_commands_during(monitor, lambda: http.get("/v1/me", headers=bad))
     assert len(commands) == 1, commands
+
+
+def test_each_view_spends_the_budgets_it_declares_under_todays_counter_scopes(app) -> None:
+    # The scopes are part of every counter's key in Redis: a change would reset budgets.
+    applied = app.extensions[throttle.EXTENSION_KEY].budgets_by_scope
+    assert applied == {
+        "account": throttle.ACCOUNT_FAILURES,
+        "auth.login:ip": throttle.LOGIN_IP_FAILURES,
+        "auth.register:ip": throttle.REGISTRATION_IP_FAILURES,
+        "step_up": throttle.STEP_UP_FAILURES,
+        "sessions.reauth:ip": throttle.STEP_UP_IP_FAILURES,
+        "sessions.password:ip": throttle.STEP_UP_IP_FAILURES,
+    }
+
+
+def test_a_budget_that_no_view_declares_stops_the_app_at_start(
+        monkeypatch: pytest.MonkeyPatch, redis_server: RedisProcess, tmp_path: Path) -> None:
+    """A view that lost its ``@throttle.limited`` line must not silently lose its limit."""
+    if redis_server.url is None:
+        pytest.skip("the embedded backend would start a Redis for an app that never starts")
+    orphan = replace(throttle.LOGIN_IP_FAILURES, label="orphan_failures")
+    monkeypatch.setattr(throttle, "BUDGETS", (*throttle.BUDGETS, orphan))
+    with pytest.raises(RuntimeError, match="orphan_failures"):
+        create_app({"redis_url": redis_server.url, **getattr(redis_server, "settings", {}),
+                    "instance_path": tmp_path / "instance"})
