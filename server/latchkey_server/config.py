@@ -97,7 +97,7 @@ def setting(env: str, default: Any = MISSING, *, doc: str, unit: str = "",
     return field(default=default, metadata={_SPEC_KEY: declared})
 
 
-_PROFILE = "profile"  # the doc's default for the timeouts a profile sets
+_SET_BY_PROFILE = "profile"  # the doc's default for the timeouts a profile sets
 
 
 @dataclass(frozen=True)
@@ -106,20 +106,20 @@ class Settings:
 
     profile: str = setting("PROFILE", "medium", doc="preset above")
     access_token_ttl_seconds: int = setting(
-        "ACCESS_TOKEN_TTL", 300, unit="seconds", shown_default=_PROFILE, minimum=1,
+        "ACCESS_TOKEN_TTL", 300, unit="seconds", shown_default=_SET_BY_PROFILE, minimum=1,
         doc="access token lifetime (≤ idle timeout)")
     idle_timeout_seconds: int = setting(
-        "IDLE_TIMEOUT", 1800, unit="seconds", shown_default=_PROFILE, minimum=1,
+        "IDLE_TIMEOUT", 1800, unit="seconds", shown_default=_SET_BY_PROFILE, minimum=1,
         doc="time without any request before the session ends (≤ absolute)")
     absolute_timeout_seconds: int = setting(
-        "ABSOLUTE_TIMEOUT", 86400, unit="seconds", shown_default=_PROFILE, minimum=1,
+        "ABSOLUTE_TIMEOUT", 86400, unit="seconds", shown_default=_SET_BY_PROFILE, minimum=1,
         doc="time from sign-in after which the session ends regardless")
     refresh_reuse_grace_seconds: int = setting(
         "REFRESH_REUSE_GRACE", 30, unit="seconds", minimum=0, maximum=300,
         doc="a retry of the previous refresh token within this time gets the same successor "
             "(0 to 300)")
     step_up_window_seconds: int = setting(
-        "STEP_UP_WINDOW", 300, unit="seconds", shown_default=_PROFILE, minimum=1,
+        "STEP_UP_WINDOW", 300, unit="seconds", shown_default=_SET_BY_PROFILE, minimum=1,
         doc="how long an elevated session may do sensitive actions")
     ended_session_retention_seconds: int = setting(
         "ENDED_SESSION_RETENTION", 86400, unit="seconds",
@@ -164,7 +164,6 @@ class Settings:
 
     issuer: str = setting("ISSUER", "latchkey", doc="JWT `iss`")
     audience: str = setting("AUDIENCE", "latchkey-api", doc="JWT `aud`")
-    # Previous signing keys stay in the JWKS this long after a rotation.
     key_retention_seconds: int = setting(
         "KEY_RETENTION", 0, unit="seconds", shown_default="access TTL + 60", minimum=0,
         doc="how long a retired signing key stays in the JWKS (0: access TTL + 60)")
@@ -191,7 +190,6 @@ class Settings:
         "ARGON2_PARALLELISM", 4, unit="lanes", minimum=1,
         doc="argon2id parallelism (RFC 9106's second recommended setting)")
 
-    # Verified-signature cache for the hot path: size in tokens.
     jwt_cache_size: int = setting(
         "JWT_CACHE_SIZE", 20000, unit="tokens", minimum=1,
         doc="verified access tokens cached per worker (see DESIGN.md)")
@@ -201,8 +199,6 @@ class Settings:
     redis_connect_timeout_seconds: float = setting(
         "REDIS_CONNECT_TIMEOUT", 2.0, unit="seconds",
         doc="longest wait for a Redis connection before the request fails closed with 503")
-    # Reconnect attempts per Redis call after a lost connection (bounded, with jittered
-    # exponential backoff capped below) before the request fails closed with a 503.
     redis_retries: int = setting(
         "REDIS_RETRIES", 2, unit="retries", minimum=0,
         doc="reconnect attempts per Redis call after a lost connection, with jittered "
@@ -242,17 +238,16 @@ class Settings:
         "INVALID_TOKENS_PER_IP_WINDOW", 60, unit="seconds", minimum=1,
         doc="the window of `INVALID_TOKENS_PER_IP`")
 
-    # D4: the Redis stream of security events keeps about this many entries (XADD MAXLEN ~).
     security_stream_max_length: int = setting(
         "SECURITY_STREAM_MAX_LENGTH", 100000, unit="entries", minimum=1,
-        doc="approximate length the Redis stream of security events is trimmed to")
-    # Who may read GET /metrics: comma-separated networks (client address after ProxyFix).
+        doc="approximate length the Redis stream of security events is trimmed to "
+            "(D4, `XADD MAXLEN ~`)")
     metrics_allowed_networks: str = setting(
         "METRICS_ALLOWED_NETWORKS",
         "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",
         shown_default="loopback and private ranges",
-        doc="who may read `GET /metrics` (comma-separated networks)")
-    # prometheus-client multiprocess directory under gunicorn (default: instance/prometheus).
+        doc="who may read `GET /metrics` (comma-separated networks, matched against the "
+            "client address after the trusted proxies)")
     metrics_dir: Path | None = setting(  # noqa: RUF009 - setting() is a field
         "METRICS_DIR", None, shown_default="`<instance>/prometheus`",
         doc="prometheus-client's multiprocess directory under gunicorn")
@@ -274,7 +269,6 @@ class Settings:
     keepalive_seconds: int = setting(
         "KEEPALIVE", 5, unit="seconds", minimum=0,
         doc="gunicorn keep-alive (docs/OPERATIONS.md)")
-    # gunicorn's own access log (the app always writes its redacted JSON access log).
     gunicorn_access_log: bool = setting(
         "GUNICORN_ACCESS_LOG", False,
         doc="also write gunicorn's own access log (redacted: no query values, headers or "
