@@ -231,6 +231,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def module_redis_factory(tmp_path_factory: pytest.TempPathFactory
+                         ) -> Iterator[Callable[..., RedisProcess]]:
+    """Start redis-servers of one module's own (``extra`` redis-server arguments), so its
+    counters or streams hold only its tests' data; all are stopped after the module."""
+    started: list[RedisProcess] = []
+
+    def factory(*extra: str) -> RedisProcess:
+        started.append(start_redis(tmp_path_factory.mktemp("module-redis"), None, *extra))
+        return started[-1]
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisProcess) -> str:
     """The URL of the real redis-server."""
@@ -302,52 +318,60 @@ def wait_until_ready(server: ServerProcess, timeout_seconds: float = 30.0) -> No
     raise RuntimeError(f"latchkey-server not ready:\n{server.logs()}")
 
 
+class _Servers:
+    """Start servers with ``LATCHKEY_*`` overrides on one store; stop them all at the end.
+
+    The one implementation behind ``server_factory``, ``module_server_factory`` and
+    ``live_server``: keyword settings are ``LATCHKEY_*`` names, with or without the
+    prefix; ``store_url`` puts a server on a redis-server of the test's own instead.
+    """
+
+    def __init__(self, new_instance: Callable[[], Path], store_url: str | None) -> None:
+        self._new_instance = new_instance
+        self._store_url = store_url
+        self.started: list[ServerProcess] = []
+
+    def __call__(self, embedded: bool = False, args: tuple[str, ...] = (),
+                 instance_path: Path | None = None, store_url: str | None = None,
+                 **env: Any) -> ServerProcess:
+        overrides = {(k if k.startswith("LATCHKEY_") else f"LATCHKEY_{k.upper()}"): str(v)
+                     for k, v in env.items()}
+        server = start_server(instance_path or self._new_instance(), overrides,
+                              redis_url=None if embedded else store_url or self._store_url,
+                              args=args)
+        self.started.append(server)
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.started:
+            server.stop()
+
+
 @pytest.fixture
 def server_factory(tmp_path: Path, redis_server: RedisProcess
                    ) -> Iterator[Callable[..., ServerProcess]]:
     """Start servers with chosen ``LATCHKEY_*`` settings; all are stopped after the test."""
-    started: list[ServerProcess] = []
-
-    def factory(embedded: bool = False, args: tuple[str, ...] = (),
-                instance_path: Path | None = None, **env: Any) -> ServerProcess:
-        overrides = {(k if k.startswith("LATCHKEY_") else f"LATCHKEY_{k.upper()}"): str(v)
-                     for k, v in env.items()}
-        server = start_server(instance_path or tmp_path / f"instance-{len(started)}",
-                              overrides, redis_url=None if embedded else redis_server.url,
-                              args=args)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()
+    servers = _Servers(lambda: tmp_path / f"instance-{len(servers.started)}", redis_server.url)
+    yield servers
+    servers.stop_all()
 
 
 @pytest.fixture(scope="module")
 def module_server_factory(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisProcess
                           ) -> Iterator[Callable[..., ServerProcess]]:
     """Start servers with ``LATCHKEY_*`` overrides, shared by one test module."""
-    started: list[ServerProcess] = []
-
-    def factory(**env: object) -> ServerProcess:
-        overrides = {f"LATCHKEY_{k.upper()}": str(v) for k, v in env.items()}
-        server = start_server(tmp_path_factory.mktemp("module-server"), overrides,
-                              redis_url=redis_server.url)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()
+    servers = _Servers(lambda: tmp_path_factory.mktemp("module-server"), redis_server.url)
+    yield servers
+    servers.stop_all()
 
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory,
                 redis_server: RedisProcess) -> Iterator[ServerProcess]:
     """One default server on loopback for tests that need no special settings."""
-    server = start_server(tmp_path_factory.mktemp("live"), {}, redis_url=redis_server.url)
-    yield server
-    server.stop()
+    servers = _Servers(lambda: tmp_path_factory.mktemp("live"), redis_server.url)
+    yield servers()
+    servers.stop_all()
 
 
 def unique_username(prefix: str = "user") -> str:

@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-from latchkey_server.config import _ENV_NAMES
+from latchkey_server.config import SETTINGS, SettingSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_REQUIREMENTS = ROOT.parent / "shared" / "REQUIREMENTS.md"
@@ -53,10 +53,34 @@ def test_every_test_the_security_map_cites_exists():
     assert not missing, missing
 
 
-def test_every_setting_is_documented():
+def documented_row(spec: SettingSpec) -> str:
+    """Return the row docs/CONFIGURATION.md must hold for one declared setting."""
+    return (f"| `{spec.env}` | {spec.shown_default} | {spec.unit or '—'} | "
+            f"{spec.doc} |")
+
+
+def _configuration_rows() -> dict[str, str]:
+    """Return the settings table of docs/CONFIGURATION.md, keyed by variable."""
     text = (ROOT / "docs" / "CONFIGURATION.md").read_text()
-    undocumented = [name for name in _ENV_NAMES
-                    if f"`{name}`" not in text and f"`{name}," not in text
-                    and not re.search(rf"`{re.escape(name.rsplit('_', 1)[0])}`?, `_"
-                                      rf"{re.escape(name.rsplit('_', 1)[-1])}`", text)]
-    assert not undocumented, undocumented
+    table = text.split("## Settings", 1)[1]
+    return {m.group(1): line for line in table.splitlines()
+            if (m := re.match(r"\| `([A-Z0-9_]+)` \|", line))}
+
+
+def test_every_setting_is_documented_with_its_name_default_and_unit():
+    rows = _configuration_rows()
+    missing = [s.env for s in SETTINGS if s.env not in rows]
+    assert not missing, f"settings missing from docs/CONFIGURATION.md: {missing}"
+    wrong = {s.env: documented_row(s) for s in SETTINGS if rows[s.env] != documented_row(s)}
+    assert not wrong, f"rows that disagree with config.py (expected shown): {wrong}"
+
+
+def test_the_configuration_doc_names_no_variable_that_does_not_exist():
+    declared = {s.env for s in SETTINGS}
+    text = (ROOT / "docs" / "CONFIGURATION.md").read_text()
+    # A variable is named with its prefix, or as an upper-case name with an underscore
+    # (a bare `HSTS` could be the header's name, `INFO` a log level's).
+    named = {name.removeprefix("LATCHKEY_") for name in re.findall(
+        r"`(LATCHKEY_[A-Z0-9_]+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)", text)}
+    assert set(_configuration_rows()) <= declared
+    assert named <= declared, sorted(named - declared)

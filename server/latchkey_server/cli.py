@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from .admin import register_commands
-from .config import ConfigError, load_settings
+from .config import ConfigError, Settings, load_settings
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "serving_settings"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,29 +22,47 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="serve the HTTP API (default)")
     for p in (parser, serve):
-        p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-        p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
-        p.add_argument("--workers", type=int, default=int(os.environ.get(
-            "LATCHKEY_WORKERS", "2")), help="gunicorn worker processes (default 2)")
-        p.add_argument("--threads", type=int, default=int(os.environ.get(
-            "LATCHKEY_THREADS", "8")), help="threads per worker (default 8)")
+        # No defaults here: unset flags fall back to LATCHKEY_HOST/PORT/WORKERS/THREADS and
+        # their defaults in config.py, and every value is validated there (serving_settings).
+        p.add_argument("--host", help="address to bind (default: LATCHKEY_HOST, 127.0.0.1)")
+        p.add_argument("--port", type=int, help="port to bind (default: LATCHKEY_PORT, 8000)")
+        p.add_argument("--workers", type=int,
+                       help="gunicorn worker processes (default: LATCHKEY_WORKERS, 2)")
+        p.add_argument("--threads", type=int,
+                       help="threads per worker (default: LATCHKEY_THREADS, 8)")
         p.add_argument("--dev", action="store_true",
                        help="use werkzeug's development server instead of gunicorn")
     register_commands(sub)  # users, sessions, keys: operator commands (admin.py)
     return parser
 
 
+_SERVING_FLAGS = ("host", "port", "workers", "threads")
+
+
+def serving_settings(args: argparse.Namespace,
+                     environ: Mapping[str, str] | None = None) -> Settings:
+    """Return the validated settings, with the serving flags given on the command line.
+
+    A flag is an override, so it wins over its ``LATCHKEY_*`` variable and is validated
+    like it: ``--workers 0`` is a configuration error, not a gunicorn crash.
+    """
+    flags = {name: getattr(args, name) for name in _SERVING_FLAGS
+             if getattr(args, name, None) is not None}
+    return load_settings(environ, flags)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .serving import serve_dev, serve_gunicorn
 
-    settings = load_settings()
+    settings = serving_settings(args)
     # SIGTERM ends the dev server like Ctrl-C, so the embedded Redis is stopped cleanly.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         if args.dev:
-            serve_dev(settings, args.host, args.port)
+            serve_dev(settings, settings.host, settings.port)
         else:
-            serve_gunicorn(settings, args.host, args.port, args.workers, args.threads)
+            serve_gunicorn(settings, settings.host, settings.port, settings.workers,
+                           settings.threads)
     except KeyboardInterrupt:
         pass
     return 0

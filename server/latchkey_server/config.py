@@ -1,9 +1,19 @@
 """Read, validate and hold every setting of the server in one place.
 
 Settings come from three layers, later ones winning: the security profile's defaults, the
-``LATCHKEY_*`` environment variables, then a test override passed to ``create_app``. They
-are validated once at start-up, so a typo fails loudly before the first request instead of
+``LATCHKEY_*`` environment variables, then a test override passed to ``create_app`` (the
+CLI passes ``--host``/``--port``/``--workers``/``--threads`` the same way). They are
+validated once at start-up, so a typo fails loudly before the first request instead of
 silently weakening a timeout. Every duration carries its unit in its name.
+
+Each setting is declared once, as a field of :class:`Settings` made by :func:`setting`:
+its environment variable, default, unit, bounds and meaning sit on that one line, as
+flask-jwt-extended's and pydantic-settings' fields carry theirs. The loader, the bounds
+check and the table in docs/CONFIGURATION.md (checked by tests/test_docs_stay_true.py)
+all read :data:`SETTINGS`, which is derived from those declarations, so a field cannot
+exist without a variable, a variable without a field, or either without documentation.
+No library: a dataclass field's ``metadata`` holds all of it, and pydantic-settings
+would bring a dependency for what is here one small helper.
 
 Profile presets follow OWASP Mobile M9 for the idle timeout (15/30/60 minutes). The
 absolute and access-token defaults are Latchkey's choice, justified in docs/CONFIGURATION.md.
@@ -12,14 +22,15 @@ absolute and access-token defaults are Latchkey's choice, justified in docs/CONF
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["PROFILES", "ConfigError", "Settings", "cluster_seed_nodes", "load_settings",
-           "metrics_networks"]
+__all__ = ["ENV_PREFIX", "PROFILES", "SETTINGS", "ConfigError", "SettingSpec", "Settings",
+           "cluster_seed_nodes", "load_settings", "metrics_networks", "setting"]
 
 ENV_PREFIX = "LATCHKEY_"
 
@@ -49,87 +60,219 @@ PROFILES: dict[str, Profile] = {
 
 BINDING_POLICIES = ("off", "report", "enforce")
 
+_SPEC_KEY = "latchkey_setting"
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """Everything declared about one setting, as the loader and the docs see it."""
+
+    name: str  # the Settings attribute
+    env: str  # the variable without ENV_PREFIX, as docs/CONFIGURATION.md lists it
+    kind: str  # the annotation: bool, int, float, str, str | None, Path, Path | None
+    unit: str  # "" for flags, names and other unitless values
+    doc: str
+    shown_default: str  # how docs/CONFIGURATION.md states the default
+    minimum: float | None
+    maximum: float | None
+
+    @property
+    def variable(self) -> str:
+        """Return the full environment variable name."""
+        return ENV_PREFIX + self.env
+
+
+def setting(env: str, default: Any = MISSING, *, doc: str, unit: str = "",
+            shown_default: str | None = None, minimum: float | None = None,
+            maximum: float | None = None, default_factory: Any = MISSING) -> Any:
+    """Declare one setting: its variable, default, unit, bounds and meaning together.
+
+    Returns a dataclass field, so the default stays where Python readers expect it.
+    ``shown_default`` is for defaults a literal would misstate (derived or per profile).
+    """
+    declared = {"env": env, "unit": unit, "doc": doc, "shown_default": shown_default,
+                "minimum": minimum, "maximum": maximum}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata={_SPEC_KEY: declared})
+    return field(default=default, metadata={_SPEC_KEY: declared})
+
+
+_SET_BY_PROFILE = "profile"  # the doc's default for the timeouts a profile sets
+
 
 @dataclass(frozen=True)
 class Settings:
     """Validated server settings; build one with :func:`load_settings`."""
 
-    profile: str = "medium"
-    access_token_ttl_seconds: int = 300
-    idle_timeout_seconds: int = 1800
-    absolute_timeout_seconds: int = 86400
-    refresh_reuse_grace_seconds: int = 30
-    step_up_window_seconds: int = 300
-    # How long an ended session's record stays to recognise replays of its tokens.
-    ended_session_retention_seconds: int = 86400
-    max_sessions_per_user: int = 10
-    single_session: bool = False
-    binding_policy: str = "report"
-    allow_registration: bool = True
+    profile: str = setting("PROFILE", "medium", doc="preset above")
+    access_token_ttl_seconds: int = setting(
+        "ACCESS_TOKEN_TTL", 300, unit="seconds", shown_default=_SET_BY_PROFILE, minimum=1,
+        doc="access token lifetime (≤ idle timeout)")
+    idle_timeout_seconds: int = setting(
+        "IDLE_TIMEOUT", 1800, unit="seconds", shown_default=_SET_BY_PROFILE, minimum=1,
+        doc="time without any request before the session ends (≤ absolute)")
+    absolute_timeout_seconds: int = setting(
+        "ABSOLUTE_TIMEOUT", 86400, unit="seconds", shown_default=_SET_BY_PROFILE, minimum=1,
+        doc="time from sign-in after which the session ends regardless")
+    refresh_reuse_grace_seconds: int = setting(
+        "REFRESH_REUSE_GRACE", 30, unit="seconds", minimum=0, maximum=300,
+        doc="a retry of the previous refresh token within this time gets the same successor "
+            "(0 to 300)")
+    step_up_window_seconds: int = setting(
+        "STEP_UP_WINDOW", 300, unit="seconds", shown_default=_SET_BY_PROFILE, minimum=1,
+        doc="how long an elevated session may do sensitive actions")
+    ended_session_retention_seconds: int = setting(
+        "ENDED_SESSION_RETENTION", 86400, unit="seconds",
+        doc="how long an ended session's record stays, so replays of its tokens are "
+            "recognised and answered with the reason (at most the 40 most recent ended "
+            "sessions per user are kept; records past retention are dropped when the user's "
+            "sessions are next walked, and by `latchkey-server sessions sweep`)")
+    max_sessions_per_user: int = setting(
+        "MAX_SESSIONS_PER_USER", 10, unit="sessions", minimum=1,
+        doc="live sessions per user; the oldest is evicted")
+    single_session: bool = setting(
+        "SINGLE_SESSION", False, doc="a new sign-in ends the previous session")
+    binding_policy: str = setting(
+        "BINDING_POLICY", "report",
+        doc="`off`, `report` or `enforce` a change of device mid-session")
+    allow_registration: bool = setting(
+        "ALLOW_REGISTRATION", True, doc="`POST /v1/auth/register` on or off")
 
-    redis_url: str | None = None
+    redis_url: str | None = setting(
+        "REDIS_URL", None, shown_default="unset: embedded Redis",
+        doc="`redis://`, `rediss://` or `unix://` URL of the session store")
     # Redis Cluster: ``redis_url`` names any one node (and carries credentials and TLS);
     # the client discovers the others. Extra seed nodes (``host:port,...``) let a worker
     # start while that one node is down.
-    redis_cluster: bool = False
-    redis_cluster_nodes: str = ""
-    instance_path: Path = field(default_factory=lambda: Path("instance").resolve())
-    signing_key_file: Path | None = None
-    hmac_secret_file: Path | None = None
+    redis_cluster: bool = setting(
+        "REDIS_CLUSTER", False,
+        doc="the store is a Redis Cluster: `REDIS_URL` (`redis://` or `rediss://`, database "
+            "0) names any one node and carries the credentials and TLS; the other nodes are "
+            "discovered from it. See SCALING.md")
+    redis_cluster_nodes: str = setting(
+        "REDIS_CLUSTER_NODES", "",
+        doc="more seed nodes, `host:port,host:port`, so a worker can start while the "
+            "`REDIS_URL` node is down (needs `REDIS_CLUSTER`)")
+    instance_path: Path = setting(  # noqa: RUF009 - setting() is a field
+        "INSTANCE_PATH", default_factory=lambda: Path("instance").resolve(),
+        shown_default="`./instance`", doc="keys, embedded Redis data")
+    signing_key_file: Path | None = setting(  # noqa: RUF009 - setting() is a field
+        "SIGNING_KEY_FILE", None,
+        doc="an Ed25519 PKCS#8 PEM to sign with (instead of generated keys)")
+    hmac_secret_file: Path | None = setting(  # noqa: RUF009 - setting() is a field
+        "HMAC_SECRET_FILE", None, doc="≥ 32 bytes (raw or hex) for refresh-token hashing")
 
-    issuer: str = "latchkey"
-    audience: str = "latchkey-api"
-    # Previous signing keys stay in the JWKS this long after a rotation.
-    key_retention_seconds: int = 0  # 0: derived as access_token_ttl_seconds + 60
+    issuer: str = setting("ISSUER", "latchkey", doc="JWT `iss`")
+    audience: str = setting("AUDIENCE", "latchkey-api", doc="JWT `aud`")
+    key_retention_seconds: int = setting(
+        "KEY_RETENTION", 0, unit="seconds", shown_default="access TTL + 60", minimum=0,
+        doc="how long a retired signing key stays in the JWKS (0: access TTL + 60)")
 
-    max_body_bytes: int = 16 * 1024
-    hsts_enabled: bool = False
-    hsts_max_age_seconds: int = 31536000
-    trusted_proxy_count: int = 0
+    max_body_bytes: int = setting(
+        "MAX_BODY_BYTES", 16 * 1024, unit="bytes", minimum=1,
+        doc="largest request body accepted; larger ones get 413")
+    hsts_enabled: bool = setting(
+        "HSTS", False, doc="send HSTS even when TLS is terminated by a proxy")
+    hsts_max_age_seconds: int = setting(
+        "HSTS_MAX_AGE", 31536000, unit="seconds", doc="HSTS `max-age`")
+    trusted_proxy_count: int = setting(
+        "TRUSTED_PROXIES", 0, unit="proxies", minimum=0,
+        doc="how many proxies' `X-Forwarded-*` headers to trust")
 
     # argon2id cost (RFC 9106 second recommendation: t=3, m=64 MiB, p=4).
-    argon2_time_cost: int = 3
-    argon2_memory_kib: int = 65536
-    argon2_parallelism: int = 4
+    argon2_time_cost: int = setting(
+        "ARGON2_TIME_COST", 3, unit="passes", minimum=1,
+        doc="argon2id time cost (RFC 9106's second recommended setting)")
+    argon2_memory_kib: int = setting(
+        "ARGON2_MEMORY_KIB", 65536, unit="KiB", minimum=1,
+        doc="argon2id memory per hash (RFC 9106's second recommended setting)")
+    argon2_parallelism: int = setting(
+        "ARGON2_PARALLELISM", 4, unit="lanes", minimum=1,
+        doc="argon2id parallelism (RFC 9106's second recommended setting)")
 
-    # Verified-signature cache for the hot path: size in tokens.
-    jwt_cache_size: int = 20000
-    redis_socket_timeout_seconds: float = 2.0
-    redis_connect_timeout_seconds: float = 2.0
-    # Reconnect attempts per Redis call after a lost connection (bounded, with jittered
-    # exponential backoff capped below) before the request fails closed with a 503.
-    redis_retries: int = 2
-    redis_retry_backoff_cap_seconds: float = 0.25
-    log_level: str = "INFO"
+    jwt_cache_size: int = setting(
+        "JWT_CACHE_SIZE", 20000, unit="tokens", minimum=1,
+        doc="verified access tokens cached per worker (see DESIGN.md)")
+    redis_socket_timeout_seconds: float = setting(
+        "REDIS_SOCKET_TIMEOUT", 2.0, unit="seconds",
+        doc="longest wait for a Redis reply before the request fails closed with 503")
+    redis_connect_timeout_seconds: float = setting(
+        "REDIS_CONNECT_TIMEOUT", 2.0, unit="seconds",
+        doc="longest wait for a Redis connection before the request fails closed with 503")
+    redis_retries: int = setting(
+        "REDIS_RETRIES", 2, unit="retries", minimum=0,
+        doc="reconnect attempts per Redis call after a lost connection, with jittered "
+            "backoff (never on timeouts); past them the request fails closed with 503")
+    redis_retry_backoff_cap_seconds: float = setting(
+        "REDIS_RETRY_BACKOFF_CAP", 0.25, unit="seconds", minimum=0,
+        doc="the longest backoff between those reconnect attempts")
+    log_level: str = setting("LOG_LEVEL", "INFO", doc="server log level")
 
     # D2 throttling (Flask-Limiter, moving window, counted in Redis). Only failures count.
     # API.md: no looser than 10 failed logins per account per
     # 15 minutes and 100 invalid bearer tokens per client IP per minute. Per-IP limits are
     # generous because mobile carriers put many users behind one address (CGNAT).
-    login_failures_per_account: int = 10
-    login_failures_per_account_window_seconds: int = 900
-    login_failures_per_ip: int = 100
-    login_failures_per_ip_window_seconds: int = 900
-    registration_failures_per_ip: int = 100
-    registration_failures_per_ip_window_seconds: int = 3600
-    invalid_tokens_per_ip: int = 100
-    invalid_tokens_per_ip_window_seconds: int = 60
+    login_failures_per_account: int = setting(
+        "LOGIN_FAILURES_PER_ACCOUNT", 10, unit="failures", minimum=1,
+        doc="failed logins (and wrong step-up passwords) per account per window before 429")
+    login_failures_per_account_window_seconds: int = setting(
+        "LOGIN_FAILURES_PER_ACCOUNT_WINDOW", 900, unit="seconds", minimum=1,
+        doc="the window of `LOGIN_FAILURES_PER_ACCOUNT`")
+    login_failures_per_ip: int = setting(
+        "LOGIN_FAILURES_PER_IP", 100, unit="failures", minimum=1,
+        doc="failed logins (and wrong step-up passwords) per client IP per window "
+            "(generous: carriers put many users behind one IP)")
+    login_failures_per_ip_window_seconds: int = setting(
+        "LOGIN_FAILURES_PER_IP_WINDOW", 900, unit="seconds", minimum=1,
+        doc="the window of `LOGIN_FAILURES_PER_IP`")
+    registration_failures_per_ip: int = setting(
+        "REGISTRATION_FAILURES_PER_IP", 100, unit="failures", minimum=1,
+        doc="registrations that hit a taken name, per client IP per window")
+    registration_failures_per_ip_window_seconds: int = setting(
+        "REGISTRATION_FAILURES_PER_IP_WINDOW", 3600, unit="seconds", minimum=1,
+        doc="the window of `REGISTRATION_FAILURES_PER_IP`")
+    invalid_tokens_per_ip: int = setting(
+        "INVALID_TOKENS_PER_IP", 100, unit="tokens", minimum=1,
+        doc="invalid or unknown bearer/refresh tokens per client IP per window")
+    invalid_tokens_per_ip_window_seconds: int = setting(
+        "INVALID_TOKENS_PER_IP_WINDOW", 60, unit="seconds", minimum=1,
+        doc="the window of `INVALID_TOKENS_PER_IP`")
 
-    # D4: the Redis stream of security events keeps about this many entries (XADD MAXLEN ~).
-    security_stream_max_length: int = 100000
-    # Who may read GET /metrics: comma-separated networks (client address after ProxyFix).
-    metrics_allowed_networks: str = (
-        "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
-    )
-    # prometheus-client multiprocess directory under gunicorn (default: instance/prometheus).
-    metrics_dir: Path | None = None
+    security_stream_max_length: int = setting(
+        "SECURITY_STREAM_MAX_LENGTH", 100000, unit="entries", minimum=1,
+        doc="approximate length the Redis stream of security events is trimmed to "
+            "(D4, `XADD MAXLEN ~`)")
+    metrics_allowed_networks: str = setting(
+        "METRICS_ALLOWED_NETWORKS",
+        "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",
+        shown_default="loopback and private ranges",
+        doc="who may read `GET /metrics` (comma-separated networks, matched against the "
+            "client address after the trusted proxies)")
+    metrics_dir: Path | None = setting(  # noqa: RUF009 - setting() is a field
+        "METRICS_DIR", None, shown_default="`<instance>/prometheus`",
+        doc="prometheus-client's multiprocess directory under gunicorn")
 
-    # gunicorn (serving.py; see docs/OPERATIONS.md).
-    worker_timeout_seconds: int = 30
-    graceful_timeout_seconds: int = 20
-    keepalive_seconds: int = 5
-    # gunicorn's own access log (the app always writes its redacted JSON access log).
-    gunicorn_access_log: bool = False
+    # Serving (cli.py, serving.py; see docs/OPERATIONS.md). The CLI flags win over these.
+    host: str = setting("HOST", "127.0.0.1", doc="address to bind (`--host` wins)")
+    port: int = setting("PORT", 8000, unit="port", minimum=1, maximum=65535,
+                        doc="port to bind (`--port` wins)")
+    workers: int = setting("WORKERS", 2, unit="processes", minimum=1,
+                           doc="gunicorn worker processes (`--workers` wins)")
+    threads: int = setting("THREADS", 8, unit="threads", minimum=1,
+                           doc="threads per gunicorn worker (`--threads` wins)")
+    worker_timeout_seconds: int = setting(
+        "WORKER_TIMEOUT", 30, unit="seconds", minimum=1,
+        doc="gunicorn worker timeout (docs/OPERATIONS.md)")
+    graceful_timeout_seconds: int = setting(
+        "GRACEFUL_TIMEOUT", 20, unit="seconds", minimum=1,
+        doc="gunicorn graceful shutdown time (docs/OPERATIONS.md)")
+    keepalive_seconds: int = setting(
+        "KEEPALIVE", 5, unit="seconds", minimum=0,
+        doc="gunicorn keep-alive (docs/OPERATIONS.md)")
+    gunicorn_access_log: bool = setting(
+        "GUNICORN_ACCESS_LOG", False,
+        doc="also write gunicorn's own access log (redacted: no query values, headers or "
+            "bodies); the app always writes its JSON access log")
 
     @property
     def signing_key_retention_seconds(self) -> int:
@@ -137,65 +280,48 @@ class Settings:
         return self.key_retention_seconds or self.access_token_ttl_seconds + 60
 
 
-# Environment variable (without prefix) -> Settings attribute.
-_ENV_NAMES: dict[str, str] = {
-    "PROFILE": "profile",
-    "ACCESS_TOKEN_TTL": "access_token_ttl_seconds",
-    "IDLE_TIMEOUT": "idle_timeout_seconds",
-    "ABSOLUTE_TIMEOUT": "absolute_timeout_seconds",
-    "REFRESH_REUSE_GRACE": "refresh_reuse_grace_seconds",
-    "STEP_UP_WINDOW": "step_up_window_seconds",
-    "ENDED_SESSION_RETENTION": "ended_session_retention_seconds",
-    "MAX_SESSIONS_PER_USER": "max_sessions_per_user",
-    "SINGLE_SESSION": "single_session",
-    "BINDING_POLICY": "binding_policy",
-    "ALLOW_REGISTRATION": "allow_registration",
-    "REDIS_URL": "redis_url",
-    "REDIS_CLUSTER": "redis_cluster",
-    "REDIS_CLUSTER_NODES": "redis_cluster_nodes",
-    "INSTANCE_PATH": "instance_path",
-    "SIGNING_KEY_FILE": "signing_key_file",
-    "HMAC_SECRET_FILE": "hmac_secret_file",
-    "ISSUER": "issuer",
-    "AUDIENCE": "audience",
-    "KEY_RETENTION": "key_retention_seconds",
-    "HSTS": "hsts_enabled",
-    "HSTS_MAX_AGE": "hsts_max_age_seconds",
-    "TRUSTED_PROXIES": "trusted_proxy_count",
-    "ARGON2_TIME_COST": "argon2_time_cost",
-    "ARGON2_MEMORY_KIB": "argon2_memory_kib",
-    "ARGON2_PARALLELISM": "argon2_parallelism",
-    "JWT_CACHE_SIZE": "jwt_cache_size",
-    "LOG_LEVEL": "log_level",
-    "REDIS_RETRIES": "redis_retries",
-    "REDIS_RETRY_BACKOFF_CAP": "redis_retry_backoff_cap_seconds",
-    "LOGIN_FAILURES_PER_ACCOUNT": "login_failures_per_account",
-    "LOGIN_FAILURES_PER_ACCOUNT_WINDOW": "login_failures_per_account_window_seconds",
-    "LOGIN_FAILURES_PER_IP": "login_failures_per_ip",
-    "LOGIN_FAILURES_PER_IP_WINDOW": "login_failures_per_ip_window_seconds",
-    "REGISTRATION_FAILURES_PER_IP": "registration_failures_per_ip",
-    "REGISTRATION_FAILURES_PER_IP_WINDOW": "registration_failures_per_ip_window_seconds",
-    "INVALID_TOKENS_PER_IP": "invalid_tokens_per_ip",
-    "INVALID_TOKENS_PER_IP_WINDOW": "invalid_tokens_per_ip_window_seconds",
-    "SECURITY_STREAM_MAX_LENGTH": "security_stream_max_length",
-    "METRICS_ALLOWED_NETWORKS": "metrics_allowed_networks",
-    "METRICS_DIR": "metrics_dir",
-    "WORKER_TIMEOUT": "worker_timeout_seconds",
-    "GRACEFUL_TIMEOUT": "graceful_timeout_seconds",
-    "KEEPALIVE": "keepalive_seconds",
-    "GUNICORN_ACCESS_LOG": "gunicorn_access_log",
-}
+def _shown_default(f: Any) -> str:
+    """Return the default as docs/CONFIGURATION.md states it: the literal in backticks."""
+    declared = f.metadata[_SPEC_KEY]
+    if declared["shown_default"] is not None:
+        return str(declared["shown_default"])
+    value = f.default
+    if value is None or value == "":
+        return "unset"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    return f"`{value}`"
+
+
+def _spec(f: Any) -> SettingSpec:
+    declared = f.metadata.get(_SPEC_KEY)
+    if declared is None:
+        # A field made without setting() would be a setting with no variable: the drift
+        # this module exists to prevent.
+        raise TypeError(f"Settings.{f.name} must be declared with setting()")
+    return SettingSpec(f.name, declared["env"], str(f.type), declared["unit"],
+                       declared["doc"], _shown_default(f), declared["minimum"],
+                       declared["maximum"])
+
+
+#: Every setting, in declaration order, derived from the fields of :class:`Settings`.
+SETTINGS: tuple[SettingSpec, ...] = tuple(_spec(f) for f in fields(Settings))
+_BY_NAME: dict[str, SettingSpec] = {s.name: s for s in SETTINGS}
+if len({s.env for s in SETTINGS}) != len(SETTINGS):  # pragma: no cover - a typo at import
+    raise TypeError("two settings declare the same environment variable")
 
 _PROFILE_FIELDS = {f.name for f in fields(Profile)}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _coerce(name: str, raw: Any, target: Any) -> Any:
-    """Convert one raw value to the type of the attribute's default."""
+def _coerce(spec: SettingSpec, raw: Any) -> Any:
+    """Convert one raw value (text from the environment, or an override) to its declared type."""
     if raw is None:
         return None
-    kind = {f.name: f.type for f in fields(Settings)}[name]
+    kind = spec.kind
     try:
         if kind == "bool":
             if isinstance(raw, bool):
@@ -216,39 +342,24 @@ def _coerce(name: str, raw: Any, target: Any) -> Any:
             return str(raw) or None
         return str(raw)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"setting {name!r} has an invalid value") from exc
+        raise ConfigError(f"setting {spec.name!r} has an invalid value") from exc
+
+
+def _check_bounds(s: Settings) -> None:
+    """Enforce each setting's declared ``minimum`` and ``maximum``."""
+    for spec in SETTINGS:
+        low, high, value = spec.minimum, spec.maximum, getattr(s, spec.name)
+        if high is not None and low is not None and not low <= value <= high:
+            raise ConfigError(f"{spec.name} must be between {low:g} and {high:g}")
+        if low is not None and value < low:
+            raise ConfigError(f"{spec.name} must be positive" if low == 1
+                              else f"{spec.name} cannot be negative" if low == 0
+                              else f"{spec.name} must be at least {low:g}")
 
 
 def _validate(s: Settings) -> None:
     """Reject settings that would make sessions unsafe or the server unusable."""
-    positive = (
-        "access_token_ttl_seconds",
-        "idle_timeout_seconds",
-        "absolute_timeout_seconds",
-        "step_up_window_seconds",
-        "max_sessions_per_user",
-        "max_body_bytes",
-        "argon2_time_cost",
-        "argon2_memory_kib",
-        "argon2_parallelism",
-        "jwt_cache_size",
-        "login_failures_per_account",
-        "login_failures_per_account_window_seconds",
-        "login_failures_per_ip",
-        "login_failures_per_ip_window_seconds",
-        "registration_failures_per_ip",
-        "registration_failures_per_ip_window_seconds",
-        "invalid_tokens_per_ip",
-        "invalid_tokens_per_ip_window_seconds",
-        "security_stream_max_length",
-        "worker_timeout_seconds",
-        "graceful_timeout_seconds",
-    )
-    for name in positive:
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"{name} must be positive")
-    if s.refresh_reuse_grace_seconds < 0 or s.refresh_reuse_grace_seconds > 300:
-        raise ConfigError("refresh_reuse_grace_seconds must be between 0 and 300")
+    _check_bounds(s)
     if s.idle_timeout_seconds > s.absolute_timeout_seconds:
         raise ConfigError("idle_timeout_seconds cannot exceed absolute_timeout_seconds")
     if s.access_token_ttl_seconds > s.idle_timeout_seconds:
@@ -258,12 +369,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("key_retention_seconds cannot be shorter than the access token TTL")
     if s.binding_policy not in BINDING_POLICIES:
         raise ConfigError(f"binding_policy must be one of {', '.join(BINDING_POLICIES)}")
-    if s.trusted_proxy_count < 0:
-        raise ConfigError("trusted_proxy_count cannot be negative")
-    if s.redis_retries < 0 or s.redis_retry_backoff_cap_seconds < 0:
-        raise ConfigError("redis_retries and redis_retry_backoff_cap_seconds cannot be negative")
-    if s.keepalive_seconds < 0:
-        raise ConfigError("keepalive_seconds cannot be negative")
+    if not s.host.strip():
+        raise ConfigError("host cannot be empty")
     _validate_cluster(s)
     try:
         metrics_networks(s)
@@ -309,16 +416,13 @@ def metrics_networks(s: Settings) -> tuple[IPv4Network | IPv6Network, ...]:
 
 
 def load_settings(
-    environ: dict[str, str] | None = None, overrides: dict[str, Any] | None = None
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Settings:
     """Build validated settings from the profile, the environment and explicit overrides."""
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for env_name, attr in _ENV_NAMES.items():
-        if ENV_PREFIX + env_name in env:
-            values[attr] = env[ENV_PREFIX + env_name]
+    values: dict[str, Any] = {s.name: env[s.variable] for s in SETTINGS if s.variable in env}
     for key, value in (overrides or {}).items():
-        if key not in {f.name for f in fields(Settings)}:
+        if key not in _BY_NAME:
             raise ConfigError(f"unknown setting {key!r}")
         values[key] = value
 
@@ -332,7 +436,7 @@ def load_settings(
     for attr, raw in values.items():
         if attr == "profile":
             continue
-        merged[attr] = _coerce(attr, raw, getattr(Settings, attr, None))
+        merged[attr] = _coerce(_BY_NAME[attr], raw)
     settings = replace(Settings(), **merged)
     _validate(settings)
     return settings

@@ -1,8 +1,12 @@
 """Slow and then refuse guessing and brute force (D2), counting failures in Redis.
 
 Flask-Limiter does the counting, with its Redis storage on the session store's Redis
-(one thing to run, one thing to back up) under ``store.RATE_LIMIT_KEY_PREFIX``. The
-limits, all set in ``config.py``:
+(one thing to run, one thing to back up) under ``store.RATE_LIMIT_KEY_PREFIX``. Each
+budget is a named :class:`FailureBudget` below (sized by settings in ``config.py``), and
+each view says which it spends with one line under its route, ``@throttle.limited(...)``,
+so a reader of ``login()`` sees its limits there. The decorator only marks the view: the
+limiter is built per app in :func:`init_app` (no global client), which wraps every marked
+view. The budgets:
 
 - failed logins per account (the username's keyed pseudonym): tight, 10 per 15 minutes by
   default; failed registrations of a taken name count against the same account budget;
@@ -44,8 +48,8 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RequestLimit
@@ -58,23 +62,84 @@ from .errors import ApiError, InvalidToken, TooManyRequests, problem_response
 from .extension import Services
 from .store import RATE_LIMIT_KEY_PREFIX, connection_options
 
-__all__ = ["EXTENSION_KEY", "Throttle", "client_ip_key", "init_app"]
+__all__ = ["ACCOUNT_FAILURES", "BUDGETS", "EXTENSION_KEY", "LOGIN_IP_FAILURES",
+           "REGISTRATION_IP_FAILURES", "STEP_UP_FAILURES", "STEP_UP_IP_FAILURES",
+           "FailureBudget", "Throttle", "client_ip_key", "init_app", "limited"]
 
 EXTENSION_KEY = "latchkey_throttle"
 
 _log = logging.getLogger("latchkey.throttle")
 
-# Flask-Limiter scopes (part of each counter's key) and the metric label of each.
-_ACCOUNT_SCOPE = "account"
-_STEP_UP_SCOPE = "step_up"
-_LABELS = {
-    _ACCOUNT_SCOPE: "account_failures",
-    _STEP_UP_SCOPE: "step_up_failures",
-    "auth.login:ip": "login_ip_failures",
-    "auth.register:ip": "register_ip_failures",
-    "sessions.reauth:ip": "step_up_ip_failures",
-    "sessions.password:ip": "step_up_ip_failures",
-}
+_BUDGETS_ATTR = "_latchkey_failure_budgets"
+# Whom a budget counts per: the client's address, the account a login names, or the user
+# a Bearer token names.
+_PER_IP, _PER_ACCOUNT, _PER_SIGNED_IN_USER = "ip", "account", "signed_in_user"
+
+
+@dataclass(frozen=True)
+class FailureBudget:
+    """One D2 budget: which failures spend it, per what, sized by which two settings.
+
+    ``label`` names it in the ``rate_limited`` metric and the security event. A budget
+    with a ``shared_scope`` is one counter for every view that spends it (Flask-Limiter's
+    shared limit, the scope part of its key); any other is a counter per view, keyed
+    ``<endpoint>:ip``.
+    """
+
+    label: str
+    per: str
+    amount_setting: str
+    window_setting: str
+    counts: tuple[str, ...]  # the error codes that spend it; successes never do
+    shared_scope: str | None = None
+
+    def limit_string(self, settings: Settings) -> str:
+        """Return the Flask-Limiter limit for these settings."""
+        amount, window = getattr(settings, self.amount_setting), getattr(
+            settings, self.window_setting)
+        return f"{amount} per {window} second"
+
+
+ACCOUNT_FAILURES = FailureBudget(
+    "account_failures", _PER_ACCOUNT, "login_failures_per_account",
+    "login_failures_per_account_window_seconds", ("invalid_credentials", "username_taken"),
+    shared_scope="account")
+LOGIN_IP_FAILURES = FailureBudget(
+    "login_ip_failures", _PER_IP, "login_failures_per_ip",
+    "login_failures_per_ip_window_seconds", ("invalid_credentials",))
+REGISTRATION_IP_FAILURES = FailureBudget(
+    "register_ip_failures", _PER_IP, "registration_failures_per_ip",
+    "registration_failures_per_ip_window_seconds", ("username_taken",))
+# Step-up and password change check a password too: a stolen access token must not become
+# an unmetered password oracle. Same budgets as login, keyed by the token's user.
+STEP_UP_FAILURES = FailureBudget(
+    "step_up_failures", _PER_SIGNED_IN_USER, "login_failures_per_account",
+    "login_failures_per_account_window_seconds", ("invalid_credentials",),
+    shared_scope="step_up")
+STEP_UP_IP_FAILURES = FailureBudget(
+    "step_up_ip_failures", _PER_IP, "login_failures_per_ip",
+    "login_failures_per_ip_window_seconds", ("invalid_credentials",))
+BUDGETS = (ACCOUNT_FAILURES, LOGIN_IP_FAILURES, REGISTRATION_IP_FAILURES, STEP_UP_FAILURES,
+           STEP_UP_IP_FAILURES)
+
+_View = TypeVar("_View", bound=Callable[..., Any])
+
+
+def limited(*budgets: FailureBudget) -> Callable[[_View], _View]:
+    """Declare the failure budgets a view spends, checked in the order given.
+
+    Put it directly under the route decorator, so it marks the view the route registers
+    (outside ``require_session``: a refused guess costs no session lookup). ``init_app``
+    applies the limits; the view itself is returned unchanged.
+    """
+
+    def mark(view: _View) -> _View:
+        setattr(view, _BUDGETS_ATTR, budgets)
+        return view
+
+    return mark
+
+
 _INVALID_TOKEN_SCOPE = "invalid_token"  # noqa: S105 - a counter scope, not a secret
 
 
@@ -107,10 +172,6 @@ def _storage_uri(redis_url: str, settings: Settings) -> str:
     return redis_url
 
 
-def _per(amount: int, window_seconds: int) -> str:
-    return f"{amount} per {window_seconds} second"
-
-
 @dataclass
 class Throttle:
     """The app's limiter and the invalid-token counter built on its storage."""
@@ -118,6 +179,9 @@ class Throttle:
     limiter: Limiter
     services: Services
     invalid_token_item: RateLimitItem
+    # Flask-Limiter's scope of each applied limit (the shared scope, or "<endpoint>:ip")
+    # -> its budget, so a refusal is reported under the budget's label.
+    budgets_by_scope: dict[str, FailureBudget] = field(default_factory=dict)
 
     def account_key(self) -> str:
         """Return the counter key of the account a login or registration names.
@@ -148,9 +212,10 @@ class Throttle:
     def on_breach(self, limit: RequestLimit) -> None:
         """Record a refusal by a Flask-Limiter limit: Retry-After, metric, one event."""
         key, scope = limit.request_args[-2], limit.request_args[-1]
-        label = _LABELS.get(scope, scope)
+        budget = self.budgets_by_scope.get(scope)
         g.retry_after_seconds = max(1, int(limit.reset_at - time.time()))
-        self._refused(label, key, limit.limit, "brute_force")
+        self._refused(budget.label if budget else scope, key, limit.limit, "brute_force",
+                      per_account=budget is not None and budget.per != _PER_IP)
 
     def count_invalid_token(self) -> int | None:
         """Count one invalid token from this client; return Retry-After if now refused."""
@@ -160,10 +225,12 @@ class Throttle:
             return None
         reset_at, _ = strategy.get_window_stats(self.invalid_token_item, ip,
                                                 _INVALID_TOKEN_SCOPE)
-        self._refused("invalid_token_ip", ip, self.invalid_token_item, "token_guessing")
+        self._refused("invalid_token_ip", ip, self.invalid_token_item, "token_guessing",
+                      per_account=False)
         return max(1, int(reset_at - time.time()) + 1)
 
-    def _refused(self, label: str, key: str, item: RateLimitItem, event: str) -> None:
+    def _refused(self, label: str, key: str, item: RateLimitItem, event: str, *,
+                 per_account: bool) -> None:
         observability.metrics().rate_limited.labels(limit=label).inc()
         # One event per key and window: the first refusal wins the one-shot counter.
         once = RateLimitItemPerSecond(1, item.get_expiry())
@@ -171,7 +238,7 @@ class Throttle:
             fields: dict[str, Any] = {"limit": label, "ip": request.remote_addr,
                                       "limit_per_window": item.amount,
                                       "window_seconds": item.get_expiry()}
-            if label in ("account_failures", "step_up_failures"):
+            if per_account:
                 fields["account_ref"] = key
             self.services.events.security(event, **fields)
 
@@ -188,19 +255,42 @@ def _failed(*codes: str) -> Callable[[Response], bool]:
     return deduct_when
 
 
-def _limit_view(app: Flask, endpoint: str, *limits: Any) -> None:
-    """Apply Flask-Limiter limits to a registered view (innermost first)."""
-    view = app.view_functions.get(endpoint)
-    if view is None:
-        # A renamed view must not silently lose its limit.
-        raise RuntimeError(f"cannot rate-limit unknown endpoint {endpoint!r}")
-    for limit in limits:
-        view = limit(view)
-    app.view_functions[endpoint] = view
+def _apply_budgets(app: Flask, throttle: Throttle) -> None:
+    """Wrap every view marked with :func:`limited` in its Flask-Limiter limits.
+
+    Each budget becomes one Flask-Limiter decorator per app, so a shared budget is one
+    counter across its views; limits apply innermost first, in the order declared.
+    """
+    limiter, s = throttle.limiter, throttle.services.settings
+    key_funcs = {_PER_ACCOUNT: throttle.account_key,
+                 _PER_SIGNED_IN_USER: throttle.signed_in_user_key}
+    shared: dict[FailureBudget, Any] = {}
+    for endpoint, view in list(app.view_functions.items()):
+        budgets: tuple[FailureBudget, ...] = getattr(view, _BUDGETS_ATTR, ())
+        for budget in budgets:
+            deduct_when = _failed(*budget.counts)
+            if budget.shared_scope is not None:
+                if budget not in shared:
+                    shared[budget] = limiter.shared_limit(
+                        budget.limit_string(s), scope=budget.shared_scope,
+                        key_func=key_funcs[budget.per], deduct_when=deduct_when)
+                decorator, scope = shared[budget], budget.shared_scope
+            else:
+                decorator = limiter.limit(budget.limit_string(s), scope=budget.per,
+                                          key_func=key_funcs.get(budget.per),
+                                          deduct_when=deduct_when)
+                scope = f"{endpoint}:{budget.per}"
+            throttle.budgets_by_scope[scope] = budget
+            view = decorator(view)
+        app.view_functions[endpoint] = view
+    unused = {b.label for b in BUDGETS} - {b.label for b in throttle.budgets_by_scope.values()}
+    if unused:
+        # A view that lost its decorator must not silently lose its limit.
+        raise RuntimeError(f"failure budgets no view spends: {sorted(unused)}")
 
 
 def init_app(app: Flask, svc: Services, redis_url: str) -> Throttle:
-    """Build the limiter on the session Redis and apply the D2 limits to ``app``."""
+    """Build the limiter on the session Redis and apply the views' declared budgets."""
     s = svc.settings
     options: dict[str, Any] = {"key_prefix": RATE_LIMIT_KEY_PREFIX, "wrap_exceptions": True,
                                **connection_options(s)}
@@ -230,26 +320,7 @@ def init_app(app: Flask, svc: Services, redis_url: str) -> Throttle:
     app.before_request_funcs[None].remove(limiter._check_request_limit)
     throttle = Throttle(limiter, svc, RateLimitItemPerSecond(
         s.invalid_tokens_per_ip, s.invalid_tokens_per_ip_window_seconds))
-
-    per_account = _per(s.login_failures_per_account, s.login_failures_per_account_window_seconds)
-    per_ip = _per(s.login_failures_per_ip, s.login_failures_per_ip_window_seconds)
-    wrong_password = _failed("invalid_credentials")
-    account = limiter.shared_limit(per_account, scope=_ACCOUNT_SCOPE,
-                                   key_func=throttle.account_key,
-                                   deduct_when=_failed("invalid_credentials", "username_taken"))
-    _limit_view(app, "auth.login", account,
-                limiter.limit(per_ip, scope="ip", deduct_when=wrong_password))
-    _limit_view(app, "auth.register", account, limiter.limit(
-        _per(s.registration_failures_per_ip, s.registration_failures_per_ip_window_seconds),
-        scope="ip", deduct_when=_failed("username_taken")))
-    # Step-up and password change check a password too: a stolen access token must not
-    # become an unmetered password oracle. Same budgets as login, keyed by the token's user.
-    step_up = limiter.shared_limit(per_account, scope=_STEP_UP_SCOPE,
-                                   key_func=throttle.signed_in_user_key,
-                                   deduct_when=wrong_password)
-    for endpoint in ("sessions.reauth", "sessions.password"):
-        _limit_view(app, endpoint, step_up,
-                    limiter.limit(per_ip, scope="ip", deduct_when=wrong_password))
+    _apply_budgets(app, throttle)
 
     @app.errorhandler(InvalidToken)
     def _invalid_token(error: InvalidToken) -> Response:

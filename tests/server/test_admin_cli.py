@@ -1,8 +1,8 @@
 """D5: the operator commands (``latchkey-server users|sessions ...``) work against the
 server's real store, and every one of them leaves an ``admin_action`` audit event.
 
-The commands run as subprocesses with the same environment as a running server, exactly
-as an operator would run them next to it.
+The commands run as subprocesses with the same environment as a running server (conftest's
+``live_server``), exactly as an operator would run them next to it.
 """
 
 from __future__ import annotations
@@ -12,36 +12,15 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import (
     FAST_ARGON2,
     PASSWORD,
     VENV_BIN,
     Api,
-    RedisProcess,
-    ServerProcess,
-    start_server,
     unique_username,
 )
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory,
-           redis_server: RedisProcess) -> Iterator[ServerProcess]:
-    srv = start_server(tmp_path_factory.mktemp("admin"), {}, redis_url=redis_server.url)
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def api(server: ServerProcess) -> Iterator[Api]:
-    client = Api(server.base_url)
-    yield client
-    client.close()
 
 
 def cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -54,10 +33,10 @@ def audit_events(result: subprocess.CompletedProcess[str]) -> list[dict]:
     return [d for d in docs if d.get("event") == "admin_action"]
 
 
-def test_users_create_makes_an_account_that_signs_in_and_is_audited(server, api,
+def test_users_create_makes_an_account_that_signs_in_and_is_audited(live_server, api,
                                                                     redis_server):
     username = unique_username("ops")
-    r = cli(server.env, "users", "create", "--username", username, "--role", "admin",
+    r = cli(live_server.env, "users", "create", "--username", username, "--role", "admin",
             "--password-stdin", stdin=PASSWORD + "\n")
     assert r.returncode == 0, r.stderr
     user_id = r.stdout.strip()
@@ -71,22 +50,22 @@ def test_users_create_makes_an_account_that_signs_in_and_is_audited(server, api,
     assert PASSWORD not in r.stdout + r.stderr and user_id not in r.stderr
 
 
-def test_users_create_refuses_weak_passwords_and_taken_names(server, api):
-    weak = cli(server.env, "users", "create", "--username", unique_username(),
+def test_users_create_refuses_weak_passwords_and_taken_names(live_server, api):
+    weak = cli(live_server.env, "users", "create", "--username", unique_username(),
                "--password-stdin", stdin="password123\n")
     assert weak.returncode == 1 and "weak password" in weak.stderr
     taken = api.register()
-    again = cli(server.env, "users", "create", "--username", taken.upper(),
+    again = cli(live_server.env, "users", "create", "--username", taken.upper(),
                 "--password-stdin", stdin=PASSWORD + "\n")
     assert again.returncode == 1 and "taken" in again.stderr
 
 
-def test_sessions_list_shows_only_that_users_sessions_and_is_audited(server, api):
+def test_sessions_list_shows_only_that_users_sessions_and_is_audited(live_server, api):
     alice = api.register()
     alice_sessions = [api.login(alice, device_name=f"phone-{i}") for i in range(2)]
     _, bob_session = api.new_user_session()
 
-    r = cli(server.env, "sessions", "list", "--user", alice, "--json")
+    r = cli(live_server.env, "sessions", "list", "--user", alice, "--json")
     assert r.returncode == 0, r.stderr
     listed = [json.loads(line) for line in r.stdout.splitlines()]
     assert [s["session_id"] for s in listed] == [t["session_id"] for t in alice_sessions]
@@ -99,11 +78,11 @@ def test_sessions_list_shows_only_that_users_sessions_and_is_audited(server, api
     assert event["action"] == "sessions_list" and event["count"] == 2
 
 
-def test_sessions_revoke_ends_one_session_with_reason_admin(server, api):
+def test_sessions_revoke_ends_one_session_with_reason_admin(live_server, api):
     username = api.register()
     target, kept = api.login(username), api.login(username)
 
-    r = cli(server.env, "sessions", "revoke", "--user", username,
+    r = cli(live_server.env, "sessions", "revoke", "--user", username,
             "--session", target["session_id"])
     assert r.returncode == 0, r.stderr
     refused = api.me(target["access_token"])
@@ -116,18 +95,18 @@ def test_sessions_revoke_ends_one_session_with_reason_admin(server, api):
     # The audit trail names the session by its pseudonym, never by its id.
     assert event["session_ref"] and target["session_id"] not in r.stderr
 
-    again = cli(server.env, "sessions", "revoke", "--user", username,
+    again = cli(live_server.env, "sessions", "revoke", "--user", username,
                 "--session", target["session_id"])
     assert again.returncode == 1
     assert audit_events(again)[0]["outcome"] == "ended"
 
 
-def test_sessions_revoke_all_ends_every_session_of_that_user_only(server, api):
+def test_sessions_revoke_all_ends_every_session_of_that_user_only(live_server, api):
     username = api.register()
     sessions = [api.login(username) for _ in range(3)]
     _, bystander = api.new_user_session()
 
-    r = cli(server.env, "sessions", "revoke", "--user", username, "--all")
+    r = cli(live_server.env, "sessions", "revoke", "--user", username, "--all")
     assert r.returncode == 0, r.stderr
     assert "ended 3 session(s)" in r.stdout
     for tokens in sessions:
@@ -137,10 +116,10 @@ def test_sessions_revoke_all_ends_every_session_of_that_user_only(server, api):
     assert event["action"] == "sessions_revoke_all" and event["count"] == 3
 
 
-def test_commands_about_an_unknown_user_fail_cleanly(server):
+def test_commands_about_an_unknown_user_fail_cleanly(live_server):
     for args in (("sessions", "list", "--user", unique_username()),
                  ("sessions", "revoke", "--user", unique_username(), "--all")):
-        r = cli(server.env, *args)
+        r = cli(live_server.env, *args)
         assert r.returncode == 1 and "no user named" in r.stderr
         assert "Traceback" not in r.stderr
 

@@ -1,12 +1,12 @@
 """D5 over HTTP: the admin view of other users' sessions needs the admin role plus a
-recent step-up, and every call, allowed or refused, is audited. Real server and redis.
+recent step-up, and every call, allowed or refused, is audited. Real server (conftest's
+``live_server``) and redis.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,36 +14,19 @@ from tests.conftest import (
     PASSWORD,
     VENV_BIN,
     Api,
-    RedisProcess,
     ServerProcess,
-    start_server,
     unique_username,
 )
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory,
-           redis_server: RedisProcess) -> Iterator[ServerProcess]:
-    srv = start_server(tmp_path_factory.mktemp("admin-http"), {}, redis_url=redis_server.url)
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def admin_name(server: ServerProcess) -> str:
+def admin_name(live_server: ServerProcess) -> str:
     username = unique_username("admin")
     r = subprocess.run([str(VENV_BIN / "latchkey-server"), "users", "create", "--username",
-                        username, "--role", "admin", "--password-stdin"], env=server.env,
+                        username, "--role", "admin", "--password-stdin"], env=live_server.env,
                        input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return username
-
-
-@pytest.fixture
-def api(server: ServerProcess) -> Iterator[Api]:
-    client = Api(server.base_url)
-    yield client
-    client.close()
 
 
 def bearer(tokens: dict) -> dict[str, str]:
@@ -61,7 +44,7 @@ def admin_events(server: ServerProcess) -> list[dict]:
             if line.startswith("{") and '"admin_action"' in line]
 
 
-def test_a_non_admin_gets_404_even_after_step_up_and_is_audited(server, api):
+def test_a_non_admin_gets_404_even_after_step_up_and_is_audited(live_server, api):
     bob, _ = api.new_user_session()
     _, mallory = api.new_user_session()
     mallory = step_up(api, mallory)
@@ -70,19 +53,19 @@ def test_a_non_admin_gets_404_even_after_step_up_and_is_audited(server, api):
     r = api.http.post("/v1/admin/sessions/revoke", json={"username": bob},
                       headers=bearer(mallory))
     assert r.status_code == 404
-    outcomes = [(e["action"], e["outcome"]) for e in admin_events(server)[-2:]]
+    outcomes = [(e["action"], e["outcome"]) for e in admin_events(live_server)[-2:]]
     assert outcomes == [("sessions_list", "denied_role"), ("sessions_revoke", "denied_role")]
 
 
-def test_an_admin_without_a_recent_step_up_gets_403_step_up_required(server, api, admin_name):
+def test_an_admin_without_a_recent_step_up_gets_403_step_up_required(live_server, api, admin_name):
     bob, _ = api.new_user_session()
     admin = api.login(admin_name)
     r = api.http.get("/v1/admin/sessions", params={"username": bob}, headers=bearer(admin))
     assert r.status_code == 403 and r.json()["code"] == "step_up_required"
-    assert admin_events(server)[-1]["outcome"] == "denied_step_up"
+    assert admin_events(live_server)[-1]["outcome"] == "denied_step_up"
 
 
-def test_a_stepped_up_admin_lists_and_ends_another_users_sessions(server, api, admin_name):
+def test_a_stepped_up_admin_lists_and_ends_another_users_sessions(live_server, api, admin_name):
     bob = api.register()
     bob_sessions = [api.login(bob, device_name=f"bob-{i}") for i in range(3)]
     admin = step_up(api, api.login(admin_name))
@@ -107,14 +90,14 @@ def test_a_stepped_up_admin_lists_and_ends_another_users_sessions(server, api, a
         assert api.me(tokens["access_token"]).json()["reason"] == "admin"
     assert api.me(admin["access_token"]).status_code == 200
 
-    audited = [(e["action"], e["outcome"], e["via"]) for e in admin_events(server)[-3:]]
+    audited = [(e["action"], e["outcome"], e["via"]) for e in admin_events(live_server)[-3:]]
     assert audited == [("sessions_list", "ok", "http"), ("sessions_revoke", "revoked", "http"),
                        ("sessions_revoke_all", "ok", "http")]
     # The target is named in the query or body only: its username never reaches the log.
-    assert bob not in server.logs()
+    assert bob not in live_server.logs()
 
 
-def test_admin_revoke_of_an_unknown_user_or_session_is_404(server, api, admin_name):
+def test_admin_revoke_of_an_unknown_user_or_session_is_404(live_server, api, admin_name):
     admin = step_up(api, api.login(admin_name))
     bob, bob_tokens = api.new_user_session()
     r = api.http.post("/v1/admin/sessions/revoke", headers=bearer(admin),

@@ -6,7 +6,7 @@ reported (BINDING_POLICY=report, once per session and change) or also ends the s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -14,9 +14,7 @@ import pytest
 from tests.conftest import (
     PASSWORD,
     TEST_BACKEND,
-    RedisProcess,
     ServerProcess,
-    start_server,
     unique_username,
 )
 from tests.server.ops_support import client_commands_during
@@ -61,13 +59,9 @@ def events(server: ServerProcess, name: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def enforcing(tmp_path_factory: pytest.TempPathFactory,
-              redis_server: RedisProcess) -> Iterator[ServerProcess]:
+def enforcing(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """One server with BINDING_POLICY=enforce shared by this module's enforce tests."""
-    server = start_server(tmp_path_factory.mktemp("enforce"),
-                          {"LATCHKEY_BINDING_POLICY": "enforce"}, redis_url=redis_server.url)
-    yield server
-    server.stop()
+    return module_server_factory(binding_policy="enforce")
 
 
 def test_report_policy_reports_each_change_once_and_keeps_the_session(server_factory):

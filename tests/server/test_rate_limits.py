@@ -7,13 +7,15 @@ check both that failures run out the budget and that successes leave it untouche
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
+from latchkey_server import create_app, throttle
 
-from tests.conftest import PASSWORD, RedisProcess, ServerProcess, start_redis, start_server
+from tests.conftest import PASSWORD, RedisProcess, ServerProcess
 from tests.server.ops_support import client_commands_during, sign_in, wipe_rate_limits
 
 ACCOUNT_BUDGET = 3
@@ -24,28 +26,18 @@ GARBAGE_JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
 
 
 @pytest.fixture(scope="module")
-def d2_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = start_redis(tmp_path_factory.mktemp("redis-d2"))
-    yield server
-    server.stop()
+def d2_redis(module_redis_factory: Callable[..., RedisProcess]) -> RedisProcess:
+    return module_redis_factory()
 
 
 @pytest.fixture(scope="module")
-def throttled(tmp_path_factory: pytest.TempPathFactory,
-              d2_redis: RedisProcess) -> Iterator[ServerProcess]:
-    env = {
-        "LATCHKEY_LOGIN_FAILURES_PER_ACCOUNT": str(ACCOUNT_BUDGET),
-        "LATCHKEY_LOGIN_FAILURES_PER_ACCOUNT_WINDOW": str(WINDOW_SECONDS),
-        "LATCHKEY_LOGIN_FAILURES_PER_IP": str(IP_BUDGET),
-        "LATCHKEY_LOGIN_FAILURES_PER_IP_WINDOW": str(WINDOW_SECONDS),
-        "LATCHKEY_REGISTRATION_FAILURES_PER_IP": str(IP_BUDGET),
-        "LATCHKEY_INVALID_TOKENS_PER_IP": str(TOKEN_BUDGET),
-        "LATCHKEY_INVALID_TOKENS_PER_IP_WINDOW": str(WINDOW_SECONDS),
-    }
-    server = start_server(Path(tmp_path_factory.mktemp("throttled")), env,
-                          redis_url=d2_redis.url)
-    yield server
-    server.stop()
+def throttled(d2_redis: RedisProcess,
+              module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return module_server_factory(
+        store_url=d2_redis.url, login_failures_per_account=ACCOUNT_BUDGET,
+        login_failures_per_account_window=WINDOW_SECONDS, login_failures_per_ip=IP_BUDGET,
+        login_failures_per_ip_window=WINDOW_SECONDS, registration_failures_per_ip=IP_BUDGET,
+        invalid_tokens_per_ip=TOKEN_BUDGET, invalid_tokens_per_ip_window=WINDOW_SECONDS)
 
 
 @pytest.fixture
@@ -170,3 +162,28 @@ def test_a_valid_protected_request_makes_exactly_one_redis_call(
     bad = {"Authorization": f"Bearer {GARBAGE_JWT}"}
     commands = client_commands_during(monitor, lambda: http.get("/v1/me", headers=bad))
     assert len(commands) == 1, commands
+
+
+def test_each_view_spends_the_budgets_it_declares_under_todays_counter_scopes(app) -> None:
+    # The scopes are part of every counter's key in Redis: a change would reset budgets.
+    applied = app.extensions[throttle.EXTENSION_KEY].budgets_by_scope
+    assert applied == {
+        "account": throttle.ACCOUNT_FAILURES,
+        "auth.login:ip": throttle.LOGIN_IP_FAILURES,
+        "auth.register:ip": throttle.REGISTRATION_IP_FAILURES,
+        "step_up": throttle.STEP_UP_FAILURES,
+        "sessions.reauth:ip": throttle.STEP_UP_IP_FAILURES,
+        "sessions.password:ip": throttle.STEP_UP_IP_FAILURES,
+    }
+
+
+def test_a_budget_that_no_view_declares_stops_the_app_at_start(
+        monkeypatch: pytest.MonkeyPatch, redis_server: RedisProcess, tmp_path: Path) -> None:
+    """A view that lost its ``@throttle.limited`` line must not silently lose its limit."""
+    if redis_server.url is None:
+        pytest.skip("the embedded backend would start a Redis for an app that never starts")
+    orphan = replace(throttle.LOGIN_IP_FAILURES, label="orphan_failures")
+    monkeypatch.setattr(throttle, "BUDGETS", (*throttle.BUDGETS, orphan))
+    with pytest.raises(RuntimeError, match="orphan_failures"):
+        create_app({"redis_url": redis_server.url, **getattr(redis_server, "settings", {}),
+                    "instance_path": tmp_path / "instance"})

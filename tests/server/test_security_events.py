@@ -7,8 +7,7 @@ events), with Redis' stream nodes small enough that ``MAXLEN ~`` trimming shows.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 import redis
 from latchkey_server.store import SECURITY_STREAM_KEY
 
-from tests.conftest import RedisProcess, ServerProcess, start_redis, start_server
+from tests.conftest import RedisProcess, ServerProcess
 from tests.server.ops_support import metric_value, sign_in, wait_for, wipe_rate_limits
 from tests.server.store_support import forget_session
 
@@ -25,26 +24,16 @@ STREAM_MAX_LENGTH = 50
 
 
 @pytest.fixture(scope="module")
-def d4_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = start_redis(tmp_path_factory.mktemp("redis-d4"), None,
-                         "--stream-node-max-entries", "10")
-    yield server
-    server.stop()
+def d4_redis(module_redis_factory: Callable[..., RedisProcess]) -> RedisProcess:
+    return module_redis_factory("--stream-node-max-entries", "10")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory,
-           d4_redis: RedisProcess) -> Iterator[ServerProcess]:
-    env = {
-        "LATCHKEY_REFRESH_REUSE_GRACE": "0",
-        "LATCHKEY_LOGIN_FAILURES_PER_ACCOUNT": "2",
-        "LATCHKEY_INVALID_TOKENS_PER_IP": "3",
-        "LATCHKEY_SECURITY_STREAM_MAX_LENGTH": str(STREAM_MAX_LENGTH),
-        "LATCHKEY_WORKERS": "2",
-    }
-    process = start_server(Path(tmp_path_factory.mktemp("d4")), env, redis_url=d4_redis.url)
-    yield process
-    process.stop()
+def server(d4_redis: RedisProcess,
+           module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return module_server_factory(
+        store_url=d4_redis.url, refresh_reuse_grace=0, login_failures_per_account=2,
+        invalid_tokens_per_ip=3, security_stream_max_length=STREAM_MAX_LENGTH, workers=2)
 
 
 @pytest.fixture

@@ -4,21 +4,17 @@ session mode. End to end with the limits set low on a real server and redis-serv
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import Api, RedisProcess, ServerProcess, start_server
+from tests.conftest import Api, ServerProcess
 
 
 @pytest.fixture(scope="module")
-def capped(tmp_path_factory: pytest.TempPathFactory,
-           redis_server: RedisProcess) -> Iterator[ServerProcess]:
+def capped(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """One server with MAX_SESSIONS_PER_USER=2 shared by this module."""
-    server = start_server(tmp_path_factory.mktemp("capped"),
-                          {"LATCHKEY_MAX_SESSIONS_PER_USER": "2"}, redis_url=redis_server.url)
-    yield server
-    server.stop()
+    return module_server_factory(max_sessions_per_user=2)
 
 
 def assert_evicted(api: Api, tokens: dict) -> None:

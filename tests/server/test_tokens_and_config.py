@@ -1,4 +1,5 @@
-"""Unit proof for token shapes (T1, T3, T4, T5) and configuration (L2 presets)."""
+"""Unit proof for token shapes (T1, T3, T4, T5) and configuration (L2 presets, and every
+setting read from its declared variable, bounded and typed as declared)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import time
 
 import jwt
 import pytest
-from latchkey_server.config import PROFILES, ConfigError, load_settings
+from latchkey_server.cli import build_parser, main, serving_settings
+from latchkey_server.config import PROFILES, SETTINGS, ConfigError, Settings, load_settings
 from latchkey_server.errors import InvalidToken, TokenExpired
 from latchkey_server.keys import HmacKeys, KeyRing
 from latchkey_server.tokens import (
@@ -45,6 +47,90 @@ def test_environment_overrides_profile_and_is_validated():
         load_settings({"LATCHKEY_BINDING_POLICY": "maybe"})
     with pytest.raises(ConfigError):
         load_settings({"LATCHKEY_ACCESS_TOKEN_TTL": "300", "LATCHKEY_KEY_RETENTION": "60"})
+
+
+# Values whose cross-field rules a generic "default plus one" would break, and the
+# companions a value needs to be valid at all.
+_SAMPLES = {"profile": "high", "binding_policy": "enforce", "key_retention_seconds": "600",
+            "redis_url": "redis://10.0.0.1:7000/0", "metrics_allowed_networks": "10.0.0.0/8",
+            "redis_cluster_nodes": "10.0.0.2:7001", "host": "10.1.2.3", "port": "9000",
+            "log_level": "DEBUG"}
+_COMPANIONS = {"redis_cluster": {"LATCHKEY_REDIS_URL": "redis://10.0.0.1:7000/0"},
+               "redis_cluster_nodes": {"LATCHKEY_REDIS_URL": "redis://10.0.0.1:7000/0",
+                                       "LATCHKEY_REDIS_CLUSTER": "true"}}
+
+
+def _other_value(spec, tmp_path) -> str:
+    """Return text for ``spec``'s variable that is valid and differs from its default."""
+    default = getattr(Settings(), spec.name)
+    if spec.name in _SAMPLES:
+        return _SAMPLES[spec.name]
+    if spec.kind == "bool":
+        return "false" if default else "true"
+    if spec.kind in ("int", "float"):
+        return str(default + 1)
+    if spec.kind.startswith("Path"):
+        return str(tmp_path / spec.name)
+    return f"{default}-other"
+
+
+@pytest.mark.parametrize("spec", SETTINGS, ids=lambda spec: spec.variable)
+def test_every_setting_is_read_from_its_declared_variable(spec, tmp_path):
+    raw = _other_value(spec, tmp_path)
+    env = {**_COMPANIONS.get(spec.name, {}), spec.variable: raw}
+    loaded = getattr(load_settings(env), spec.name)
+    assert loaded != getattr(load_settings({}), spec.name)
+    assert str(loaded).lower() == raw.lower() or float(loaded) == float(raw)
+
+
+@pytest.mark.parametrize("spec", [s for s in SETTINGS if s.minimum is not None],
+                         ids=lambda spec: spec.variable)
+def test_every_declared_bound_is_enforced_at_load(spec):
+    with pytest.raises(ConfigError, match=spec.name):
+        load_settings({spec.variable: str(spec.minimum - 1)})
+    if spec.maximum is not None:
+        with pytest.raises(ConfigError, match=spec.name):
+            load_settings({spec.variable: str(spec.maximum + 1)})
+
+
+def test_every_setting_has_one_variable_and_durations_say_their_unit_in_the_name():
+    assert len({s.env for s in SETTINGS}) == len(SETTINGS) == len(Settings.__dataclass_fields__)
+    for spec in SETTINGS:
+        assert spec.doc and spec.env == spec.env.upper()
+        assert (spec.unit == "seconds") == spec.name.endswith("_seconds"), spec.name
+        assert (spec.unit == "bytes") == spec.name.endswith("_bytes"), spec.name
+
+
+def test_profile_timeouts_default_to_the_medium_profile():
+    medium = PROFILES["medium"]
+    for name in ("access_token_ttl_seconds", "idle_timeout_seconds",
+                 "absolute_timeout_seconds", "step_up_window_seconds"):
+        assert getattr(Settings(), name) == getattr(medium, name)
+        assert getattr(load_settings({}), name) == getattr(medium, name)
+
+
+def test_serving_flags_win_over_their_variables_and_are_validated_alike():
+    env = {"LATCHKEY_HOST": "10.1.2.3", "LATCHKEY_PORT": "9000", "LATCHKEY_WORKERS": "3",
+           "LATCHKEY_THREADS": "4"}
+    from_env = serving_settings(build_parser().parse_args([]), env)
+    assert (from_env.host, from_env.port, from_env.workers, from_env.threads) == (
+        "10.1.2.3", 9000, 3, 4)
+    flagged = serving_settings(build_parser().parse_args(
+        ["serve", "--host", "::1", "--port", "9001", "--workers", "5", "--threads", "6"]), env)
+    assert (flagged.host, flagged.port, flagged.workers, flagged.threads) == (
+        "::1", 9001, 5, 6)
+    defaults = serving_settings(build_parser().parse_args([]), {})
+    assert (defaults.host, defaults.port, defaults.workers, defaults.threads) == (
+        "127.0.0.1", 8000, 2, 8)
+    with pytest.raises(ConfigError, match="workers"):
+        serving_settings(build_parser().parse_args(["--workers", "0"]), {})
+
+
+def test_a_malformed_serving_variable_is_a_configuration_error_not_a_traceback(
+        monkeypatch, capsys):
+    monkeypatch.setenv("LATCHKEY_WORKERS", "many")
+    assert main([]) == 2
+    assert "configuration error" in capsys.readouterr().err
 
 
 def test_ids_are_random_and_long_enough():

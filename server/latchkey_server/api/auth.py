@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from .. import throttle
 from ..binding import check_binding, request_device_id
 from ..errors import (
     InvalidCredentials,
@@ -81,6 +82,7 @@ def issue_session(svc: Services, *, user_id: str, auth_level: str, device_id: st
 
 
 @bp.post("/register")
+@throttle.limited(throttle.ACCOUNT_FAILURES, throttle.REGISTRATION_IP_FAILURES)
 def register() -> tuple[Response, int]:
     """Create an account (when registration is enabled)."""
     svc = services()
@@ -104,6 +106,7 @@ def register() -> tuple[Response, int]:
 
 
 @bp.post("/login")
+@throttle.limited(throttle.ACCOUNT_FAILURES, throttle.LOGIN_IP_FAILURES)
 def login() -> Response:
     """Check credentials and open a new session with a new id (L4)."""
     svc = services()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, jsonify
 
+from .. import throttle
 from ..binding import request_device_id
 from ..errors import InvalidCredentials, InvalidRequest, NotFound, WeakPassword
 from ..extension import Services, services
@@ -128,6 +129,7 @@ def _device_id(p: Principal) -> str:
 
 
 @bp.post("/reauth")
+@throttle.limited(throttle.STEP_UP_FAILURES, throttle.STEP_UP_IP_FAILURES)
 @require_session
 def reauth() -> Response:
     """Step up: prove the password again; get a new, elevated session (L4).
@@ -143,8 +145,9 @@ def reauth() -> Response:
                          replaced_reason="step_up")
 
 
-# throttle.py meters wrong current passwords by this endpoint name ("sessions.password").
+# The endpoint name is part of its per-IP counter's key (throttle.py): keep it.
 @bp.post("/password", endpoint="password")
+@throttle.limited(throttle.STEP_UP_FAILURES, throttle.STEP_UP_IP_FAILURES)
 @require_session
 def change_password() -> Response:
     """Change the password; end every other session; re-issue the caller's (L4).
