@@ -15,13 +15,13 @@ import httpx
 
 from . import __version__
 from ._core import REFRESH_KEY, LogoutResult, SessionCore
-from ._steps import Plan, Send, Sleep
+from ._steps import Plan, Send, Sleep, attempt_timeout, map_transport_error, never_sent
 from ._timing import Deadline, backoff_delay_seconds
+from .auth import DEFAULT_REFRESH_REPLAY_SECONDS, LatchkeyAuth
 from .errors import (
     ApiError,
     ConfigurationError,
     NetworkError,
-    NetworkTimeoutError,
     RateLimitedError,
     error_from_response,
 )
@@ -91,34 +91,6 @@ class RemoteSession:
         )
 
 
-def map_transport_error(exc: httpx.TransportError, what: str | None = None) -> NetworkError:
-    """Turn an httpx transport error into the SDK's network error (no URL, no headers).
-
-    ``what`` names the call in the message when it is not the caller's own ("refresh").
-    """
-    prefix, name = (f"{what}: " if what else ""), type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
-        return NetworkTimeoutError(f"{prefix}timed out talking to the server ({name})")
-    return NetworkError(f"{prefix}could not talk to the server ({name})")
-
-
-def never_sent(exc: httpx.TransportError) -> bool:
-    """Say whether the request certainly never reached the server (safe to retry any call)."""
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-
-
-def attempt_timeout(base: httpx.Timeout, remaining_seconds: float) -> httpx.Timeout:
-    """Shorten each phase of ``base`` so the attempt ends within ``remaining_seconds``."""
-
-    def clip(value: float | None) -> float:
-        return max(0.05, remaining_seconds if value is None else min(value, remaining_seconds))
-
-    return httpx.Timeout(
-        connect=clip(base.connect), read=clip(base.read), write=clip(base.write),
-        pool=clip(base.pool),
-    )
-
-
 def revocation_outcome(response: httpx.Response) -> bool | None:
     """Read a logout answer: True confirmed, False refused for good, None try again later."""
     if response.status_code < 300:
@@ -138,7 +110,6 @@ class ClientBase:
     the idle timer on a thread or a task.
     """
 
-    _auth: Any  # LatchkeyAuth, set by _setup (auth.py imports this module)
 
     def __init__(
         self,
@@ -197,11 +168,27 @@ class ClientBase:
         # call that triggered this one, or another thread or task) is left to finish alone.
         self._flushing = threading.Lock()
         self._core.events.on(EventName.SIGNED_OUT, self._stop_idle_timer)
-        self._setup(transport)
+        self._http = self._open_http(self._http_options(transport))
+        self._auth = LatchkeyAuth(
+            self._core,
+            origin=self._base_url,
+            refresh_url=self._url("v1/auth/refresh"),
+            sync_http=self._http if isinstance(self._http, httpx.Client) else None,
+            async_http=self._http if isinstance(self._http, httpx.AsyncClient) else None,
+            refresh_timeout=self._timeout,
+            refresh_replay_seconds=DEFAULT_REFRESH_REPLAY_SECONDS,
+            device_id=device_id,
+            user_agent=self._headers["User-Agent"],
+        )
 
-    def _setup(self, transport: Any) -> None:
-        """Create the HTTP client and the auth flow (sync or async)."""
+    def _open_http(self, options: dict[str, Any]) -> Any:
+        """Create the HTTP client: ``httpx.Client`` or ``httpx.AsyncClient``."""
         raise NotImplementedError
+
+    @property
+    def auth(self) -> LatchkeyAuth:
+        """The ``httpx.Auth`` to pass to your own httpx client for your API."""
+        return self._auth
 
     def _start_idle_timer(self, timeout_seconds: float,
                           warn_before_seconds: float) -> IdleTimer | AsyncIdleTimer:

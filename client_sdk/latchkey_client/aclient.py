@@ -15,7 +15,6 @@ import httpx
 from ._base import ClientBase, RemoteSession
 from ._core import LogoutResult
 from ._steps import Plan, T, run_async
-from .auth import DEFAULT_REFRESH_REPLAY_SECONDS, LatchkeyAuth
 from .errors import LatchkeyError
 from .events import SessionInfo, SignOutReason
 from .idle import AsyncIdleTimer
@@ -36,26 +35,13 @@ class AsyncLatchkeyClient(ClientBase):
             me = (await client.get("/v1/me")).json()
     """
 
-    def _setup(self, transport: Any) -> None:
-        self._http = httpx.AsyncClient(**self._http_options(transport))
-        self._auth = LatchkeyAuth(
-            self._core,
-            origin=self._base_url,
-            refresh_url=self._url("v1/auth/refresh"),
-            async_http=self._http,
-            refresh_timeout=self._timeout,
-            refresh_replay_seconds=DEFAULT_REFRESH_REPLAY_SECONDS,
-            device_id=self._device_id,
-            user_agent=self._headers["User-Agent"],
-        )
+    _http: httpx.AsyncClient
+
+    def _open_http(self, options: dict[str, Any]) -> httpx.AsyncClient:
+        return httpx.AsyncClient(**options)
 
     async def _run(self, plan: Plan[T]) -> T:
         return await run_async(plan, self._http)
-
-    @property
-    def auth(self) -> LatchkeyAuth:
-        """The ``httpx.Auth`` to pass to your own ``httpx.AsyncClient`` for your API."""
-        return self._auth
 
     # -- account and session ----------------------------------------------------------------
 

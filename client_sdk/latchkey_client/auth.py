@@ -38,10 +38,18 @@ from typing import Any
 
 import httpx
 
-from ._base import attempt_timeout, map_transport_error
 from ._core import REFRESH_KEY, SessionCore, Tokens, problem_code
 from ._locks import ProcessLock
-from ._steps import HoldProcessLock, Plan, Send, Sleep, run_async, run_sync
+from ._steps import (
+    HoldProcessLock,
+    Plan,
+    Send,
+    Sleep,
+    attempt_timeout,
+    map_transport_error,
+    run_async,
+    run_sync,
+)
 from ._timing import Deadline, backoff_delay_seconds
 from .errors import (
     ApiError,

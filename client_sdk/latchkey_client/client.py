@@ -15,7 +15,6 @@ import httpx
 from ._base import ClientBase, RemoteSession
 from ._core import LogoutResult
 from ._steps import Plan, T, run_sync
-from .auth import DEFAULT_REFRESH_REPLAY_SECONDS, LatchkeyAuth
 from .errors import LatchkeyError
 from .events import SessionInfo, SignOutReason
 from .idle import IdleTimer
@@ -40,26 +39,13 @@ class LatchkeyClient(ClientBase):
     See ``docs/SDK.md`` for the options, events and errors.
     """
 
-    def _setup(self, transport: Any) -> None:
-        self._http = httpx.Client(**self._http_options(transport))
-        self._auth = LatchkeyAuth(
-            self._core,
-            origin=self._base_url,
-            refresh_url=self._url("v1/auth/refresh"),
-            sync_http=self._http,
-            refresh_timeout=self._timeout,
-            refresh_replay_seconds=DEFAULT_REFRESH_REPLAY_SECONDS,
-            device_id=self._device_id,
-            user_agent=self._headers["User-Agent"],
-        )
+    _http: httpx.Client
+
+    def _open_http(self, options: dict[str, Any]) -> httpx.Client:
+        return httpx.Client(**options)
 
     def _run(self, plan: Plan[T]) -> T:
         return run_sync(plan, self._http)
-
-    @property
-    def auth(self) -> LatchkeyAuth:
-        """The ``httpx.Auth`` to pass to your own ``httpx.Client`` for your API."""
-        return self._auth
 
     # -- account and session ----------------------------------------------------------------
 
