@@ -1,4 +1,8 @@
-"""Build what the sync and async clients share: options, URLs, request and error rules."""
+"""Build what the sync and async clients share: options, rules and every call's plan.
+
+The plans are sans-I/O generators (``_steps.py``), so the retry, logout and account logic
+is written once here and the two clients only drive it.
+"""
 
 from __future__ import annotations
 
@@ -109,7 +113,6 @@ class ClientBase:
     :class:`AsyncLatchkeyClient` only drive the plans (blocking or with ``await``) and run
     the idle timer on a thread or a task.
     """
-
 
     def __init__(
         self,

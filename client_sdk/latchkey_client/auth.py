@@ -257,7 +257,7 @@ class LatchkeyAuth(httpx.Auth):
         raise error
 
     def _current_if_fresh(self, stale: Tokens | None) -> Tokens | None:
-        """Return the tokens if no refresh is needed (checked before and after the lock)."""
+        """Return the tokens if no refresh is needed; the plan checks again under the lock."""
         tokens = self._precheck()
         return None if self._needs_refresh(tokens, stale) else tokens
 
