@@ -1,27 +1,36 @@
-"""Build what the sync and async clients share: options, URLs, request and error rules."""
+"""Build what the sync and async clients share: options, rules and every call's plan.
+
+The plans are sans-I/O generators (``_steps.py``), so the retry, logout and account logic
+is written once here and the two clients only drive it.
+"""
 
 from __future__ import annotations
 
 import logging
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from . import __version__
-from ._core import SessionCore
+from ._core import REFRESH_KEY, LogoutResult, SessionCore
+from ._steps import Plan, Send, Sleep, attempt_timeout, map_transport_error, never_sent
+from ._timing import Deadline, backoff_delay_seconds
+from .auth import DEFAULT_REFRESH_REPLAY_SECONDS, LatchkeyAuth
 from .errors import (
     ApiError,
     ConfigurationError,
     NetworkError,
-    NetworkTimeoutError,
+    RateLimitedError,
     error_from_response,
 )
-from .events import AuthEvent, EventName, SessionInfo
+from .events import AuthEvent, EventName, SessionInfo, SignOutReason
+from .idle import AsyncIdleTimer, IdleTimer, default_warning_seconds
 from .storage.base import Storage
 from .transport import check_base_url, check_request_url, pinned_ssl_context, same_origin
 
@@ -86,32 +95,24 @@ class RemoteSession:
         )
 
 
-def map_transport_error(exc: httpx.TransportError) -> NetworkError:
-    """Turn an httpx transport error into the SDK's network error (no URL, no headers)."""
-    if isinstance(exc, httpx.TimeoutException):
-        return NetworkTimeoutError(f"timed out talking to the server ({type(exc).__name__})")
-    return NetworkError(f"could not talk to the server ({type(exc).__name__})")
-
-
-def never_sent(exc: httpx.TransportError) -> bool:
-    """Say whether the request certainly never reached the server (safe to retry any call)."""
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-
-
-def attempt_timeout(base: httpx.Timeout, remaining_seconds: float) -> httpx.Timeout:
-    """Shorten each phase of ``base`` so the attempt ends within ``remaining_seconds``."""
-
-    def clip(value: float | None) -> float:
-        return max(0.05, remaining_seconds if value is None else min(value, remaining_seconds))
-
-    return httpx.Timeout(
-        connect=clip(base.connect), read=clip(base.read), write=clip(base.write),
-        pool=clip(base.pool),
-    )
+def revocation_outcome(response: httpx.Response) -> bool | None:
+    """Read a logout answer: True confirmed, False refused for good, None try again later."""
+    if response.status_code < 300:
+        return True
+    if response.status_code in RETRY_STATUSES or response.status_code >= 500:
+        return None
+    return False  # a 4xx other than 429: the server will never accept this token
 
 
 class ClientBase:
-    """Options and rules common to :class:`LatchkeyClient` and :class:`AsyncLatchkeyClient`."""
+    """Options, rules and every call's plan, shared by both clients.
+
+    As httpx's ``BaseClient`` holds what its two clients share, this holds each call as a
+    sans-I/O plan (``_steps.py``): the retry plan of :meth:`_send_plan`, the logout outcome
+    of :meth:`_logout_plan`, the account calls. :class:`LatchkeyClient` and
+    :class:`AsyncLatchkeyClient` only drive the plans (blocking or with ``await``) and run
+    the idle timer on a thread or a task.
+    """
 
     def __init__(
         self,
@@ -164,10 +165,37 @@ class ClientBase:
             storage=storage, stay_signed_in=stay_signed_in,
             refresh_leeway_seconds=refresh_leeway_seconds, clock=clock,
         )
-        self._setup(transport)
+        self._idle: IdleTimer | AsyncIdleTimer | None = None
+        self._idle_lock = threading.Lock()
+        # Taken without waiting, so it serves both clients: a flush already under way (the
+        # call that triggered this one, or another thread or task) is left to finish alone.
+        self._flushing = threading.Lock()
+        self._core.events.on(EventName.SIGNED_OUT, self._stop_idle_timer)
+        self._http = self._open_http(self._http_options(transport))
+        self._auth = LatchkeyAuth(
+            self._core,
+            origin=self._base_url,
+            refresh_url=self._url("v1/auth/refresh"),
+            sync_http=self._http if isinstance(self._http, httpx.Client) else None,
+            async_http=self._http if isinstance(self._http, httpx.AsyncClient) else None,
+            refresh_timeout=self._timeout,
+            refresh_replay_seconds=DEFAULT_REFRESH_REPLAY_SECONDS,
+            device_id=device_id,
+            user_agent=self._headers["User-Agent"],
+        )
 
-    def _setup(self, transport: Any) -> None:
-        """Create the HTTP client and the auth flow (sync or async)."""
+    def _open_http(self, options: dict[str, Any]) -> Any:
+        """Create the HTTP client: ``httpx.Client`` or ``httpx.AsyncClient``."""
+        raise NotImplementedError
+
+    @property
+    def auth(self) -> LatchkeyAuth:
+        """The ``httpx.Auth`` to pass to your own httpx client for your API."""
+        return self._auth
+
+    def _start_idle_timer(self, timeout_seconds: float,
+                          warn_before_seconds: float) -> IdleTimer | AsyncIdleTimer:
+        """Start the idle timer on a thread (sync) or a task (async)."""
         raise NotImplementedError
 
     def _http_options(self, transport: Any) -> dict[str, Any]:
@@ -243,8 +271,6 @@ class ClientBase:
             return None
         warn = self._idle_warning_seconds
         if warn is None:
-            from .idle import default_warning_seconds
-
             warn = default_warning_seconds(timeout)
         return timeout, warn
 
@@ -264,3 +290,202 @@ class ClientBase:
             raise ApiError("unexpected response shape", code="bad_response",
                            status=response.status_code)
         return doc
+
+    # -- the retry plan ----------------------------------------------------------------------
+
+    def _send_plan(
+        self,
+        method: str,
+        path: str,
+        *,
+        authenticated: bool,
+        idempotent: bool | None = None,
+        timeout: httpx.Timeout | None = None,
+        total_timeout_seconds: float | None = None,
+        max_retries: int | None = None,
+        **kwargs: Any,
+    ) -> Plan[httpx.Response]:
+        """Send with a total deadline; retry what is safe to retry; map every failure.
+
+        Any call may be retried if it certainly never reached the server; otherwise only an
+        idempotent one. A success on our origin also flushes pending revocations.
+        """
+        url = self._url(path)
+        method = method.upper()
+        safe = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        deadline = Deadline.after(total_timeout_seconds or self._total_timeout_seconds)
+        retries = self._max_retries if max_retries is None else max_retries
+        base_timeout = timeout or self._timeout
+        auth = self._auth if authenticated else None
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome = yield Send(
+                method, url, attempt_timeout(base_timeout, deadline.remaining_seconds()),
+                auth=auth, options=kwargs,
+            )
+            if isinstance(outcome, httpx.TransportError):
+                error = map_transport_error(outcome)
+                if attempt > retries or not (safe or never_sent(outcome)):
+                    raise error from outcome
+                delay = backoff_delay_seconds(attempt)
+                if delay >= deadline.remaining_seconds():
+                    raise error from outcome
+                yield Sleep(delay)
+                continue
+            response: httpx.Response = outcome
+            if response.status_code in RETRY_STATUSES and safe and attempt <= retries:
+                retry_error = error_from_response(response)
+                retry_after = (
+                    retry_error.retry_after_seconds
+                    if isinstance(retry_error, RateLimitedError) else None
+                )
+                delay = backoff_delay_seconds(attempt, retry_after_seconds=retry_after)
+                if delay < deadline.remaining_seconds():
+                    yield Sleep(delay)
+                    continue
+            if response.status_code < 400 and self._core.pending and self._is_own_origin(url):
+                yield from self._flush_plan()
+            return response
+
+    def _call_plan(self, method: str, path: str, **kwargs: Any) -> Plan[httpx.Response]:
+        """Send as :meth:`_send_plan` does, then raise the typed error of a >= 400 answer."""
+        response = yield from self._send_plan(method, path, **kwargs)
+        self._raise_for(response)
+        return response
+
+    def _accept(self, response: httpx.Response, event: EventName) -> SessionInfo:
+        """Take a token response, restart the idle timer and return the new session."""
+        received_at = self._core.clock()
+        tokens = self._core.accept(self._json(response), received_at=received_at, event=event)
+        self._restart_idle_timer()
+        info = self._core.session_info(tokens)
+        assert info is not None
+        return info
+
+    # -- logout and pending revocations ------------------------------------------------------
+
+    def _logout_plan(self, reason: SignOutReason) -> Plan[LogoutResult]:
+        """Wipe locally first, always; then revoke on the server or remember to retry."""
+        refresh = self._core.wipe(reason)
+        if refresh is None:
+            return LogoutResult(server_confirmed=False, pending=False)
+        confirmed = yield from self._revoke_plan(refresh)
+        if confirmed is None:
+            self._core.add_pending(refresh)
+            return LogoutResult(server_confirmed=False, pending=True)
+        return LogoutResult(server_confirmed=confirmed, pending=False)
+
+    def _revoke_plan(self, refresh: str) -> Plan[bool | None]:
+        """POST the refresh token to logout, briefly: see :func:`revocation_outcome`."""
+        try:
+            response = yield from self._send_plan(
+                "POST", "v1/auth/logout", authenticated=False, idempotent=True,
+                json={"refresh_token": refresh}, timeout=LOGOUT_TIMEOUT,
+                total_timeout_seconds=LOGOUT_TOTAL_TIMEOUT_SECONDS, max_retries=1,
+            )
+        except NetworkError:
+            return None
+        return revocation_outcome(response)
+
+    def _flush_plan(self) -> Plan[int]:
+        """Retry logouts the server did not confirm; return how many are still pending."""
+        if not self._flushing.acquire(blocking=False):
+            return len(self._core.pending)  # already flushing (we were called from a send)
+        try:
+            for refresh in list(self._core.pending):
+                if (yield from self._revoke_plan(refresh)) is not None:
+                    self._core.drop_pending(refresh)
+                    _log.info("pending revocation confirmed")
+            return len(self._core.pending)
+        finally:
+            self._flushing.release()
+
+    # -- account and session plans -----------------------------------------------------------
+
+    def _register_plan(self, username: str, password: str) -> Plan[str]:
+        response = yield from self._call_plan(
+            "POST", "v1/auth/register", authenticated=False, idempotent=False,
+            json={"username": username, "password": password},
+        )
+        return str(self._json(response)["user_id"])
+
+    def _login_plan(self, username: str, password: str) -> Plan[SessionInfo]:
+        response = yield from self._call_plan(
+            "POST", "v1/auth/login", authenticated=False, idempotent=False,
+            json=self._login_body(username, password),
+        )
+        # A new server session replaces any local one; a stale stored token goes too.
+        if self._core.signed_in:
+            self._core.wipe(SignOutReason.USER)
+        if not self._core.stay_signed_in:
+            self._core.storage.clear(REFRESH_KEY)
+        return self._accept(response, EventName.SIGNED_IN)
+
+    def _restored(self) -> SessionInfo | None:
+        """Finish ``restore()`` once the driver has refreshed: start the idle timer."""
+        self._restart_idle_timer()
+        return self._core.session_info()
+
+    def _logout_all_plan(self, scope: Literal["all", "others"]) -> Plan[None]:
+        yield from self._call_plan("POST", "v1/auth/logout-all", authenticated=True,
+                                   idempotent=True, json={"scope": scope})
+        if scope == "all":
+            self._core.wipe(SignOutReason.USER)
+
+    def _sessions_plan(self) -> Plan[list[RemoteSession]]:
+        doc = self._json((yield from self._call_plan("GET", "v1/auth/sessions",
+                                                     authenticated=True)))
+        return [RemoteSession.from_json(entry) for entry in doc.get("sessions", [])]
+
+    def _revoke_session_plan(self, session_id: str) -> Plan[None]:
+        current = self._core.tokens.session_id
+        yield from self._call_plan("DELETE", f"v1/auth/sessions/{session_id}",
+                                   authenticated=True)
+        if session_id == current:
+            self._core.wipe(SignOutReason.USER)
+
+    def _reauthenticate_plan(self, password: str) -> Plan[SessionInfo]:
+        response = yield from self._call_plan("POST", "v1/auth/reauth", authenticated=True,
+                                              idempotent=False, json={"password": password})
+        return self._accept(response, EventName.SIGNED_IN)
+
+    def _change_password_plan(self, current_password: str,
+                              new_password: str) -> Plan[SessionInfo]:
+        response = yield from self._call_plan(
+            "POST", "v1/auth/password", authenticated=True, idempotent=False,
+            json={"current_password": current_password, "new_password": new_password},
+        )
+        return self._accept(response, EventName.SIGNED_IN)
+
+    # -- idle --------------------------------------------------------------------------------
+
+    def touch(self) -> None:
+        """Tell the SDK the user is active (call on taps/keys): resets the idle timer."""
+        with self._idle_lock:
+            if self._idle is not None:
+                self._idle.touch()
+
+    def idle_seconds_left(self) -> float | None:
+        """Seconds until the idle sign-out, or ``None`` when no timer runs."""
+        with self._idle_lock:
+            return None if self._idle is None else self._idle.seconds_left()
+
+    def _restart_idle_timer(self) -> None:
+        settings = self._idle_settings()
+        with self._idle_lock:
+            if self._idle is not None:
+                self._idle.stop()
+                self._idle = None
+            if settings is not None:
+                self._idle = self._start_idle_timer(*settings)
+
+    def _idle_warning(self, seconds_left: float) -> None:
+        self._core.events.emit(AuthEvent(EventName.IDLE_WARNING, seconds_left=seconds_left))
+
+    def _stop_idle_timer(self, _event: AuthEvent | None = None) -> None:
+        """Stop the idle timer: on sign-out (an event handler) and on close."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, None
+        if idle is not None:
+            idle.stop()

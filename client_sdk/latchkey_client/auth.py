@@ -19,6 +19,12 @@ When a refresh's outcome is unknown (connection dropped or timed out after sendi
 *same* refresh token is replayed until ``refresh_replay_seconds`` is spent; inside the
 server's grace window the server answers with the same successor, so the user stays signed
 in instead of tripping reuse detection.
+
+Sans-I/O, as httpx's own ``Auth.auth_flow`` is: :meth:`LatchkeyAuth._bearer_flow` decides what
+a request needs and :meth:`LatchkeyAuth._refresh_plan` decides how a refresh goes (re-check,
+lock file, stored token, replay); ``sync_auth_flow``/``async_auth_flow`` and
+``ensure_fresh_sync``/``ensure_fresh_async`` only take the lock and perform the I/O
+(``_steps.py``).
 """
 
 from __future__ import annotations
@@ -26,21 +32,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import AsyncGenerator, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from ._core import REFRESH_KEY, SessionCore, Tokens, problem_code
 from ._locks import ProcessLock
+from ._steps import (
+    HoldProcessLock,
+    Plan,
+    Send,
+    Sleep,
+    attempt_timeout,
+    map_transport_error,
+    run_async,
+    run_sync,
+)
 from ._timing import Deadline, backoff_delay_seconds
 from .errors import (
     ApiError,
     ConfigurationError,
     InvalidTokenError,
     NetworkError,
-    NetworkTimeoutError,
     NotSignedInError,
     SessionEndedError,
     SessionExpiredError,
@@ -61,10 +76,14 @@ DEFAULT_REFRESH_REPLAY_SECONDS = 20.0
 _SESSION_ENDING_CODES = frozenset({"session_expired", "session_revoked", "refresh_token_reused"})
 
 
-def _map_transport_error(exc: httpx.TransportError) -> NetworkError:
-    if isinstance(exc, httpx.TimeoutException):
-        return NetworkTimeoutError(f"refresh timed out ({type(exc).__name__})")
-    return NetworkError(f"refresh failed: {type(exc).__name__}")
+@dataclass(frozen=True)
+class _Fresh:
+    """A step of the bearer flow: "give me usable tokens", refreshing if ``stale`` is current."""
+
+    stale: Tokens | None
+
+
+_Flow = httpx.Request | _Fresh
 
 
 class LatchkeyAuth(httpx.Auth):
@@ -141,53 +160,64 @@ class LatchkeyAuth(httpx.Auth):
             self._core.end_from_error(error)
         return code
 
-    def sync_auth_flow(
-        self, request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, None]:
-        """Send ``request`` with a fresh access token; refresh once on ``token_expired``."""
+    def _bearer_flow(self, request: httpx.Request) -> Generator[_Flow, Any, None]:
+        """Attach a fresh token, send, and on one 401 ``token_expired`` refresh and resend.
+
+        Sans-I/O, like httpx's ``auth_flow``: it yields the request to send, or a
+        :class:`_Fresh` asking its driver for tokens (which may mean a refresh). The driver
+        has read the body of every 401 before sending it back.
+        """
         if not self._applies_to(request):
             request.headers.pop("Authorization", None)
             yield request
             return
-        tokens = self.ensure_fresh_sync()
+        tokens = yield _Fresh(stale=None)
         request.headers["Authorization"] = f"Bearer {tokens.access_token}"
         self._bind(request)
         response = yield request
-        if response.status_code != 401:
+        if response.status_code != 401 or self._after_response(response) != "token_expired":
             return
-        response.read()
-        if self._after_response(response) != "token_expired":
-            return
-        tokens = self.ensure_fresh_sync(stale=tokens)
+        tokens = yield _Fresh(stale=tokens)
         request.headers["Authorization"] = f"Bearer {tokens.access_token}"
         response = yield request
         if response.status_code == 401:
-            response.read()
             self._after_response(response)
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        """Drive :meth:`_bearer_flow` for ``httpx.Client``: refresh and read bodies blocking."""
+        flow = self._bearer_flow(request)
+        step = next(flow)
+        while True:
+            if isinstance(step, _Fresh):
+                outcome: Any = self.ensure_fresh_sync(stale=step.stale)
+            else:
+                outcome = yield step
+                if outcome.status_code == 401:
+                    outcome.read()
+            try:
+                step = flow.send(outcome)
+            except StopIteration:
+                return
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        """The asyncio twin of :meth:`sync_auth_flow`."""
-        if not self._applies_to(request):
-            request.headers.pop("Authorization", None)
-            yield request
-            return
-        tokens = await self.ensure_fresh_async()
-        request.headers["Authorization"] = f"Bearer {tokens.access_token}"
-        self._bind(request)
-        response = yield request
-        if response.status_code != 401:
-            return
-        await response.aread()
-        if self._after_response(response) != "token_expired":
-            return
-        tokens = await self.ensure_fresh_async(stale=tokens)
-        request.headers["Authorization"] = f"Bearer {tokens.access_token}"
-        response = yield request
-        if response.status_code == 401:
-            await response.aread()
-            self._after_response(response)
+        """Drive :meth:`_bearer_flow` for ``httpx.AsyncClient``."""
+        flow = self._bearer_flow(request)
+        step = next(flow)
+        while True:
+            if isinstance(step, _Fresh):
+                outcome: Any = await self.ensure_fresh_async(stale=step.stale)
+            else:
+                outcome = yield step
+                if outcome.status_code == 401:
+                    await outcome.aread()
+            try:
+                step = flow.send(outcome)
+            except StopIteration:
+                return
 
     # -- single flight -----------------------------------------------------------------------
 
@@ -226,60 +256,57 @@ class LatchkeyAuth(httpx.Auth):
             return tokens
         raise error
 
+    def _current_if_fresh(self, stale: Tokens | None) -> Tokens | None:
+        """Return the tokens if no refresh is needed; the plan checks again under the lock."""
+        tokens = self._precheck()
+        return None if self._needs_refresh(tokens, stale) else tokens
+
     def ensure_fresh_sync(self, stale: Tokens | None = None) -> Tokens:
         """Return tokens with a usable access token, refreshing at most once for everyone."""
-        tokens = self._precheck()
-        if not self._needs_refresh(tokens, stale):
+        tokens = self._current_if_fresh(stale)
+        if tokens is not None:
             return tokens
+        if self._sync_http is None:
+            raise ConfigurationError("this LatchkeyAuth belongs to an AsyncLatchkeyClient")
         with self._thread_lock:
-            tokens = self._precheck()
-            if not self._needs_refresh(tokens, stale):
-                return tokens  # another thread refreshed while we waited
-            plock = self._process_lock()
-            try:
-                if plock is not None:
-                    plock.acquire()
-                present = self._token_to_present(tokens)
-                doc, received_at = self._refresh_with_replay_sync(present)
-                return self._core.accept(doc, received_at=received_at, event=EventName.REFRESHED)
-            except NetworkError as exc:
-                return self._fall_back(tokens, stale, exc)
-            finally:
-                if plock is not None:
-                    plock.release()
+            return run_sync(self._refresh_plan(stale), self._sync_http)
 
     async def ensure_fresh_async(self, stale: Tokens | None = None) -> Tokens:
-        """The asyncio twin of :meth:`ensure_fresh_sync`."""
-        tokens = self._precheck()
-        if not self._needs_refresh(tokens, stale):
+        """Return tokens with a usable access token: :meth:`ensure_fresh_sync` for asyncio."""
+        tokens = self._current_if_fresh(stale)
+        if tokens is not None:
             return tokens
+        if self._async_http is None:
+            raise ConfigurationError("this LatchkeyAuth belongs to a sync LatchkeyClient")
         if self._async_lock is None:
             self._async_lock = asyncio.Lock()
         async with self._async_lock:
-            tokens = self._precheck()
-            if not self._needs_refresh(tokens, stale):
-                return tokens
-            plock = self._process_lock()
-            try:
-                if plock is not None:
-                    await asyncio.to_thread(plock.acquire)
-                present = self._token_to_present(tokens)
-                doc, received_at = await self._refresh_with_replay_async(present)
-                return self._core.accept(doc, received_at=received_at, event=EventName.REFRESHED)
-            except NetworkError as exc:
-                return self._fall_back(tokens, stale, exc)
-            finally:
-                if plock is not None:
-                    plock.release()
+            return await run_async(self._refresh_plan(stale), self._async_http)
+
+    def _refresh_plan(self, stale: Tokens | None) -> Plan[Tokens]:
+        """Refresh once for everyone: the part of single flight that runs under the lock.
+
+        The driver holds the thread (or asyncio) lock; this re-checks after taking it, takes
+        the lock file other processes share, presents the newest stored refresh token and
+        replays it while the outcome is unknown.
+        """
+        tokens = self._precheck()
+        if not self._needs_refresh(tokens, stale):
+            return tokens  # another thread or task refreshed while we waited
+        plock = self._process_lock()
+        try:
+            if plock is not None:
+                yield HoldProcessLock(plock)
+            present = self._token_to_present(tokens)
+            doc, received_at = yield from self._replay_plan(present)
+            return self._core.accept(doc, received_at=received_at, event=EventName.REFRESHED)
+        except NetworkError as exc:
+            return self._fall_back(tokens, stale, exc)
+        finally:
+            if plock is not None:
+                plock.release()
 
     # -- the refresh call, replayed on unknown outcome ---------------------------------------
-
-    def _attempt_timeout(self, deadline: Deadline) -> httpx.Timeout:
-        t = self._refresh_timeout
-        return httpx.Timeout(
-            connect=max(0.05, deadline.clip(t.connect)), read=max(0.05, deadline.clip(t.read)),
-            write=max(0.05, deadline.clip(t.write)), pool=max(0.05, deadline.clip(t.pool)),
-        )
 
     def _handle_refresh_response(self, response: httpx.Response) -> dict[str, Any] | None:
         """Return the token document, ``None`` to retry, or raise the mapped error."""
@@ -295,65 +322,37 @@ class LatchkeyAuth(httpx.Auth):
             self._core.end_from_error(error)
         raise error
 
-    def _refresh_with_replay_sync(self, refresh_token: str) -> tuple[dict[str, Any], float]:
-        if self._sync_http is None:
-            raise ConfigurationError("this LatchkeyAuth belongs to an AsyncLatchkeyClient")
-        deadline = Deadline.after(self._replay_seconds)
-        attempt = 0
-        while True:
-            attempt += 1
-            self.refresh_requests += 1
-            last: Exception
-            try:
-                response = self._sync_http.post(
-                    self._refresh_url, json={"refresh_token": refresh_token},
-                    timeout=self._attempt_timeout(deadline), auth=None,
-                )
-                received_at = self._core.clock()
-                doc = self._handle_refresh_response(response)
-                if doc is not None:
-                    return doc, received_at
-                last = error_from_response(response)
-                delay = backoff_delay_seconds(attempt, retry_after_seconds=getattr(
-                    last, "retry_after_seconds", None))
-            except httpx.TransportError as exc:
-                # Outcome unknown: the server may have rotated. Replay the same token.
-                _log.info("refresh outcome unknown (%s); replaying", type(exc).__name__)
-                last = _map_transport_error(exc)
-                last.__cause__ = exc
-                delay = backoff_delay_seconds(attempt)
-            if deadline.remaining_seconds() <= delay:
-                raise last
-            time.sleep(delay)
+    def _replay_plan(self, refresh_token: str) -> Plan[tuple[dict[str, Any], float]]:
+        """POST the refresh, presenting the *same* token again while the outcome is unknown.
 
-    async def _refresh_with_replay_async(
-        self, refresh_token: str
-    ) -> tuple[dict[str, Any], float]:
-        if self._async_http is None:
-            raise ConfigurationError("this LatchkeyAuth belongs to a sync LatchkeyClient")
+        Returns the token document and the monotonic instant it arrived. A dropped or timed
+        out answer may mean the server rotated: inside its grace window it answers a replay
+        with the same successor, so replaying keeps the user signed in.
+        """
         deadline = Deadline.after(self._replay_seconds)
         attempt = 0
         while True:
             attempt += 1
             self.refresh_requests += 1
             last: Exception
-            try:
-                response = await self._async_http.post(
-                    self._refresh_url, json={"refresh_token": refresh_token},
-                    timeout=self._attempt_timeout(deadline), auth=None,
-                )
+            outcome = yield Send(
+                "POST", self._refresh_url,
+                timeout=attempt_timeout(self._refresh_timeout, deadline.remaining_seconds()),
+                options={"json": {"refresh_token": refresh_token}},
+            )
+            if isinstance(outcome, httpx.TransportError):
+                _log.info("refresh outcome unknown (%s); replaying", type(outcome).__name__)
+                last = map_transport_error(outcome, "refresh")
+                last.__cause__ = outcome
+                delay = backoff_delay_seconds(attempt)
+            else:
                 received_at = self._core.clock()
-                doc = self._handle_refresh_response(response)
+                doc = self._handle_refresh_response(outcome)
                 if doc is not None:
                     return doc, received_at
-                last = error_from_response(response)
+                last = error_from_response(outcome)
                 delay = backoff_delay_seconds(attempt, retry_after_seconds=getattr(
                     last, "retry_after_seconds", None))
-            except httpx.TransportError as exc:
-                _log.info("refresh outcome unknown (%s); replaying", type(exc).__name__)
-                last = _map_transport_error(exc)
-                last.__cause__ = exc
-                delay = backoff_delay_seconds(attempt)
             if deadline.remaining_seconds() <= delay:
                 raise last
-            await asyncio.sleep(delay)
+            yield Sleep(delay)

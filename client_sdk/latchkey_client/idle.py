@@ -17,6 +17,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ._timing import IdleSchedule
 
@@ -28,8 +29,8 @@ def default_warning_seconds(timeout_seconds: float) -> float:
     return min(60.0, timeout_seconds / 4.0)
 
 
-class IdleTimer:
-    """Run an :class:`IdleSchedule` on a daemon thread."""
+class _IdleTimerBase:
+    """What both drivers share: the schedule, the clock, the callbacks, the pure "what now"."""
 
     def __init__(
         self,
@@ -37,13 +38,36 @@ class IdleTimer:
         timeout_seconds: float,
         warn_before_seconds: float,
         on_warning: Callable[[float], None],
-        on_expired: Callable[[], None],
+        on_expired: Callable[[], Any],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
         self._schedule = IdleSchedule(timeout_seconds, warn_before_seconds, clock())
         self._on_warning = on_warning
         self._on_expired = on_expired
+        self._start()
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _take_due(self, now: float) -> tuple[str, float]:
+        """Return ``("wait", seconds)``, ``("warn", seconds_left)`` or ``("expire", 0)``.
+
+        A warning is marked as given here, so each period of inactivity warns once.
+        """
+        kind, at = self._schedule.next_event(now)
+        if kind == "wait":
+            return kind, max(0.0, at - now)
+        if kind == "warn":
+            self._schedule.warned = True
+            return kind, self._schedule.seconds_left(now)
+        return kind, 0.0
+
+
+class IdleTimer(_IdleTimerBase):
+    """Run an :class:`IdleSchedule` on a daemon thread (``on_expired`` is a function)."""
+
+    def _start(self) -> None:
         self._cond = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="latchkey-idle", daemon=True)
@@ -73,40 +97,26 @@ class IdleTimer:
             with self._cond:
                 if self._stopped:
                     return
-                now = self._clock()
-                kind, at = self._schedule.next_event(now)
+                kind, seconds = self._take_due(self._clock())
                 if kind == "wait":
-                    self._cond.wait(timeout=max(0.0, at - now))
+                    self._cond.wait(timeout=seconds)
                     continue
-                if kind == "warn":
-                    self._schedule.warned = True
-                    left = self._schedule.seconds_left(now)
-                else:
+                if kind == "expire":
                     self._stopped = True
             # Callbacks run outside the lock: they may call touch() or logout().
             if kind == "warn":
-                self._on_warning(left)
+                self._on_warning(seconds)
             else:
                 self._on_expired()
                 return
 
 
-class AsyncIdleTimer:
-    """Run an :class:`IdleSchedule` as a task on the running event loop."""
+class AsyncIdleTimer(_IdleTimerBase):
+    """Run an :class:`IdleSchedule` as a task on the running loop (``on_expired`` is async)."""
 
-    def __init__(
-        self,
-        *,
-        timeout_seconds: float,
-        warn_before_seconds: float,
-        on_warning: Callable[[float], None],
-        on_expired: Callable[[], Awaitable[object]],
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._clock = clock
-        self._schedule = IdleSchedule(timeout_seconds, warn_before_seconds, clock())
-        self._on_warning = on_warning
-        self._on_expired = on_expired
+    _on_expired: Callable[[], Awaitable[object]]
+
+    def _start(self) -> None:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -126,16 +136,14 @@ class AsyncIdleTimer:
 
     async def _run(self) -> None:
         while True:
-            now = self._clock()
-            kind, at = self._schedule.next_event(now)
+            kind, seconds = self._take_due(self._clock())
             if kind == "wait":
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, at - now))
+                    await asyncio.wait_for(self._wake.wait(), timeout=seconds)
                 continue
             if kind == "warn":
-                self._schedule.warned = True
-                self._on_warning(self._schedule.seconds_left(now))
+                self._on_warning(seconds)
                 continue
             await self._on_expired()
             return

@@ -1,22 +1,146 @@
-"""Fixtures for the SDK tests: real servers with chosen settings, a lossy proxy in front.
+"""Fixtures for the SDK tests: both clients, real servers, a lossy proxy in front.
 
-Servers come from the shared ``tests/conftest.py`` helpers (a real ``latchkey-server``
+Servers come from the shared ``tests/conftest.py`` fixtures (a real ``latchkey-server``
 subprocess on a real redis-server). They are module-scoped here where a module needs one
 configuration for all its tests, because starting a server costs about a second.
+
+Every end-to-end test takes the ``sdk`` fixture, parametrised over the two clients: the
+sync :class:`LatchkeyClient` and the asyncio :class:`AsyncLatchkeyClient`, the latter
+through :class:`AsyncClientOnALoop`, so one test body proves a behaviour for both.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
+import httpx
 import pytest
+from latchkey_client import AsyncLatchkeyClient, LatchkeyClient
 
 from tests.conftest import PASSWORD, Api, ServerProcess, unique_username
 
 from .proxy import LoopbackProxy
 
-__all__ = ["PASSWORD", "make_user"]
+__all__ = ["PASSWORD", "AsyncClientOnALoop", "Sdk", "SdkClient", "SyncClient", "make_user"]
+
+
+class SyncClient(LatchkeyClient):
+    """The sync client, plus the two things a test does that differ by client kind."""
+
+    kind = "sync"
+
+    def refresh_now(self) -> None:
+        """Rotate the refresh token now, as a ``token_expired`` answer would."""
+        self.auth.ensure_fresh_sync(stale=self._core.tokens)
+
+    def app_get(self, url: str, **options: Any) -> httpx.Response:
+        """GET ``url`` through the app's own ``httpx.Client`` with ``auth=client.auth``."""
+        with httpx.Client(auth=self.auth, **options) as http:
+            return http.get(url)
+
+
+class AsyncClientOnALoop:
+    """Drive an :class:`AsyncLatchkeyClient` from a synchronous test body.
+
+    The client lives on its own event loop in a background thread, as an asyncio app's
+    client lives on the app's loop. Every method call runs on that loop and the test waits
+    for it, so coroutines are awaited and ``touch()`` runs on the loop's thread as the
+    client requires; attributes and properties are read through. Test threads calling at
+    once become concurrent tasks on the client's one loop.
+    """
+
+    kind = "async"
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, **options: Any) -> None:
+        self._loop = loop
+        self._client: AsyncLatchkeyClient = self._on_loop(AsyncLatchkeyClient, **options)
+
+    def _on_loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        async def call() -> Any:
+            result = fn(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        return functools.partial(self._on_loop, attr) if inspect.ismethod(attr) else attr
+
+    def __repr__(self) -> str:
+        return repr(self._client)
+
+    def close(self) -> None:
+        """Close the client, as ``await client.aclose()`` does."""
+        self._on_loop(self._client.aclose)
+
+    def __enter__(self) -> AsyncClientOnALoop:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def refresh_now(self) -> None:
+        """Rotate the refresh token now, as a ``token_expired`` answer would."""
+        self._on_loop(self._client.auth.ensure_fresh_async, stale=self._client._core.tokens)
+
+    def app_get(self, url: str, **options: Any) -> httpx.Response:
+        """GET ``url`` through the app's own ``httpx.AsyncClient`` with ``auth=client.auth``."""
+
+        async def get() -> httpx.Response:
+            async with httpx.AsyncClient(auth=self._client.auth, **options) as http:
+                return await http.get(url)
+
+        return self._on_loop(get)
+
+
+SdkClient = SyncClient | AsyncClientOnALoop
+#: The type of the ``sdk`` fixture: ``sdk(server_or_url, **options) -> SdkClient``.
+Sdk = Callable[..., SdkClient]
+
+
+@pytest.fixture(params=["sync", "async"])
+def sdk(request: pytest.FixtureRequest) -> Iterator[Sdk]:
+    """Make clients of one kind per run of the test: ``sdk(server_or_url, **options)``.
+
+    ``idle_logout`` defaults to False here: only the idle tests want the timer, and they
+    ask for it. Every client made is closed after the test, the async kind's loop stopped.
+    """
+    made: list[SdkClient] = []
+    loop: asyncio.AbstractEventLoop | None = None
+    thread: threading.Thread | None = None
+
+    def make(server_or_url: ServerProcess | LoopbackProxy | str, **options: Any) -> SdkClient:
+        nonlocal loop, thread
+        url = server_or_url if isinstance(server_or_url, str) else server_or_url.base_url
+        options.setdefault("idle_logout", False)
+        if request.param == "sync":
+            client: SdkClient = SyncClient(base_url=url, **options)
+        else:
+            if loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="sdk-test-loop",
+                                          daemon=True)
+                thread.start()
+            client = AsyncClientOnALoop(loop, base_url=url, **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+    if loop is not None and thread is not None:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
 
 
 def make_user(server: ServerProcess) -> str:

@@ -1,10 +1,11 @@
 """The SDK against the real server on loopback (real redis-server): the everyday API,
 typed failures, and the transport rules that keep tokens where they belong (S2, S3, X2, L1).
+
+Every test runs once with the sync and once with the async client (the ``sdk`` fixture).
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -12,10 +13,8 @@ from typing import Any
 import httpx
 import pytest
 from latchkey_client import (
-    AsyncLatchkeyClient,
     InsecureRequestError,
     InvalidCredentialsError,
-    LatchkeyClient,
     NetworkError,
     NetworkTimeoutError,
     NotSignedInError,
@@ -29,15 +28,10 @@ from latchkey_client import (
 
 from tests.conftest import ServerProcess, free_port, unique_username
 
-from .conftest import PASSWORD, make_user
+from .conftest import PASSWORD, Sdk, make_user
 
 
-def sdk(server_or_url: ServerProcess | str, **kw: Any) -> LatchkeyClient:
-    url = server_or_url if isinstance(server_or_url, str) else server_or_url.base_url
-    return LatchkeyClient(base_url=url, idle_logout=False, **kw)
-
-
-def test_login_call_and_logout_round_trip(live_server: ServerProcess) -> None:
+def test_login_call_and_logout_round_trip(live_server: ServerProcess, sdk: Sdk) -> None:
     user = make_user(live_server)
     events: list[str] = []
     with sdk(live_server) as client:
@@ -46,6 +40,7 @@ def test_login_call_and_logout_round_trip(live_server: ServerProcess) -> None:
         info = client.login(username=user, password=PASSWORD)
         me = client.get("/v1/me").json()
         assert me["username"] == user and me["session_id"] == info.session_id
+        assert [s.current for s in client.sessions()] == [True]
         result = client.logout()
         assert result.server_confirmed and not result.pending
         assert not client.is_signed_in
@@ -54,21 +49,9 @@ def test_login_call_and_logout_round_trip(live_server: ServerProcess) -> None:
     assert events == ["signed_in", "out:user"]
 
 
-def test_async_client_round_trip(live_server: ServerProcess) -> None:
-    user = make_user(live_server)
-
-    async def main() -> None:
-        async with AsyncLatchkeyClient(base_url=live_server.base_url, idle_logout=False) as c:
-            await c.login(username=user, password=PASSWORD)
-            me = (await c.get("/v1/me")).json()
-            assert me["username"] == user
-            assert [s.current for s in await c.sessions()] == [True]
-            assert (await c.logout()).server_confirmed
-
-    asyncio.run(main())
-
-
-def test_logout_ends_the_session_on_the_server_at_once(live_server: ServerProcess) -> None:
+def test_logout_ends_the_session_on_the_server_at_once(
+    live_server: ServerProcess, sdk: Sdk
+) -> None:
     user = make_user(live_server)
     with sdk(live_server) as client:
         client.login(username=user, password=PASSWORD)
@@ -81,7 +64,7 @@ def test_logout_ends_the_session_on_the_server_at_once(live_server: ServerProces
     assert r.status_code == 401
 
 
-def test_account_errors_are_typed(live_server: ServerProcess) -> None:
+def test_account_errors_are_typed(live_server: ServerProcess, sdk: Sdk) -> None:
     user = make_user(live_server)
     with sdk(live_server) as client:
         with pytest.raises(InvalidCredentialsError) as wrong:
@@ -93,7 +76,7 @@ def test_account_errors_are_typed(live_server: ServerProcess) -> None:
             client.register(username=unique_username(), password="short")
 
 
-def test_brute_force_is_rate_limited_with_retry_after(live_server: ServerProcess) -> None:
+def test_brute_force_is_rate_limited_with_retry_after(live_server: ServerProcess, sdk: Sdk) -> None:
     user = make_user(live_server)
     with sdk(live_server, max_retries=0) as client:
         with pytest.raises(RateLimitedError) as limited:
@@ -105,7 +88,7 @@ def test_brute_force_is_rate_limited_with_retry_after(live_server: ServerProcess
         assert limited.value.retry_after_seconds and limited.value.retry_after_seconds > 0
 
 
-def test_unreachable_server_is_a_typed_network_error_chained_to_its_cause() -> None:
+def test_unreachable_server_is_a_typed_network_error_chained_to_its_cause(sdk: Sdk) -> None:
     with sdk(f"http://127.0.0.1:{free_port()}", total_timeout_seconds=2) as client:
         with pytest.raises(NetworkError) as caught:
             client.register(username="someone", password=PASSWORD)
@@ -113,7 +96,7 @@ def test_unreachable_server_is_a_typed_network_error_chained_to_its_cause() -> N
 
 
 def test_a_server_that_never_answers_times_out_within_the_total_deadline(
-    live_server: ServerProcess, proxy_to: Any
+    live_server: ServerProcess, proxy_to: Any, sdk: Sdk
 ) -> None:
     proxy = proxy_to(live_server)
     proxy.stall = True
@@ -125,7 +108,7 @@ def test_a_server_that_never_answers_times_out_within_the_total_deadline(
 
 
 def test_token_like_query_parameter_is_refused_before_anything_is_sent(
-    live_server: ServerProcess, proxy_to: Any
+    live_server: ServerProcess, proxy_to: Any, sdk: Sdk
 ) -> None:
     proxy = proxy_to(live_server)
     user = make_user(live_server)
@@ -158,7 +141,7 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 def test_authorization_never_goes_to_another_origin_even_by_redirect(
-    live_server: ServerProcess, proxy_to: Any
+    live_server: ServerProcess, proxy_to: Any, sdk: Sdk
 ) -> None:
     foreign = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     threading.Thread(target=foreign.serve_forever, daemon=True).start()
@@ -174,10 +157,9 @@ def test_authorization_never_goes_to_another_origin_even_by_redirect(
             assert client.get("/v1/redirect-me").status_code == 302
             # An app's own httpx client with the SDK's auth: a different origin gets no
             # token, directly or through a redirect from the Latchkey origin.
-            with httpx.Client(auth=client.auth, follow_redirects=True) as app_http:
-                app_http.get(foreign_url)
-                app_http.get(proxy.base_url + "/v1/redirect-me")
-                assert app_http.get(proxy.base_url + "/v1/me").status_code == 200
+            client.app_get(foreign_url, follow_redirects=True)
+            client.app_get(proxy.base_url + "/v1/redirect-me", follow_redirects=True)
+            assert client.app_get(proxy.base_url + "/v1/me").status_code == 200
             client.logout()
     finally:
         foreign.shutdown()
@@ -186,7 +168,7 @@ def test_authorization_never_goes_to_another_origin_even_by_redirect(
     assert proxy.requests("/v1/me")[-1].headers["authorization"].startswith("Bearer ")
 
 
-def test_sessions_can_be_listed_and_ended_remotely(live_server: ServerProcess) -> None:
+def test_sessions_can_be_listed_and_ended_remotely(live_server: ServerProcess, sdk: Sdk) -> None:
     user = make_user(live_server)
     with sdk(live_server, device_name="phone") as phone, sdk(live_server) as laptop:
         phone.login(username=user, password=PASSWORD)
@@ -206,7 +188,9 @@ def test_sessions_can_be_listed_and_ended_remotely(live_server: ServerProcess) -
         assert not laptop.is_signed_in
 
 
-def test_logout_all_others_keeps_this_session_and_ends_the_rest(live_server: ServerProcess) -> None:
+def test_logout_all_others_keeps_this_session_and_ends_the_rest(
+    live_server: ServerProcess, sdk: Sdk
+) -> None:
     user = make_user(live_server)
     with sdk(live_server) as a, sdk(live_server) as b, sdk(live_server) as c:
         for client in (a, b, c):
@@ -220,7 +204,7 @@ def test_logout_all_others_keeps_this_session_and_ends_the_rest(live_server: Ser
         assert not a.is_signed_in
 
 
-def test_step_up_then_sensitive_action(live_server: ServerProcess) -> None:
+def test_step_up_then_sensitive_action(live_server: ServerProcess, sdk: Sdk) -> None:
     user = make_user(live_server)
     with sdk(live_server) as client:
         first = client.login(username=user, password=PASSWORD)
@@ -234,7 +218,7 @@ def test_step_up_then_sensitive_action(live_server: ServerProcess) -> None:
 
 
 def test_password_change_elsewhere_signs_this_device_out_with_that_reason(
-    live_server: ServerProcess,
+    live_server: ServerProcess, sdk: Sdk
 ) -> None:
     user = make_user(live_server)
     with sdk(live_server) as phone, sdk(live_server) as laptop:

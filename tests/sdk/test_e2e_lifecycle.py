@@ -1,5 +1,7 @@
 """Session life on the client (L6, S1) against the real server: logout that survives being
-offline, idle and absolute limits enforced locally, and what is (not) kept on disk."""
+offline, idle and absolute limits enforced locally, and what is (not) kept on disk.
+
+Every test runs on the sync and the async client (the ``sdk`` fixture)."""
 
 from __future__ import annotations
 
@@ -15,14 +17,13 @@ import pytest
 from latchkey_client import (
     EncryptedFileStorage,
     EventName,
-    LatchkeyClient,
     SessionExpiredError,
     SignOutReason,
 )
 
 from tests.conftest import ServerProcess
 
-from .conftest import PASSWORD, make_user
+from .conftest import PASSWORD, Sdk, make_user
 
 
 def me_status(server: ServerProcess, access_token: str | None) -> int:
@@ -31,14 +32,13 @@ def me_status(server: ServerProcess, access_token: str | None) -> int:
 
 
 def test_offline_logout_is_remembered_in_secure_storage_and_revoked_on_reconnect(
-    live_server: ServerProcess, proxy_to: Any, tmp_path: Path
+    live_server: ServerProcess, proxy_to: Any, file_store_path: Path, sdk: Sdk
 ) -> None:
     proxy = proxy_to(live_server)
     key = os.urandom(32)
-    path = tmp_path / "tokens.bin"
+    path = file_store_path
     user = make_user(live_server)
-    phone = LatchkeyClient(base_url=proxy.base_url, storage=EncryptedFileStorage(path, key=key),
-                           idle_logout=False)
+    phone = sdk(proxy, storage=EncryptedFileStorage(path, key=key))
     phone.login(username=user, password=PASSWORD)
     access = phone._core.tokens.access_token  # white-box: to ask the server about it later
     proxy.go_offline()
@@ -55,31 +55,28 @@ def test_offline_logout_is_remembered_in_secure_storage_and_revoked_on_reconnect
     assert len(json.loads(EncryptedFileStorage(path, key=key).load("pending_revocations")))
     # The app restarts later, back online: the first successful connection revokes it.
     proxy.go_online()
-    restarted = LatchkeyClient(base_url=proxy.base_url,
-                               storage=EncryptedFileStorage(path, key=key), idle_logout=False)
+    restarted = sdk(proxy, storage=EncryptedFileStorage(path, key=key))
     assert restarted.pending_revocations == 1
     restarted.login(username=user, password=PASSWORD)
     assert restarted.pending_revocations == 0
     assert me_status(live_server, access) == 401
     assert EncryptedFileStorage(path, key=key).load("pending_revocations") is None
     restarted.logout()
-    restarted.close()
 
 
 def test_refresh_token_is_persisted_only_when_staying_signed_in(
-    live_server: ServerProcess, tmp_path: Path
+    live_server: ServerProcess, tmp_path: Path, sdk: Sdk
 ) -> None:
     key = os.urandom(32)
     user = make_user(live_server)
     transient = tmp_path / "transient.bin"
-    with LatchkeyClient(base_url=live_server.base_url, idle_logout=False,
-                        storage=EncryptedFileStorage(transient, key=key)) as client:
+    with sdk(live_server, storage=EncryptedFileStorage(transient, key=key)) as client:
         client.login(username=user, password=PASSWORD)
         assert not transient.exists()  # nothing on disk unless asked
         client.logout()
     kept = tmp_path / "kept.bin"
-    with LatchkeyClient(base_url=live_server.base_url, idle_logout=False, stay_signed_in=True,
-                        storage=EncryptedFileStorage(kept, key=key)) as client:
+    with sdk(live_server, stay_signed_in=True,
+             storage=EncryptedFileStorage(kept, key=key)) as client:
         client.login(username=user, password=PASSWORD)
         tokens = client._core.tokens
         stored = EncryptedFileStorage(kept, key=key)
@@ -88,8 +85,8 @@ def test_refresh_token_is_persisted_only_when_staying_signed_in(
         everything_stored = EncryptedFileStorage(kept, key=key)._read_all()[0].values()
         assert tokens.access_token not in everything_stored
     # A restart resumes the session from secure storage.
-    with LatchkeyClient(base_url=live_server.base_url, idle_logout=False, stay_signed_in=True,
-                        storage=EncryptedFileStorage(kept, key=key)) as again:
+    with sdk(live_server, stay_signed_in=True,
+             storage=EncryptedFileStorage(kept, key=key)) as again:
         assert again.restore() is not None
         assert again.get("/v1/me").json()["username"] == user
         assert again.logout().server_confirmed
@@ -109,11 +106,11 @@ def absolute_server(module_server_factory: Callable[..., ServerProcess]) -> Serv
 
 
 def test_idle_timer_warns_then_signs_out_and_revokes_on_the_server(
-    idle_server: ServerProcess,
+    idle_server: ServerProcess, sdk: Sdk
 ) -> None:
     events: list[tuple[str, Any]] = []
-    client = LatchkeyClient(base_url=idle_server.base_url, idle_timeout_seconds=1.0,
-                            idle_warning_seconds=0.5)
+    client = sdk(idle_server, idle_logout=True, idle_timeout_seconds=1.0,
+                 idle_warning_seconds=0.5)
     client.on(EventName.IDLE_WARNING, lambda e: events.append(("warn", e.seconds_left)))
     client.on(EventName.SIGNED_OUT, lambda e: events.append(("out", e.reason)))
     client.login(username=make_user(idle_server), password=PASSWORD)
@@ -124,12 +121,11 @@ def test_idle_timer_warns_then_signs_out_and_revokes_on_the_server(
     assert events[1][1] is SignOutReason.IDLE
     assert not client.is_signed_in
     assert me_status(idle_server, access) == 401  # the server was told, not just the phone
-    client.close()
 
 
-def test_user_activity_postpones_the_idle_sign_out(idle_server: ServerProcess) -> None:
-    client = LatchkeyClient(base_url=idle_server.base_url, idle_timeout_seconds=1.0,
-                            idle_warning_seconds=0.3)
+def test_user_activity_postpones_the_idle_sign_out(idle_server: ServerProcess, sdk: Sdk) -> None:
+    client = sdk(idle_server, idle_logout=True, idle_timeout_seconds=1.0,
+                 idle_warning_seconds=0.3)
     client.login(username=make_user(idle_server), password=PASSWORD)
     for _ in range(4):
         time.sleep(0.5)
@@ -138,22 +134,22 @@ def test_user_activity_postpones_the_idle_sign_out(idle_server: ServerProcess) -
     left = client.idle_seconds_left()
     assert left is not None and 0.5 < left <= 1.0
     client.logout()
-    client.close()
 
 
-def test_default_idle_timer_follows_the_servers_idle_timeout(idle_server: ServerProcess) -> None:
-    client = LatchkeyClient(base_url=idle_server.base_url)
+def test_default_idle_timer_follows_the_servers_idle_timeout(
+    idle_server: ServerProcess, sdk: Sdk
+) -> None:
+    client = sdk(idle_server, idle_logout=True)  # no idle_timeout_seconds: the server's
     client.login(username=make_user(idle_server), password=PASSWORD)
     left = client.idle_seconds_left()
     assert left is not None and 1.5 < left <= 2.0
     client.logout()
-    client.close()
 
 
 def test_server_idle_expiry_is_a_typed_error_with_reason_and_wipes_locally(
-    idle_server: ServerProcess,
+    idle_server: ServerProcess, sdk: Sdk
 ) -> None:
-    client = LatchkeyClient(base_url=idle_server.base_url, idle_logout=False)
+    client = sdk(idle_server)
     reasons: list[Any] = []
     client.on(EventName.SIGNED_OUT, lambda e: reasons.append(e.reason))
     client.login(username=make_user(idle_server), password=PASSWORD)
@@ -162,14 +158,13 @@ def test_server_idle_expiry_is_a_typed_error_with_reason_and_wipes_locally(
         client.get("/v1/me")
     assert caught.value.reason == "idle"
     assert reasons == [SignOutReason.IDLE] and not client.is_signed_in
-    client.close()
 
 
 def test_absolute_expiry_wipes_local_tokens_even_offline(
-    absolute_server: ServerProcess, proxy_to: Any
+    absolute_server: ServerProcess, proxy_to: Any, sdk: Sdk
 ) -> None:
     proxy = proxy_to(absolute_server)
-    client = LatchkeyClient(base_url=proxy.base_url, idle_logout=False)
+    client = sdk(proxy)
     reasons: list[Any] = []
     client.on(EventName.SIGNED_OUT, lambda e: reasons.append(e.reason))
     client.login(username=make_user(absolute_server), password=PASSWORD)
@@ -181,25 +176,3 @@ def test_absolute_expiry_wipes_local_tokens_even_offline(
     assert caught.value.reason == "absolute"
     assert len(proxy.seen) == before  # decided on the device, no network needed
     assert reasons == [SignOutReason.ABSOLUTE] and client._core.tokens.access_token is None
-    client.close()
-
-
-def test_async_idle_timer_warns_then_signs_out(idle_server: ServerProcess) -> None:
-    import asyncio
-
-    from latchkey_client import AsyncLatchkeyClient
-
-    user = make_user(idle_server)
-
-    async def main() -> list[str]:
-        seen: list[str] = []
-        async with AsyncLatchkeyClient(base_url=idle_server.base_url, idle_timeout_seconds=0.8,
-                                       idle_warning_seconds=0.4) as client:
-            client.on("idle_warning", lambda e: seen.append("warn"))
-            client.on("signed_out", lambda e: seen.append(f"out:{e.reason}"))
-            await client.login(username=user, password=PASSWORD)
-            await asyncio.sleep(1.3)
-            assert not client.is_signed_in
-        return seen
-
-    assert asyncio.run(main()) == ["warn", "out:idle"]

@@ -1,9 +1,10 @@
 """No token in logs, reprs or exceptions for a full run at DEBUG (D1, S1), and SPKI pinning
-checked on the TLS connection before any request byte (X2)."""
+checked on the TLS connection before any request byte (X2).
+
+The client tests run on the sync and the async client (the ``sdk`` fixture)."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -16,9 +17,7 @@ from typing import Any
 
 import pytest
 from latchkey_client import (
-    AsyncLatchkeyClient,
     InvalidCredentialsError,
-    LatchkeyClient,
     NotSignedInError,
     PinningError,
     install_redaction,
@@ -27,7 +26,7 @@ from latchkey_client import (
 from tests.conftest import ServerProcess
 
 from .certs import make_key, self_signed, spki_pin, write_cert_and_key
-from .conftest import PASSWORD, make_user
+from .conftest import PASSWORD, Sdk, make_user
 
 
 def tokens_seen_by(proxy: Any) -> set[str]:
@@ -48,7 +47,7 @@ def tokens_seen_by(proxy: Any) -> set[str]:
 
 
 def test_full_flow_at_debug_leaves_no_token_in_logs_reprs_or_errors(
-    short_ttl_server: ServerProcess, proxy_to: Any
+    short_ttl_server: ServerProcess, proxy_to: Any, sdk: Sdk
 ) -> None:
     proxy = proxy_to(short_ttl_server)
     root = logging.getLogger()
@@ -70,7 +69,7 @@ def test_full_flow_at_debug_leaves_no_token_in_logs_reprs_or_errors(
     texts: list[str] = []
     try:
         user = make_user(short_ttl_server)
-        client = LatchkeyClient(base_url=proxy.base_url, idle_logout=False)
+        client = sdk(proxy)
         texts += [repr(client), repr(client.auth), repr(client._core), repr(client._core.tokens)]
         with pytest.raises(InvalidCredentialsError) as bad:
             client.login(username=user, password="definitely not it")
@@ -123,42 +122,27 @@ def tls_proxy(short_ttl_server: ServerProcess, proxy_to: Any, tmp_path: Path
 
 
 def test_matching_spki_pin_connects_over_tls(short_ttl_server: ServerProcess,
-                                             tls_proxy: tuple[Any, Path, str]) -> None:
+                                             tls_proxy: tuple[Any, Path, str], sdk: Sdk) -> None:
     proxy, ca, pin = tls_proxy
     backup = spki_pin(self_signed(make_key()))
-    with LatchkeyClient(base_url=proxy.base_url, verify=str(ca), pins=[backup, f"sha256/{pin}"],
-                        idle_logout=False) as client:
+    with sdk(proxy, verify=str(ca), pins=[backup, f"sha256/{pin}"]) as client:
         client.login(username=make_user(short_ttl_server), password=PASSWORD)
         assert client.get("/v1/me").status_code == 200
         client.logout()
 
 
 def test_wrong_spki_pin_fails_the_connection_before_any_request(
-    tls_proxy: tuple[Any, Path, str],
+    tls_proxy: tuple[Any, Path, str], sdk: Sdk
 ) -> None:
-    proxy, ca, _ = tls_proxy
+    proxy, ca, pin = tls_proxy
     wrong = spki_pin(self_signed(make_key()))
-    with LatchkeyClient(base_url=proxy.base_url, verify=str(ca), pins=[wrong],
-                        idle_logout=False) as client:
+    with sdk(proxy, verify=str(ca), pins=[wrong]) as client:
         with pytest.raises(PinningError):
             client.login(username="anyone", password=PASSWORD)
     assert proxy.seen == []  # not one HTTP request was written to that connection
-
-
-def test_wrong_spki_pin_fails_the_async_connection_too(tls_proxy: tuple[Any, Path, str]) -> None:
-    proxy, ca, pin = tls_proxy
-    wrong = spki_pin(self_signed(make_key()))
-
-    async def attempt(pins: list[str]) -> None:
-        async with AsyncLatchkeyClient(base_url=proxy.base_url, verify=str(ca), pins=pins,
-                                       idle_logout=False) as client:
-            await client.login(username="anyone", password=PASSWORD)
-
-    with pytest.raises(PinningError):
-        asyncio.run(attempt([wrong]))
-    assert proxy.seen == []
-    with pytest.raises(InvalidCredentialsError):  # the right pin reaches the server
-        asyncio.run(attempt([pin]))
+    with sdk(proxy, verify=str(ca), pins=[pin]) as client:
+        with pytest.raises(InvalidCredentialsError):  # the right pin reaches the server
+            client.login(username="anyone", password=PASSWORD)
 
 
 def test_sdk_installs_and_imports_without_server_or_platform_packages() -> None:

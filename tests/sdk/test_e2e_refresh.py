@@ -2,12 +2,12 @@
 
 The server issues 2-second access tokens here. A loopback proxy in front of it counts
 refresh requests and, where a test asks, drops a refresh response after the server has
-processed it, the lost-response case of a flaky mobile network.
+processed it, the lost-response case of a flaky mobile network. Every test runs on the
+sync and the async client (the ``sdk`` fixture).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -21,17 +21,15 @@ from typing import Any
 import httpx
 import pytest
 from latchkey_client import (
-    AsyncLatchkeyClient,
     EncryptedFileStorage,
     EventName,
-    LatchkeyClient,
     SessionRevokedError,
     SignOutReason,
 )
 
 from tests.conftest import ServerProcess
 
-from .conftest import PASSWORD, make_user
+from .conftest import PASSWORD, Sdk, SdkClient, make_user
 
 REFRESH = "/v1/auth/refresh"
 
@@ -42,17 +40,17 @@ def grace1_server(module_server_factory: Callable[..., ServerProcess]) -> Server
     return module_server_factory(access_token_ttl=2, refresh_reuse_grace=1)
 
 
-def signed_in(proxy: Any, server: ServerProcess, **kw: Any) -> LatchkeyClient:
-    client = LatchkeyClient(base_url=proxy.base_url, idle_logout=False, **kw)
+def signed_in(sdk: Sdk, proxy: Any, server: ServerProcess, **kw: Any) -> SdkClient:
+    client = sdk(proxy, **kw)
     client.login(username=make_user(server), password=PASSWORD)
     return client
 
 
 def test_refreshes_ahead_of_expiry_on_the_monotonic_clock(
-    short_ttl_server: ServerProcess, proxy_to: Any, monkeypatch: pytest.MonkeyPatch
+    short_ttl_server: ServerProcess, proxy_to: Any, monkeypatch: pytest.MonkeyPatch, sdk: Sdk
 ) -> None:
     proxy = proxy_to(short_ttl_server)
-    with signed_in(proxy, short_ttl_server) as client:
+    with signed_in(sdk, proxy, short_ttl_server) as client:
         refreshed: list[str] = []
         client.on(EventName.REFRESHED, lambda e: refreshed.append("x"))
         # Move the device's wall clock a day either way: nothing the SDK does changes.
@@ -71,13 +69,13 @@ def test_refreshes_ahead_of_expiry_on_the_monotonic_clock(
 
 
 def test_one_token_expired_401_refreshes_once_and_resends(
-    short_ttl_server: ServerProcess, proxy_to: Any
+    short_ttl_server: ServerProcess, proxy_to: Any, sdk: Sdk
 ) -> None:
     proxy = proxy_to(short_ttl_server)
     frozen = time.monotonic()
     # A client whose clock stands still believes its token is fresh: only the server's 401
     # token_expired can tell it otherwise.
-    with signed_in(proxy, short_ttl_server, clock=lambda: frozen) as client:
+    with signed_in(sdk, proxy, short_ttl_server, clock=lambda: frozen) as client:
         time.sleep(2.2)
         assert client.get("/v1/me").status_code == 200
         statuses = [s.response_status for s in proxy.requests("/v1/me")]
@@ -86,11 +84,12 @@ def test_one_token_expired_401_refreshes_once_and_resends(
         client.logout()
 
 
-def test_concurrent_threads_at_expiry_cause_exactly_one_refresh(
-    short_ttl_server: ServerProcess, proxy_to: Any
+def test_concurrent_calls_at_expiry_cause_exactly_one_refresh(
+    short_ttl_server: ServerProcess, proxy_to: Any, sdk: Sdk
 ) -> None:
+    """16 callers at once: threads of the sync client, tasks on the async client's loop."""
     proxy = proxy_to(short_ttl_server)
-    with signed_in(proxy, short_ttl_server) as client:
+    with signed_in(sdk, proxy, short_ttl_server) as client:
         time.sleep(2.1)  # the access token has expired
         barrier = threading.Barrier(16)
         results: list[int] = []
@@ -110,29 +109,11 @@ def test_concurrent_threads_at_expiry_cause_exactly_one_refresh(
         client.logout()
 
 
-def test_concurrent_tasks_at_expiry_cause_exactly_one_refresh(
-    short_ttl_server: ServerProcess, proxy_to: Any
-) -> None:
-    proxy = proxy_to(short_ttl_server)
-    user = make_user(short_ttl_server)
-
-    async def main() -> None:
-        async with AsyncLatchkeyClient(base_url=proxy.base_url, idle_logout=False) as client:
-            await client.login(username=user, password=PASSWORD)
-            await asyncio.sleep(2.1)
-            responses = await asyncio.gather(*(client.get("/v1/me") for _ in range(16)))
-            assert [r.status_code for r in responses] == [200] * 16
-            assert proxy.count(REFRESH) == 1
-            await client.logout()
-
-    asyncio.run(main())
-
-
 def test_lost_refresh_response_is_replayed_and_the_user_stays_signed_in(
-    short_ttl_server: ServerProcess, proxy_to: Any
+    short_ttl_server: ServerProcess, proxy_to: Any, sdk: Sdk
 ) -> None:
     proxy = proxy_to(short_ttl_server)
-    with signed_in(proxy, short_ttl_server) as client:
+    with signed_in(sdk, proxy, short_ttl_server) as client:
         signed_out: list[Any] = []
         client.on(EventName.SIGNED_OUT, signed_out.append)
         time.sleep(2.1)
@@ -155,30 +136,11 @@ def test_lost_refresh_response_is_replayed_and_the_user_stays_signed_in(
         assert client.logout().server_confirmed
 
 
-def test_async_lost_refresh_response_is_replayed(
-    short_ttl_server: ServerProcess, proxy_to: Any
-) -> None:
-    proxy = proxy_to(short_ttl_server)
-    user = make_user(short_ttl_server)
-
-    async def main() -> None:
-        async with AsyncLatchkeyClient(base_url=proxy.base_url, idle_logout=False) as client:
-            await client.login(username=user, password=PASSWORD)
-            await asyncio.sleep(2.1)
-            proxy.drop_responses[REFRESH] = 1
-            assert (await client.get("/v1/me")).status_code == 200
-            first, replay = proxy.requests(REFRESH)
-            assert first.dropped and first.body == replay.body
-            await client.logout()
-
-    asyncio.run(main())
-
-
 def test_reuse_of_a_rotated_token_after_the_grace_window_signs_out_with_reason_reuse(
-    grace1_server: ServerProcess, proxy_to: Any
+    grace1_server: ServerProcess, proxy_to: Any, sdk: Sdk
 ) -> None:
     proxy = proxy_to(grace1_server)
-    with signed_in(proxy, grace1_server) as client:
+    with signed_in(sdk, proxy, grace1_server) as client:
         reasons: list[Any] = []
         client.on(EventName.SIGNED_OUT, lambda e: reasons.append(e.reason))
         stolen = client._core.tokens.refresh_token  # white-box: play the thief
@@ -197,16 +159,15 @@ def test_reuse_of_a_rotated_token_after_the_grace_window_signs_out_with_reason_r
 
 
 def test_processes_sharing_a_store_refresh_one_at_a_time_never_presenting_a_stale_token(
-    grace1_server: ServerProcess, proxy_to: Any, tmp_path: Path
+    grace1_server: ServerProcess, proxy_to: Any, tmp_path: Path, sdk: Sdk
 ) -> None:
+    """The parent is the client under test; the four workers are sync clients in their own
+    processes (``process_worker.py``), as other processes of the app would be."""
     proxy = proxy_to(grace1_server)
     key = os.urandom(32)
     store_path = tmp_path / "shared-tokens.bin"
-    parent = LatchkeyClient(
-        base_url=proxy.base_url, storage=EncryptedFileStorage(store_path, key=key),
-        stay_signed_in=True, idle_logout=False,
-    )
-    parent.login(username=make_user(grace1_server), password=PASSWORD)
+    parent = signed_in(sdk, proxy, grace1_server,
+                       storage=EncryptedFileStorage(store_path, key=key), stay_signed_in=True)
     first_token = parent._core.tokens.refresh_token
     worker = Path(__file__).with_name("process_worker.py")
     go = tmp_path / "go"
@@ -225,7 +186,7 @@ def test_processes_sharing_a_store_refresh_one_at_a_time_never_presenting_a_stal
         time.sleep(0.05)
     # Every worker now holds the first refresh token in memory. Rotate it and let the grace
     # window pass: presenting it again would now be reuse and end the session.
-    parent.auth.ensure_fresh_sync(stale=parent._core.tokens)
+    parent.refresh_now()
     time.sleep(1.3)
     go.touch()
     reports = []
@@ -244,20 +205,23 @@ def test_processes_sharing_a_store_refresh_one_at_a_time_never_presenting_a_stal
     time.sleep(2.1)
     assert parent.get("/v1/me").status_code == 200
     assert parent.logout().server_confirmed
-    parent.close()
+
+
+@pytest.fixture(scope="module")
+def enforce_server(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    """2 s access tokens (due at 1 s), and a device or User-Agent change ends the session."""
+    return module_server_factory(access_token_ttl=2, binding_policy="enforce")
 
 
 def test_device_bound_session_survives_refreshes_under_enforce_binding(
-    module_server_factory: Callable[..., ServerProcess], proxy_to: Any
+    enforce_server: ServerProcess, proxy_to: Any, sdk: Sdk
 ) -> None:
-    server = module_server_factory(access_token_ttl=1, binding_policy="enforce")
-    proxy = proxy_to(server)
-    with signed_in(proxy, server, device_id="device-1234") as client:
+    proxy = proxy_to(enforce_server)
+    with signed_in(sdk, proxy, enforce_server, device_id="device-1234") as client:
         time.sleep(1.1)
         assert client.get("/v1/me").status_code == 200  # after a refresh
         # An app's own httpx client with the SDK's auth carries the device id too.
-        with httpx.Client(auth=client.auth) as app_http:
-            assert app_http.get(proxy.base_url + "/v1/me").status_code == 200
+        assert client.app_get(proxy.base_url + "/v1/me").status_code == 200
         assert proxy.count(REFRESH) == 1
         assert all(s.headers.get("x-device-id") == "device-1234" for s in proxy.seen)
         assert client.logout().server_confirmed
