@@ -56,7 +56,8 @@ from . import observability
 from .config import Settings, cluster_seed_nodes
 from .errors import ApiError, InvalidToken, TooManyRequests, problem_response
 from .extension import Services
-from .store import RATE_LIMIT_KEY_PREFIX, connection_options
+from .redis_connection import connection_options
+from .store import RATE_LIMIT_KEY_PREFIX
 
 __all__ = ["EXTENSION_KEY", "Throttle", "client_ip_key", "init_app"]
 
