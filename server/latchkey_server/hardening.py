@@ -16,7 +16,6 @@ from .errors import (
     InvalidToken,
     MethodNotAllowed,
     PayloadTooLarge,
-    TokenExpired,
     TokenInUrl,
     UnsupportedMediaType,
 )
@@ -47,9 +46,7 @@ def _revoke_leaked(value: str) -> bool:
         refresh_hash = svc.tokens.refresh_hash(token)
     else:
         try:
-            claims = svc.tokens.verify_access_token(value)
-        except TokenExpired:
-            claims = svc.tokens.claims_ignoring_expiry(value)
+            claims = svc.tokens.verify_access_token(value, allow_expired=True)
         except InvalidToken:
             return False
         user_id, session_id = claims.user_id, claims.session_id
