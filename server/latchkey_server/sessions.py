@@ -49,7 +49,7 @@ __all__ = [
 MAX_LINEAGE_STEPS = 100_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Client:
     """What a request says about its client: the values a session is bound to (D3) and
     its address (for security events and the session list)."""
@@ -283,7 +283,7 @@ class SessionService:
                               changed=changed, policy=self._settings.binding_policy,
                               ip=client.ip, revoked=revoked)
 
-    def _refuse_ended(self, user_id: str, session_id: str, client: Client, state: str,
+    def _refuse_ended(self, user_id: str, session_id: str, client: Client, state: SessionState,
                       reason: str, just_ended: bool, binding_changed: str) -> NoReturn:
         """Raise the error for a token of a session that is over; log it if it just ended."""
         if just_ended:
@@ -291,7 +291,7 @@ class SessionService:
                 self._binding_changed(user_id, session_id, client, binding_changed,
                                       revoked=True)
             self._log_ended(user_id, [EndedSession(session_id, reason)])
-        if state == SessionState.EXPIRED:
+        if state is SessionState.EXPIRED:
             raise SessionExpired(reason or "idle")
         raise SessionRevoked(reason or None)
 

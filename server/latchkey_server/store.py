@@ -303,7 +303,7 @@ class RotationResult:
     absolute_left_ms: int = 0
     auth_level: str = ""
     auth_time: int = 0
-    state: str = ""
+    state: SessionState = SessionState.UNKNOWN  # with ENDED and CHECK
     reason: str = ""
     current_generation: int = 0
     current_hash: str = ""
@@ -320,11 +320,12 @@ class RotationResult:
             return cls(outcome, int(reply[1]), reply[2], int(reply[3]),
                        binding_changed=reply[4])
         if outcome is Rotation.ENDED:
-            return cls(outcome, state=reply[1], reason=reply[2], just_ended=len(reply) > 3,
+            return cls(outcome, state=SessionState(reply[1]), reason=reply[2],
+                       just_ended=len(reply) > 3,
                        binding_changed=reply[4] if len(reply) > 4 else "")
         if outcome is Rotation.CHECK:
             return cls(outcome, current_generation=int(reply[1]), current_hash=reply[2],
-                       previous_hash=reply[3], state=reply[4], reason=reply[5])
+                       previous_hash=reply[3], state=SessionState(reply[4]), reason=reply[5])
         return cls(outcome)
 
 

@@ -2,10 +2,11 @@
 authentication-state changes that replace the caller's session: step-up and password
 change (L4).
 
-Every operation that touches more than one session is one Lua script in the user's
-cluster slot (``store.py``), so no request ever sees a half-ended set of sessions. Ending a
-session marks it, so every token it issued, access tokens included, is refused on the very
-next request with ``session_revoked`` and the reason.
+Every operation goes through the session service (``sessions.py``); one that touches more
+than one session is one Lua script in the user's cluster slot (``store.py``), so no
+request ever sees a half-ended set of sessions. Ending a session marks it, so every
+token it issued, access tokens included, is refused on the very next request with
+``session_revoked`` and the reason.
 """
 
 from __future__ import annotations
