@@ -176,7 +176,8 @@ class _Script:
 def _encode_record(fields: dict[str, Any]) -> str:
     """Encode a script's argument record as the one JSON ARGV its header documents.
 
-    Raw UTF-8 (not ``\\u`` escapes), so a string's byte length in Lua is what it stores.
+    Display strings go as raw UTF-8 rather than ``\\u`` escapes: shorter, and nothing for
+    cjson to unescape; the script's length checks count the same bytes either way.
     """
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
