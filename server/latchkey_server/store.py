@@ -442,7 +442,8 @@ class SessionStore:
         With ``replaces`` and no ``device_name``, the new session keeps the replaced one's;
         if the session to replace is no longer live (a remote sign-out or a timeout raced
         the caller's request), nothing changes and ``SessionRevoked`` or
-        ``SessionExpired`` says why.
+        ``SessionExpired`` says why. The arguments travel as one JSON record whose fields
+        ``lua/create_session.lua`` documents.
         """
         s = self._settings
         created, ended = self._create_session(keys=[user_key(user_id)], args=[_encode_record({
