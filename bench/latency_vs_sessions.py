@@ -20,7 +20,8 @@ from pathlib import Path
 
 import httpx
 from latchkey_server.config import load_settings
-from latchkey_server.store import SessionStore, connect
+from latchkey_server.redis_connection import connect
+from latchkey_server.store import SessionStore
 from latchkey_server.tokens import new_session_id, new_user_id
 
 from bench.harness import login_tokens, print_json, start_bench_redis, start_server

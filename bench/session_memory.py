@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from latchkey_server.config import load_settings
+from latchkey_server.redis_connection import connect
 from latchkey_server.store import (
     RECOMMENDED_REDIS_CONFIG,
     SessionStore,
-    connect,
     recommended_redis_args,
     user_key,
 )
@@ -69,7 +69,7 @@ def measure(sessions: int, redis_args: list[str]) -> dict[str, Any]:
             after_create = client.info("memory")["used_memory"]
             # One protected request per session, as follows every real sign-in.
             for user_id, session_id in zip(user_ids, session_ids, strict=True):
-                store.verify_and_touch(user_id, session_id, user_agent=UA)
+                store.verify_touch(user_id, session_id, user_agent=UA)
             after_use = client.info("memory")["used_memory"]
             # Then every session logs out: its record stays for the retention period.
             for user_id in user_ids:

@@ -10,21 +10,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import errors, extension, hardening, observability, throttle
 from .access_log import init_app as init_access_log
 from .api import account, admin_sessions, auth, ops, sessions, wellknown
-from .config import Settings, load_settings
-from .embedded import EmbeddedRedis
+from .config import load_settings
 from .keys import ensure_key_material
 from .logging_setup import configure_logging
+from .redis_connection import resolve_redis_url
 
 __all__ = ["create_app"]
-
-
-def _redis_url(app: Flask, settings: Settings) -> str:
-    """Return the configured Redis URL, starting the embedded Redis if none is set."""
-    if settings.redis_url:
-        return settings.redis_url
-    embedded = EmbeddedRedis(settings.instance_path / "redis")
-    app.extensions["latchkey_embedded_redis"] = embedded
-    return embedded.start()
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -34,7 +25,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(settings.instance_path))
     app.json.sort_keys = False  # type: ignore[attr-defined]
     ensure_key_material(settings)
-    redis_url = _redis_url(app, settings)
+    redis_url, embedded = resolve_redis_url(settings)
+    if embedded is not None:
+        # Kept with the app so it lives as long as the app (and is stopped at exit).
+        app.extensions["latchkey_embedded_redis"] = embedded
     svc = extension.init_app(app, settings, redis_url)
     errors.init_app(app)
     hardening.init_app(app, settings)

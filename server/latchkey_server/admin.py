@@ -29,23 +29,20 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
-import redis
-
-from .config import Settings, load_settings
-from .embedded import EmbeddedRedis
+from .config import load_settings
 from .errors import ApiError
 from .extension import Services, services
 from .passwords import USERNAME_RE, PasswordPolicy
-from .tokens import new_user_id, parse_session_id
+from .redis_connection import EmbeddedRedisNotFound, resolve_redis_url
+from .serialise import session_json
+from .store import Revocation
+from .tokens import parse_session_id
 
 __all__ = ["AdminError", "register_commands"]
 
 ROLES = ("user", "admin")
-# Unix socket paths are limited to 108 bytes; EmbeddedRedis moves longer ones to /tmp.
-_MAX_SOCKET_PATH = 100
 
 
 class AdminError(Exception):
@@ -94,32 +91,16 @@ def _operator() -> str:
         return f"uid:{os.getuid()}"
 
 
-def _store_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
-    """Return the Redis URL to use, starting the embedded Redis if nothing serves it."""
-    if settings.redis_url:
-        return settings.redis_url, None
-    data_dir = settings.instance_path / "redis"
-    socket_path = data_dir / "redis.sock"
-    if socket_path.exists():
-        client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=2)
-        with contextlib.suppress(redis.exceptions.RedisError, OSError):
-            if client.ping():
-                return f"unix://{socket_path}", None
-    if len(str(socket_path)) > _MAX_SOCKET_PATH:
-        # A running server's socket would be in a temporary directory we cannot find.
-        raise AdminError("set LATCHKEY_REDIS_URL (the instance path is too long to find "
-                         "the embedded Redis socket)")
-    embedded = EmbeddedRedis(data_dir)
-    return embedded.start(), embedded
-
-
 @contextlib.contextmanager
 def _admin_services() -> Iterator[Services]:
     """Build the server's services (store, keys, event log) for one command."""
     from . import create_app
 
     settings = load_settings()
-    url, embedded = _store_url(settings)
+    try:
+        url, embedded = resolve_redis_url(settings, join_running=True)
+    except EmbeddedRedisNotFound as exc:
+        raise AdminError(str(exc)) from None
     try:
         app = create_app({"redis_url": url})
         with app.app_context():
@@ -173,11 +154,8 @@ def users_create(args: argparse.Namespace) -> int:
         weakness = PasswordPolicy.weakness(password, args.username)
         if weakness:
             raise AdminError(f"weak password: {weakness}")
-        user_id = new_user_id()
-        created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        svc.store.create_user(user_id, args.username, svc.passwords.hash(password), created,
-                              role=args.role)
-        svc.events.lifecycle("user_registered", user_id=user_id)
+        user_id = svc.sessions.register(args.username, svc.passwords.hash(password),
+                                        role=args.role)
         _audit(svc, "users_create", user_id=user_id, role=args.role)
         print(user_id)
         return 0
@@ -188,11 +166,10 @@ def users_create(args: argparse.Namespace) -> int:
 # -- sessions ----------------------------------------------------------------------
 def sessions_list(args: argparse.Namespace) -> int:
     """Print a user's live sessions."""
-    from .api.sessions import session_json
 
     def run(svc: Services, args: argparse.Namespace) -> int:
         user_id = _user_id(svc, args.user)
-        sessions = [session_json(s) for s in svc.store.list_sessions(user_id)]
+        sessions = [session_json(s) for s in svc.sessions.sessions_of(user_id)]
         _audit(svc, "sessions_list", user_id=user_id, count=len(sessions))
         for s in sessions:
             s.pop("current")
@@ -211,27 +188,24 @@ def sessions_list(args: argparse.Namespace) -> int:
 
 def sessions_revoke(args: argparse.Namespace) -> int:
     """End one session or all sessions of a user with reason ``admin``."""
-    from .api.sessions import log_ended
 
     def run(svc: Services, args: argparse.Namespace) -> int:
         user_id = _user_id(svc, args.user)
         if args.all:
-            ended = svc.store.end_sessions(user_id, scope="all", current_reason="admin",
-                                           others_reason="admin")
-            revoked = [(sid, reason) for sid, reason in ended if reason == "admin"]
-            log_ended(svc, user_id, ended)
+            ended = svc.sessions.end_all(user_id, scope="all", current_reason="admin",
+                                         others_reason="admin")
+            revoked = [e for e in ended if e.reason == "admin"]
             _audit(svc, "sessions_revoke_all", user_id=user_id, count=len(revoked))
             print(f"ended {len(revoked)} session(s)")
             return 0
         session_id = parse_session_id(args.session)
         if session_id is None:
             raise AdminError("that is not a session id")
-        outcome = svc.store.revoke_session(user_id, session_id, "admin")
+        outcome = svc.sessions.revoke(user_id, session_id, "admin")
         _audit(svc, "sessions_revoke", user_id=user_id, session_id=session_id,
-               outcome=outcome)
-        if outcome != "revoked":
+               outcome=outcome.value)
+        if outcome is not Revocation.REVOKED:
             raise AdminError(f"{args.user!r} has no live session with that id")
-        log_ended(svc, user_id, [(session_id, "admin")])
         print("ended 1 session")
         return 0
 

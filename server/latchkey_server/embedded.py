@@ -32,7 +32,7 @@ __all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_server_binary"]
 _log = logging.getLogger("latchkey.embedded")
 
 # Unix socket paths are limited to 108 bytes on Linux; keep a margin.
-_MAX_SOCKET_PATH = 100
+MAX_SOCKET_PATH = 100
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -65,7 +65,7 @@ class EmbeddedRedis:
 
     def _choose_socket_path(self) -> str:
         path = str(self.data_dir / "redis.sock")
-        if len(path) <= _MAX_SOCKET_PATH:
+        if len(path) <= MAX_SOCKET_PATH:
             return path
         self._socket_dir = tempfile.mkdtemp(prefix="latchkey-")
         os.chmod(self._socket_dir, 0o700)

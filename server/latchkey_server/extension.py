@@ -15,7 +15,9 @@ from .config import Settings
 from .events import EventLog
 from .keys import HmacKeys, KeyRing
 from .passwords import Passwords
-from .store import SessionStore, connect
+from .redis_connection import connect
+from .sessions import SessionService
+from .store import SessionStore
 from .tokens import TokenService
 
 __all__ = ["EXTENSION_KEY", "Services", "init_app", "services"]
@@ -25,7 +27,8 @@ EXTENSION_KEY = "latchkey"
 
 @dataclass
 class Services:
-    """Everything a view needs: settings, store, tokens, passwords, events."""
+    """Everything a view needs: settings, the session service, store, tokens, passwords,
+    events. Sessions change only through ``sessions`` (the session service)."""
 
     settings: Settings
     store: SessionStore
@@ -33,19 +36,24 @@ class Services:
     tokens: TokenService
     passwords: Passwords
     events: EventLog
+    sessions: SessionService
 
 
 def init_app(app: Flask, settings: Settings, redis_url: str) -> Services:
     """Build the services for ``app`` and register them under ``app.extensions``."""
     keyring = KeyRing(settings)
     hmac_keys = HmacKeys(settings)
+    store = SessionStore(connect(settings, redis_url), settings)
+    tokens = TokenService(settings, keyring, hmac_keys)
+    events = EventLog(hmac_keys.log_pseudonym)
     svc = Services(
         settings=settings,
-        store=SessionStore(connect(settings, redis_url), settings),
+        store=store,
         keyring=keyring,
-        tokens=TokenService(settings, keyring, hmac_keys),
+        tokens=tokens,
         passwords=Passwords(settings),
-        events=EventLog(hmac_keys.log_pseudonym),
+        events=events,
+        sessions=SessionService(settings, store, tokens, events),
     )
     app.extensions[EXTENSION_KEY] = svc
     return svc

@@ -1,9 +1,10 @@
 """Protect a view with a live server-side session: one decorator, one store round trip.
 
-extract the bearer token -> verify it (signature cached, algorithm pinned) -> one Lua
-script checks the session is live on server time, applies the device-binding policy (D3)
-and touches its idle clock -> put the identity on ``g``. A token whose signature is ours
-but whose session the store does not know is refused and reported as suspicious (T2).
+extract the bearer token -> verify it (signature cached, algorithm pinned) -> the session
+service (``sessions.py``) runs one Lua script that checks the session is live on server
+time, applies the device-binding policy (D3) and touches its idle clock -> put the
+identity on ``g``. A token whose signature is ours but whose session the store does not
+know is refused and reported as suspicious (T2).
 """
 
 from __future__ import annotations
@@ -11,32 +12,19 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import g, request
 
-from .binding import report_binding_change, request_binding
-from .errors import InvalidToken, SessionExpired, SessionRevoked, StepUpRequired
+from .binding import request_client
+from .errors import InvalidToken, StepUpRequired
 from .extension import services
+from .sessions import Principal
 
 __all__ = ["Principal", "bearer_token", "current_principal", "require_recent_step_up",
            "require_session"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the verified user, session and authentication level."""
-
-    user_id: str
-    session_id: str
-    auth_level: str
-    auth_time: int
-    device_id: str
-    user_agent: str
-    username: str
 
 
 def bearer_token() -> str:
@@ -53,29 +41,7 @@ def authenticate() -> Principal:
     """Run the whole check for the current request and return the principal."""
     svc = services()
     claims = svc.tokens.verify_access_token(bearer_token())
-    device_id, agent, fingerprint = request_binding()
-    check = svc.store.verify_and_touch(claims.user_id, claims.session_id,
-                                       device_id=device_id, user_agent=agent,
-                                       binding_fingerprint=fingerprint)
-    if check.state == "revoked":
-        if check.just_ended and check.binding_changed:
-            report_binding_change(svc, user_id=claims.user_id, session_id=claims.session_id,
-                                  changed=check.binding_changed, revoked=True)
-        raise SessionRevoked(check.reason or None)
-    if check.state == "expired":
-        if check.just_ended:
-            svc.events.lifecycle("session_expired", session_id=claims.session_id,
-                                 user_id=claims.user_id, reason=check.reason)
-        raise SessionExpired(check.reason or "idle")
-    if check.state != "live":
-        svc.events.security("unknown_session_token", session_id=claims.session_id,
-                            user_id=claims.user_id, ip=request.remote_addr)
-        raise InvalidToken()
-    if check.binding_changed:
-        report_binding_change(svc, user_id=claims.user_id, session_id=claims.session_id,
-                              changed=check.binding_changed, revoked=False)
-    return Principal(claims.user_id, claims.session_id, check.auth_level, check.auth_time,
-                     check.device_id, check.user_agent, check.username)
+    return svc.sessions.verify(claims, request_client())
 
 
 def require_session(view: F) -> F:

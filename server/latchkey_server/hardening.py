@@ -16,12 +16,12 @@ from .errors import (
     InvalidToken,
     MethodNotAllowed,
     PayloadTooLarge,
-    TokenExpired,
     TokenInUrl,
     UnsupportedMediaType,
 )
 from .extension import services
 from .redaction import TOKEN_QUERY_PARAMS
+from .store import Revocation
 from .tokens import MIN_TOKEN_LENGTH, RefreshToken, looks_like_token
 
 __all__ = ["init_app"]
@@ -46,20 +46,16 @@ def _revoke_leaked(value: str) -> bool:
         refresh_hash = svc.tokens.refresh_hash(token)
     else:
         try:
-            claims = svc.tokens.verify_access_token(value)
-        except TokenExpired:
-            claims = svc.tokens.claims_ignoring_expiry(value)
+            claims = svc.tokens.verify_access_token(value, allow_expired=True)
         except InvalidToken:
             return False
         user_id, session_id = claims.user_id, claims.session_id
-    outcome = svc.store.revoke_session(user_id, session_id, "leak", refresh_hash)
-    if outcome == "unknown":
+    # The service ends the session and logs the revocation; the leak is ours to report.
+    outcome = svc.sessions.revoke(user_id, session_id, "leak", refresh_hash=refresh_hash)
+    if outcome is Revocation.UNKNOWN:
         return False  # a forged or foreign token names no session of ours
     svc.events.security("token_in_url", session_id=session_id, user_id=user_id,
-                        ip=request.remote_addr, revoked=outcome == "revoked")
-    if outcome == "revoked":
-        svc.events.lifecycle("session_revoked", session_id=session_id, user_id=user_id,
-                             reason="leak")
+                        ip=request.remote_addr, revoked=outcome is Revocation.REVOKED)
     return True
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response
@@ -33,6 +32,7 @@ from flask import Flask, Response
 from .errors import StoreUnavailable
 from .events import SECURITY_EVENTS
 from .extension import Services
+from .serialise import rfc3339
 
 __all__ = ["Metrics", "SecurityStreamSink", "init_app", "metrics", "render_metrics"]
 
@@ -99,9 +99,7 @@ class SecurityStreamSink:
         self._max_length = svc.settings.security_stream_max_length
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
-        entry = {"event": event,
-                 "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace(
-                     "+00:00", "Z")}
+        entry = {"event": event, "ts": rfc3339(timespec="milliseconds")}
         entry.update({k: _stream_value(v) for k, v in fields.items() if v is not None})
         try:
             self._store.append_security_event(entry, self._max_length)

@@ -29,6 +29,7 @@ from .config import Settings
 from .embedded import EmbeddedRedis
 from .keys import ensure_key_material
 from .redaction import redact, redact_path
+from .redis_connection import resolve_redis_url
 
 __all__ = [
     "RedactingGunicornLogger",
@@ -100,10 +101,10 @@ def _scrub(msg: Any, args: tuple[Any, ...]) -> str:
 def prepare_shared_state(settings: Settings) -> EmbeddedRedis | None:
     """Create keys and (if no Redis URL is set) start the embedded Redis for all workers."""
     ensure_key_material(settings)
-    if settings.redis_url:
-        return None
-    embedded = EmbeddedRedis(settings.instance_path / "redis")
-    os.environ["LATCHKEY_REDIS_URL"] = embedded.start()
+    url, embedded = resolve_redis_url(settings)
+    if embedded is not None:
+        # Workers build their app from the environment: point them at this one Redis.
+        os.environ["LATCHKEY_REDIS_URL"] = url
     return embedded
 
 

@@ -35,24 +35,30 @@ tokens is recognised and answered with the reason. Fields have no TTL of their o
 7.0), so every script that walks a user's sessions drops records past retention and keeps
 at most ``ENDED_SESSIONS_KEPT`` ended ones; ``latchkey-server sessions sweep`` does the
 same for users who never come back.
+
+Each script is an attribute of ``SessionStore`` named like the method that runs it
+(``self._verify_touch`` for ``verify_touch``), and each reply is decoded into a named type
+(``SessionCheck``, ``RotationResult``, ``CreatedSession``...) whose outcome is an enum, so
+no caller reads a reply by position. Arguments are positional ARGV where there are few
+(each script's header lists them); ``create_session`` takes one JSON object instead
+(``_encode_record``, decoded with Redis's ``cjson``), whose fields the script's header
+documents.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
-from typing import Any, ParamSpec, TypeVar
-from urllib.parse import unquote, urlsplit
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.cluster import ClusterNode, RedisCluster
-from redis.retry import Retry
 
-from .config import Settings, cluster_seed_nodes
+from .config import Settings
 from .errors import (
     InvalidCredentials,
     SessionExpired,
@@ -62,19 +68,23 @@ from .errors import (
 )
 
 __all__ = [
+    "CreatedSession",
+    "EndedSession",
+    "Pruned",
+    "Revocation",
+    "Rotation",
     "RotationResult",
     "SessionCheck",
     "SessionInfo",
+    "SessionState",
     "SessionStore",
-    "connect",
+    "Swept",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 KEY_PREFIX = "lk"
-SCRIPT_NAMES = ("create_session", "verify_touch", "rotate_refresh", "revoke_session",
-                "end_sessions", "list_sessions", "note_binding_change", "prune_sessions")
 # The fields of a user's record that are the user (the rest are sessions).
 USER_FIELDS = ("n", "p", "c", "role")
 # Ended session records kept per user beyond which the oldest go before retention runs
@@ -139,13 +149,8 @@ def with_prelude(body: str) -> str:
     return (lua / "_prelude.lua").read_text() + "\n" + body
 
 
-def _load_script(name: str) -> str:
-    lua = resources.files("latchkey_server") / "lua"
-    return with_prelude((lua / f"{name}.lua").read_text())
-
-
 class _Script:
-    """One Lua script, run by its SHA1; the body is sent only when the node lacks it.
+    """One Lua script of ``lua/``, run by its SHA1; the body is sent only when a node lacks it.
 
     redis-py's ``Script`` answers NOSCRIPT (a restarted node, or a replica just promoted:
     script caches are neither persisted nor replicated) with SCRIPT LOAD, which a cluster
@@ -154,16 +159,27 @@ class _Script:
     round trip, on one Redis or on a cluster.
     """
 
-    def __init__(self, client: redis.Redis, source: str) -> None:
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        self.name = name
         self._client = client
-        self._source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        lua = resources.files("latchkey_server") / "lua"
+        self._source = with_prelude((lua / f"{name}.lua").read_text())
+        self.sha = hashlib.sha1(self._source.encode(), usedforsecurity=False).hexdigest()
 
     def __call__(self, keys: list[str], args: list[Any]) -> Any:
         try:
             return self._client.evalsha(self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             return self._client.eval(self._source, len(keys), *keys, *args)
+
+
+def _encode_record(fields: dict[str, Any]) -> str:
+    """Encode a script's argument record as the one JSON ARGV its header documents.
+
+    Display strings go as raw UTF-8 rather than ``\\u`` escapes: shorter, and nothing for
+    cjson to unescape; the script's length checks count the same bytes either way.
+    """
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
 def _store_call(fn: Callable[P, R]) -> Callable[P, R]:
@@ -181,74 +197,73 @@ def _store_call(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def connection_options(settings: Settings) -> dict[str, Any]:
-    """Return the redis-py options every Latchkey client uses (sessions and rate limits).
+# -- what the scripts answer, decoded ---------------------------------------------------
+class SessionState(StrEnum):
+    """Where a session stands, as a script found it (``unknown``: no record of it)."""
 
-    A lost connection is retried a bounded number of times with jittered exponential
-    backoff, so a Redis restart or failover costs a request some milliseconds rather than
-    an error, and a real outage fails closed (``StoreUnavailable``, 503) within about
-    ``retries * backoff cap`` plus the connect timeouts instead of hanging the worker.
-    Timeouts are not retried: the command may have run, and not every script is
-    idempotent. ``health_check_interval`` PINGs a connection idle that long before use,
-    so stale connections from before an outage are replaced instead of failing a request.
-    """
-    options: dict[str, Any] = {
-        "socket_timeout": settings.redis_socket_timeout_seconds,
-        "socket_connect_timeout": settings.redis_connect_timeout_seconds,
-        "health_check_interval": 30,
-        "retry": Retry(
-            ExponentialWithJitterBackoff(base=0.01, cap=settings.redis_retry_backoff_cap_seconds),
-            settings.redis_retries,
-            supported_errors=(redis.exceptions.ConnectionError,),
-        ),
-    }
-    if settings.redis_cluster:
-        # The rate limiter's cluster URI (redis+cluster://host:port,...) carries neither
-        # TLS nor credentials, so both come from the URL as options, for every client.
-        url = urlsplit(settings.redis_url or "")
-        if url.scheme == "rediss":
-            options["ssl"] = True
-        if url.username:
-            options["username"] = unquote(url.username)
-        if url.password:
-            options["password"] = unquote(url.password)
-    return options
+    LIVE = "live"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
 
 
-class _Cluster(RedisCluster):
-    """A cluster client that, like the single-node one, never re-sends after a timeout.
-
-    redis-py's cluster client retries timeouts too; but a timed-out command may have run,
-    and not every script is idempotent (a revocation re-run reports ``ended``). Lost
-    connections, ``CLUSTERDOWN`` and uncovered slots (a failover in progress) are still
-    retried, after the client has refreshed its map of the cluster.
-    """
-
-    ERRORS_ALLOW_RETRY = tuple(e for e in RedisCluster.ERRORS_ALLOW_RETRY
-                               if e is not redis.exceptions.TimeoutError)
+# A reply's state word to its member without the enum call's cost: verify_touch decodes
+# one on every protected request.
+_STATES = {state.value: state for state in SessionState}
 
 
-def connect(settings: Settings, url: str) -> redis.Redis:
-    """Return a Redis client for ``url`` with the configured timeouts, retries and checks.
+class Rotation(StrEnum):
+    """What ``rotate_refresh.lua`` did with a presented refresh token."""
 
-    With ``redis_cluster`` it is a cluster client: ``url`` names one node (credentials and
-    TLS come from it) and the client discovers the rest from it or the extra seed nodes.
-    Every key a script touches shares its user's hash tag, so the client routes each
-    script to the one node that owns the slot; the client has the same interface, so
-    nothing above this function knows which kind it talks to.
-    """
-    if settings.redis_cluster:
-        extra_seeds = [ClusterNode(host, port) for host, port in cluster_seed_nodes(settings)[1:]]
-        return _Cluster(url=url, startup_nodes=extra_seeds, decode_responses=True,
-                        **connection_options(settings))  # type: ignore[return-value]
-    return redis.Redis.from_url(url, decode_responses=True, **connection_options(settings))
+    ROTATED = "rotated"    # the current token: here is its successor
+    REPLAYED = "replayed"  # the previous token inside the grace window: the same successor
+    ENDED = "ended"        # the session is over (perhaps just now); see state and reason
+    REUSED = "reused"      # the previous token after the window: the session was ended
+    CHECK = "check"        # an older generation: the caller checks its lineage
+    UNKNOWN = "unknown"    # no such session, or not a token of it
+
+
+class Revocation(StrEnum):
+    """What ``revoke_session.lua`` did."""
+
+    REVOKED = "revoked"  # the session was live and is now ended
+    ENDED = "ended"      # it was already over
+    UNKNOWN = "unknown"  # no such session (or the refresh hash is not one of it)
+
+
+# A session's end reasons that mean it expired rather than was ended by someone.
+EXPIRY_REASONS = frozenset({"idle", "absolute"})
+
+
+class EndedSession(NamedTuple):
+    """One session a script ended, and why."""
+
+    session_id: str
+    reason: str
+
+    @property
+    def expired(self) -> bool:
+        """Return True if it ran out (idle or absolute limit) rather than was ended."""
+        return self.reason in EXPIRY_REASONS
+
+
+def _ended_pairs(flat: list[str]) -> list[EndedSession]:
+    return [EndedSession(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+@dataclass(frozen=True)
+class CreatedSession:
+    """A session ``create_session.lua`` created, and the sessions it ended on the way."""
+
+    created_ms: int
+    ended: list[EndedSession]
 
 
 @dataclass(frozen=True)
 class SessionCheck:
-    """What verify-and-touch learned about a session."""
+    """What ``verify_touch.lua`` learned about a session."""
 
-    state: str  # live | revoked | expired | unknown
+    state: SessionState
     reason: str = ""
     auth_level: str = ""
     auth_time: int = 0
@@ -259,6 +274,17 @@ class SessionCheck:
     # Which bound fields (device_id, user_agent) this request changed: to report now
     # (live session, first time seen) or why enforcement just ended it.
     binding_changed: str = ""
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> SessionCheck:
+        """Decode the script's reply (its header documents the shapes)."""
+        state = _STATES[reply[0]]
+        if state is SessionState.LIVE:
+            # reply[5] is Redis's clock, which no caller needs.
+            return cls(state, "", reply[1], int(reply[2]), reply[3], reply[4],
+                       username=reply[6], binding_changed=reply[7])
+        return cls(state, reply[1] if len(reply) > 1 else "", just_ended=len(reply) > 2,
+                   binding_changed=reply[3] if len(reply) > 3 else "")
 
 
 @dataclass(frozen=True)
@@ -277,31 +303,72 @@ class SessionInfo:
 
 @dataclass(frozen=True)
 class RotationResult:
-    """The outcome of presenting a refresh token to the rotate script."""
+    """What ``rotate_refresh.lua`` did with a presented refresh token."""
 
-    outcome: str  # rotated | replayed | ended | reused | check | unknown
+    outcome: Rotation
     absolute_left_ms: int = 0
     auth_level: str = ""
     auth_time: int = 0
-    device_id: str = ""
-    user_agent: str = ""
-    state: str = ""
+    state: SessionState = SessionState.UNKNOWN  # with ENDED and CHECK
     reason: str = ""
     current_generation: int = 0
     current_hash: str = ""
     previous_hash: str = ""
     just_ended: bool = False
+    # As in ``SessionCheck``: a binding change to report now, or why enforcement ended it.
+    binding_changed: str = ""
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> RotationResult:
+        """Decode the script's reply (its header documents the shapes)."""
+        outcome = Rotation(reply[0])
+        if outcome in (Rotation.ROTATED, Rotation.REPLAYED):
+            return cls(outcome, int(reply[1]), reply[2], int(reply[3]),
+                       binding_changed=reply[4])
+        if outcome is Rotation.ENDED:
+            return cls(outcome, state=SessionState(reply[1]), reason=reply[2],
+                       just_ended=len(reply) > 3,
+                       binding_changed=reply[4] if len(reply) > 4 else "")
+        if outcome is Rotation.CHECK:
+            return cls(outcome, current_generation=int(reply[1]), current_hash=reply[2],
+                       previous_hash=reply[3], state=SessionState(reply[4]), reason=reply[5])
+        return cls(outcome)
+
+
+class Pruned(NamedTuple):
+    """What pruning one user's records did."""
+
+    dropped: int
+    left: int
+
+
+class Swept(NamedTuple):
+    """What sweeping every user's records did."""
+
+    users: int
+    dropped: int
+    left: int
 
 
 class SessionStore:
-    """All session and user state in Redis, behind intention-revealing methods."""
+    """All session and user state in Redis, behind intention-revealing methods.
+
+    The store is handed a client (``redis_connection.connect``); it never decides which
+    Redis to talk to. Each method that runs a script runs the script of its own name.
+    """
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         self._settings = settings
         self._retention_ms = settings.ended_session_retention_seconds * 1000
         self._idle_ms = settings.idle_timeout_seconds * 1000
-        self._scripts = {name: _Script(client, _load_script(name)) for name in SCRIPT_NAMES}
+        self._create_session = _Script(client, "create_session")
+        self._verify_touch = _Script(client, "verify_touch")
+        self._rotate_refresh = _Script(client, "rotate_refresh")
+        self._revoke_session = _Script(client, "revoke_session")
+        self._end_sessions = _Script(client, "end_sessions")
+        self._list_sessions = _Script(client, "list_sessions")
+        self._prune_sessions = _Script(client, "prune_sessions")
 
     # -- health ---------------------------------------------------------------------
     @_store_call
@@ -367,140 +434,121 @@ class SessionStore:
         end_others_reason: str = "",
         new_password_hash: str = "",
         verified_password_hash: str = "",
-    ) -> tuple[int, list[tuple[str, str]]]:
-        """Create a session under the concurrency policy; return (created ms, ended).
+    ) -> CreatedSession:
+        """Create a session under the concurrency policy; return it and what it ended.
 
         With ``new_password_hash`` the password changes in the same atomic step, provided
         the stored hash is still ``verified_password_hash``; else ``InvalidCredentials``.
         With ``replaces`` and no ``device_name``, the new session keeps the replaced one's;
         if the session to replace is no longer live (a remote sign-out or a timeout raced
         the caller's request), nothing changes and ``SessionRevoked`` or
-        ``SessionExpired`` says why.
+        ``SessionExpired`` says why. The arguments travel as one JSON record whose fields
+        ``lua/create_session.lua`` documents.
         """
         s = self._settings
-        created, ended = self._scripts["create_session"](
-            keys=[user_key(user_id)],
-            args=[
-                session_id, s.absolute_timeout_seconds * 1000, self._idle_ms,
-                self._retention_ms, s.max_sessions_per_user, "1" if s.single_session else "0",
-                ENDED_SESSIONS_KEPT, refresh_hash, auth_level, auth_time,
-                device_id, device_name, user_agent, ip,
-                replaces, replaced_reason, end_others_reason,
-                new_password_hash, verified_password_hash,
-            ],
-        )
+        created, ended = self._create_session(keys=[user_key(user_id)], args=[_encode_record({
+            "sid": session_id,
+            "absolute_ttl_ms": s.absolute_timeout_seconds * 1000,
+            "idle_ms": self._idle_ms,
+            "retention_ms": self._retention_ms,
+            "max_sessions": s.max_sessions_per_user,
+            "single_session": s.single_session,
+            "keep_ended": ENDED_SESSIONS_KEPT,
+            "refresh_hash": refresh_hash,
+            "auth_level": auth_level,
+            "auth_time": auth_time,
+            "device_id": device_id,
+            "device_name": device_name,
+            "user_agent": user_agent,
+            "ip": ip,
+            "replaces": replaces,
+            "replaced_reason": replaced_reason,
+            "end_others_reason": end_others_reason,
+            "new_password_hash": new_password_hash,
+            "verified_password_hash": verified_password_hash,
+        })])
         if int(created) == -1:
             raise InvalidCredentials("The password was changed meanwhile")
         if int(created) == -2:
             state, reason = ended
-            if state == "expired":
+            if state == SessionState.EXPIRED:
                 raise SessionExpired(reason)
             raise SessionRevoked(reason or None)
-        pairs = [(ended[i], ended[i + 1]) for i in range(0, len(ended), 2)]
-        return int(created), pairs
+        return CreatedSession(int(created), _ended_pairs(ended))
 
     @_store_call
-    def verify_and_touch(self, user_id: str, session_id: str, *, device_id: str = "",
-                         user_agent: str = "", binding_fingerprint: str = "") -> SessionCheck:
+    def verify_touch(self, user_id: str, session_id: str, *, device_id: str = "",
+                     user_agent: str = "", binding_fingerprint: str = "") -> SessionCheck:
         """Check a session is live on server time, apply the binding policy to this
         request's device id and user agent, and mark the session used: one round trip."""
-        s = self._settings
-        reply = self._scripts["verify_touch"](
+        return SessionCheck.from_reply(self._verify_touch(
             keys=[user_key(user_id)],
             args=[session_id, self._idle_ms, self._retention_ms,
-                  s.binding_policy, device_id, user_agent, binding_fingerprint],
-        )
-        if reply[0] == "live":
-            return SessionCheck("live", "", reply[1], int(reply[2]), reply[3], reply[4],
-                                username=reply[6], binding_changed=reply[7])
-        return SessionCheck(reply[0], reply[1] if len(reply) > 1 else "",
-                            just_ended=len(reply) > 2,
-                            binding_changed=reply[3] if len(reply) > 3 else "")
+                  self._settings.binding_policy, device_id, user_agent, binding_fingerprint],
+        ))
 
     @_store_call
     def rotate_refresh(self, *, user_id: str, session_id: str, presented_hash: str,
-                       successor_hash: str, presented_generation: int) -> RotationResult:
-        """Present a refresh token: rotate, replay inside grace, or detect reuse."""
+                       successor_hash: str, presented_generation: int, device_id: str = "",
+                       user_agent: str = "", binding_fingerprint: str = "") -> RotationResult:
+        """Present a refresh token: rotate, replay inside grace, or detect reuse; apply the
+        binding policy to this request's device id and user agent: one round trip."""
         s = self._settings
-        reply: list[Any] = self._scripts["rotate_refresh"](
+        return RotationResult.from_reply(self._rotate_refresh(
             keys=[user_key(user_id)],
             args=[session_id, presented_hash, successor_hash, presented_generation,
-                  self._idle_ms, s.refresh_reuse_grace_seconds * 1000,
-                  self._retention_ms],
-        )
-        outcome = reply[0]
-        if outcome in ("rotated", "replayed"):
-            return RotationResult(outcome, int(reply[1]), reply[2], int(reply[3]),
-                                  reply[4], reply[5])
-        if outcome == "ended":
-            return RotationResult(outcome, state=reply[1], reason=reply[2],
-                                  just_ended=len(reply) > 3)
-        if outcome == "check":
-            return RotationResult(outcome, current_generation=int(reply[1]),
-                                  current_hash=reply[2], previous_hash=reply[3],
-                                  state=reply[4], reason=reply[5])
-        return RotationResult(outcome)
+                  self._idle_ms, s.refresh_reuse_grace_seconds * 1000, self._retention_ms,
+                  s.binding_policy, device_id, user_agent, binding_fingerprint],
+        ))
 
     @_store_call
     def revoke_session(self, user_id: str, session_id: str, reason: str,
-                       refresh_hash: str = "") -> str:
-        """End one session with a reason; return 'revoked', 'ended' or 'unknown'."""
-        return self._scripts["revoke_session"](
+                       refresh_hash: str = "") -> Revocation:
+        """End one session with a reason (only if ``refresh_hash``, when given, is one of
+        its refresh tokens)."""
+        return Revocation(self._revoke_session(
             keys=[user_key(user_id)],
-            args=[session_id, reason, self._retention_ms, refresh_hash,
-                  self._idle_ms],
-        )
+            args=[session_id, reason, self._retention_ms, refresh_hash, self._idle_ms],
+        ))
 
     @_store_call
     def end_sessions(self, user_id: str, *, current_session_id: str = "", scope: str = "all",
                      current_reason: str = "logout", others_reason: str = "remote",
-                     ) -> list[tuple[str, str]]:
+                     ) -> list[EndedSession]:
         """End all of a user's sessions, or all but the caller's, atomically (L1).
 
-        Returns (session id, reason) for each session ended; ``idle``/``absolute`` reasons
-        mean it had already expired and was marked so.
+        Returns each session ended; ``idle``/``absolute`` reasons mean it had already
+        expired and was marked so.
         """
-        ended = self._scripts["end_sessions"](
+        return _ended_pairs(self._end_sessions(
             keys=[user_key(user_id)],
             args=[ENDED_SESSIONS_KEPT, current_session_id, scope, current_reason,
-                  others_reason, self._idle_ms,
-                  self._retention_ms],
-        )
-        return [(ended[i], ended[i + 1]) for i in range(0, len(ended), 2)]
+                  others_reason, self._idle_ms, self._retention_ms],
+        ))
 
     @_store_call
     def list_sessions(self, user_id: str) -> list[SessionInfo]:
         """Return a user's live sessions, oldest first, judged on Redis server time."""
-        reply = self._scripts["list_sessions"](
+        reply = self._list_sessions(
             keys=[user_key(user_id)], args=[self._idle_ms, self._retention_ms],
         )
-        out = []
-        for sid, created, last, absolute, level, name, agent, ip in reply[1:]:
-            out.append(SessionInfo(sid, int(created), int(last),
-                                   min(int(absolute), int(last) + self._idle_ms),
-                                   level, name, agent, ip))
-        return out
-
-    @_store_call
-    def note_binding_change(self, user_id: str, session_id: str, fingerprint: str) -> bool:
-        """Record a binding change (D3); True if it is new for this session (report it)."""
-        return bool(self._scripts["note_binding_change"](
-            keys=[user_key(user_id)], args=[session_id, fingerprint],
-        ))
+        return [SessionInfo(sid, int(created), int(last),
+                            min(int(absolute), int(last) + self._idle_ms),
+                            level, name, agent, ip)
+                for sid, created, last, absolute, level, name, agent, ip in reply[1:]]
 
     # -- sweeping -------------------------------------------------------------------
     @_store_call
-    def prune_sessions(self, user_id: str) -> tuple[int, int]:
-        """Drop one user's session records past retention; return (dropped, left)."""
-        dropped, left = self._scripts["prune_sessions"](
+    def prune_sessions(self, user_id: str) -> Pruned:
+        """Drop one user's session records past retention; return what went and stayed."""
+        dropped, left = self._prune_sessions(
             keys=[user_key(user_id)],
-            args=[self._idle_ms, self._retention_ms,
-                  ENDED_SESSIONS_KEPT],
+            args=[self._idle_ms, self._retention_ms, ENDED_SESSIONS_KEPT],
         )
-        return int(dropped), int(left)
+        return Pruned(int(dropped), int(left))
 
     @_store_call
-    def sweep_sessions(self, batch: int = 500) -> tuple[int, int, int]:
+    def sweep_sessions(self, batch: int = 500) -> Swept:
         """Prune every user's session records; return (users, records dropped, left).
 
         Scripts prune a user's records whenever they walk that user's sessions, but a
@@ -512,4 +560,4 @@ class SessionStore:
         for key in self.client.scan_iter(match=user_key("*"), count=batch):
             gone, kept = self.prune_sessions(_user_id_of(key))
             users, dropped, left = users + 1, dropped + gone, left + kept
-        return users, dropped, left
+        return Swept(users, dropped, left)

@@ -60,7 +60,8 @@ from . import observability
 from .config import Settings, cluster_seed_nodes
 from .errors import ApiError, InvalidToken, TooManyRequests, problem_response
 from .extension import Services
-from .store import RATE_LIMIT_KEY_PREFIX, connection_options
+from .redis_connection import connection_options
+from .store import RATE_LIMIT_KEY_PREFIX
 
 __all__ = ["ACCOUNT_FAILURES", "BUDGETS", "EXTENSION_KEY", "LOGIN_IP_FAILURES",
            "REGISTRATION_IP_FAILURES", "STEP_UP_FAILURES", "STEP_UP_IP_FAILURES",
@@ -161,7 +162,7 @@ def _storage_uri(redis_url: str, settings: Settings) -> str:
     """Return the limits storage URI for a redis-py URL (unix sockets have their own scheme).
 
     A cluster is limits' ``redis+cluster://host:port,...`` with every seed node; the URL's
-    credentials and TLS travel as options (``store.connection_options``).
+    credentials and TLS travel as options (``redis_connection.connection_options``).
     """
     if settings.redis_cluster:
         return "redis+cluster://" + ",".join(

@@ -205,21 +205,23 @@ class TokenService:
         }
         return jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
 
-    def verify_access_token(self, token: Any) -> AccessClaims:
-        """Check shape, signature (cached), claims and expiry; raise a typed error."""
+    def verify_access_token(self, token: Any, *, allow_expired: bool = False) -> AccessClaims:
+        """Check shape, signature (cached), claims and expiry; raise a typed error.
+
+        ``allow_expired`` accepts a genuine token past ``exp``: it still names the
+        session to end (logout, a leaked token), though it authorises nothing.
+        """
         if (not isinstance(token, str) or len(token) > MAX_JWT_LENGTH
                 or not _JWT_RE.fullmatch(token)):
             raise InvalidToken("The access token is malformed")
         claims = self._verify_cached(token)
-        if claims.expires_at <= time.time():
+        if not allow_expired and claims.expires_at <= time.time():
             raise TokenExpired()
         return claims
 
     def claims_ignoring_expiry(self, token: str) -> AccessClaims:
         """Return the claims of a genuine token even past ``exp`` (to revoke a leak)."""
-        if not isinstance(token, str) or not _JWT_RE.fullmatch(token):
-            raise InvalidToken()
-        return self._verify_cached(token)
+        return self.verify_access_token(token, allow_expired=True)
 
     def _verify_signature(self, token: str) -> AccessClaims:
         """Verify one token fully; failures raise, so only successes are cached.

@@ -164,3 +164,56 @@ def test_a_changed_device_under_report_still_costs_one_redis_call(server_factory
     counts = sorted(len(s) for s in seen)
     assert counts[2] == 1, seen
     assert len(events(server, "binding_changed")) == 1
+
+
+def _session_round_trips(commands: list[str]) -> int:
+    """Count the commands a request sent for its session, leaving out the security stream.
+
+    A ``binding_changed`` event is also appended to the security stream (the one XADD the
+    server sends, ``observability.SecurityStreamSink``); that is the event's delivery, the
+    same for every security event, not the session decision this test counts.
+    """
+    return sum(1 for command in commands if command != "XADD")
+
+
+@pytest.mark.parametrize("policy", ["report", "enforce"])
+def test_a_refresh_from_a_changed_device_costs_one_redis_call_in_every_policy(
+        server_factory, redis_server, policy):
+    # The refresh script applies the binding policy itself (as the verify script does),
+    # so reporting or enforcing a change adds no second round trip after the rotation.
+    if TEST_BACKEND == "cluster":
+        pytest.skip("LATCHKEY_TEST_BACKEND=cluster: MONITOR watches one node; the round "
+                    "trips are counted in the single-Redis run")
+    server = server_factory(binding_policy=policy, workers=1)
+    moved = {"User-Agent": "LatchkeyDemo/2.0 (Android 15)"}
+    # Enforce ends the session on its first changed refresh: one session per count.
+    chains = [[sign_in(server, device_id="device-A-1234")["refresh_token"]]
+              for _ in range(5 if policy == "enforce" else 1)]
+    expected = 200 if policy == "report" else 401
+    # Warm up from the original device: the worker's connections and the script in
+    # Redis's cache, so the count is the steady state.
+    with device_client(server) as same:
+        warm = sign_in(server)
+        for _ in range(3):
+            warm = same.post("/v1/auth/refresh", json={"refresh_token": warm["refresh_token"]}
+                             ).raise_for_status().json()
+    with device_client(server, **moved) as c:
+        if policy == "report":
+            # The first changed refresh reports the change; the counted ones have no new
+            # change to report, so any extra command would be the binding path's own.
+            r = c.post("/v1/auth/refresh", json={"refresh_token": chains[0][-1]})
+            chains[0].append(r.raise_for_status().json()["refresh_token"])
+
+        def refresh_once(chain: list[str]) -> None:
+            r = c.post("/v1/auth/refresh", json={"refresh_token": chain[-1]})
+            assert r.status_code == expected, r.text
+            if expected == 200:
+                chain.append(r.json()["refresh_token"])
+            else:
+                assert r.json()["reason"] == "binding"
+
+        watcher = redis_server.client()
+        seen = [client_commands_during(watcher, lambda i=i: refresh_once(chains[i % len(chains)]))
+                for i in range(5)]
+    counts = sorted(_session_round_trips(s) for s in seen)
+    assert counts[2] == 1, seen

@@ -16,11 +16,11 @@ import jwt
 import pytest
 import redis
 from latchkey_server.config import load_settings
+from latchkey_server.redis_connection import connect
 from latchkey_server.store import (
     ENDED_SESSIONS_KEPT,
     SESSION_FIELD_PREFIX,
     SessionStore,
-    connect,
     session_field,
     user_key,
 )
@@ -81,7 +81,7 @@ def test_an_ended_record_answers_with_its_reason_until_retention_then_is_pruned(
     assert store.revoke_session(user_id, ended, "logout") == "revoked"
     # Within retention the record still says why (a replayed token learns the reason).
     assert store.revoke_session(user_id, ended, "logout") == "ended"
-    assert store.verify_and_touch(user_id, ended).reason == "logout"
+    assert store.verify_touch(user_id, ended).reason == "logout"
     # What only a live session needs (device, agent, address) left with the session.
     raw = own_redis.client(False)
     ended_record = raw.hget(user_key(user_id), session_field(ended))
@@ -91,7 +91,7 @@ def test_an_ended_record_answers_with_its_reason_until_retention_then_is_pruned(
     assert len(ended_record) < len(live_record)
     time.sleep(RETENTION_S + 0.2)
     # Past retention it is as good as gone even before anything prunes it...
-    assert store.verify_and_touch(user_id, ended).state == "unknown"
+    assert store.verify_touch(user_id, ended).state == "unknown"
     assert session_field(ended) in session_fields_of(own_redis.client(False), user_id)
     # ...and the next sign-in of the user prunes it; the live one and the user stay.
     newest = new_session(store, user_id)

@@ -18,9 +18,10 @@ from ..errors import InvalidRequest, NotFound, StepUpRequired
 from ..extension import Services, services
 from ..guard import Principal, current_principal, require_recent_step_up, require_session
 from ..passwords import USERNAME_RE
+from ..serialise import session_json
+from ..store import Revocation
 from ..tokens import parse_session_id
 from .inputs import client_ip, json_body, optional_str
-from .sessions import log_ended, session_json
 
 __all__ = ["bp"]
 
@@ -63,7 +64,7 @@ def list_user_sessions() -> Response:
     svc = services()
     p = _authorise(svc, "sessions_list")
     user_id = _target(svc, request.args.get("username"))
-    sessions = [session_json(s, p.session_id) for s in svc.store.list_sessions(user_id)]
+    sessions = [session_json(s, p.session_id) for s in svc.sessions.sessions_of(user_id)]
     _audit(svc, p, "sessions_list", "ok", user_id=user_id, count=len(sessions))
     return jsonify({"user_id": user_id, "sessions": sessions})
 
@@ -78,16 +79,15 @@ def revoke_user_sessions() -> tuple[str, int]:
     user_id = _target(svc, body.get("username"))
     raw_session_id = optional_str(body, "session_id", max_length=64)
     if not raw_session_id:
-        ended = svc.store.end_sessions(user_id, scope="all", current_reason="admin",
-                                       others_reason="admin")
-        log_ended(svc, user_id, ended)
+        ended = svc.sessions.end_all(user_id, scope="all", current_reason="admin",
+                                     others_reason="admin")
         _audit(svc, p, "sessions_revoke_all", "ok", user_id=user_id,
-               count=sum(1 for _, reason in ended if reason == "admin"))
+               count=sum(1 for e in ended if e.reason == "admin"))
         return "", 204
     session_id = parse_session_id(raw_session_id)
-    outcome = svc.store.revoke_session(user_id, session_id, "admin") if session_id else "unknown"
-    _audit(svc, p, "sessions_revoke", outcome, user_id=user_id, session_id=session_id)
-    if outcome != "revoked":
+    outcome = (svc.sessions.revoke(user_id, session_id, "admin") if session_id
+               else Revocation.UNKNOWN)
+    _audit(svc, p, "sessions_revoke", outcome.value, user_id=user_id, session_id=session_id)
+    if outcome is not Revocation.REVOKED:
         raise NotFound("No live session with that id")
-    log_ended(svc, user_id, [(session_id, "admin")])
     return "", 204

@@ -143,3 +143,29 @@ local function user_sessions(user_key, now, idle_ms, retention_ms, prune, keep_e
   end)
   return sessions, #drop
 end
+
+-- Device binding (D3), applied the same way by every script that accepts a token for a
+-- live session (verify_touch for protected requests, rotate_refresh for refreshes).
+-- Compares the request's device id and user agent with the ones `s` was issued to:
+-- - 'off', or nothing changed: returns false, ''.
+-- - 'enforce' and a change: ends the session (reason 'binding') and returns true and the
+--   changed fields, so the caller answers revoked.
+-- - 'report' and a change: returns false and the changed fields the first time this
+--   fingerprint of the two values is seen for the session ('' after that, so a moved
+--   phone raises one event, not one per request); it sets s.bx, and the caller saves s.
+-- Changed fields are 'device_id' and/or 'user_agent', comma-separated: which ones, never
+-- the values.
+local function apply_binding(user_key, sid, s, policy, device_id, user_agent, fingerprint, now)
+  if policy == 'off' then return false, '' end
+  local changed = {}
+  if device_id ~= s.d then table.insert(changed, 'device_id') end
+  if user_agent ~= s.ua then table.insert(changed, 'user_agent') end
+  if #changed == 0 then return false, '' end
+  if policy == 'enforce' then
+    end_session(user_key, sid, s, 'revoked', 'binding', now)
+    return true, table.concat(changed, ',')
+  end
+  if s.bx == fingerprint then return false, '' end
+  s.bx = fingerprint
+  return false, table.concat(changed, ',')
+end

@@ -5,32 +5,41 @@
 -- user's hash is still the one the caller verified (a concurrent change wins, not both).
 -- Records past retention are pruned on the way.
 -- KEYS[1] the user's record (holds the password hash and every session of the user).
--- ARGV: 1 sid, 2 absolute_ttl_ms, 3 idle_ms, 4 retention_ms, 5 max_sessions,
---       6 single_session (1/0), 7 ended records to keep, 8 refresh hash, 9 auth_level,
---       10 auth_time, 11 device_id, 12 device name ('' keeps the replaced session's),
---       13 user_agent, 14 ip, 15 replaced sid or '', 16 reason for the replaced session,
---       17 reason to end every other session or '',
---       18 new password hash or '', 19 the password hash the caller verified
+-- ARGV[1] one JSON object (store.py builds it; decoded with cjson), with the fields:
+--   sid                  the new session's id
+--   absolute_ttl_ms      its absolute lifetime
+--   idle_ms, retention_ms  the idle limit; how long ended records are kept
+--   max_sessions         live sessions a user may hold (the oldest are evicted)
+--   single_session       true: every other session is evicted
+--   keep_ended           ended records to keep per user
+--   refresh_hash, auth_level ('normal'|'elevated'), auth_time (s)
+--   device_id, device_name ('' keeps the replaced session's), user_agent, ip
+--   replaces             a session to replace (step-up, password change), or ''
+--   replaced_reason      the reason it ends with
+--   end_others_reason    a reason to end every other session (password change), or ''
+--   new_password_hash    a new password hash to store, or ''
+--   verified_password_hash  the hash the caller verified (the change needs it unchanged)
 -- Returns {created_at_ms, {ended sid, reason, ...}}; or, with nothing changed,
 -- {-1, {}} when the password hash is no longer the verified one, and
 -- {-2, {state, reason}} when the session to replace is no longer live (it was signed out
 -- remotely, or expired, after the caller's request was authenticated: that wins).
-local sid, abs_ttl, idle = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local retention, max_sessions = tonumber(ARGV[4]), tonumber(ARGV[5])
+local req = cjson.decode(ARGV[1])
+local sid, abs_ttl, idle = req.sid, req.absolute_ttl_ms, req.idle_ms
+local retention, max_sessions = req.retention_ms, req.max_sessions
 local now = now_ms()
-if ARGV[15] ~= '' then
-  local replaced = load_session(KEYS[1], ARGV[15], now, idle, retention)
+if req.replaces ~= '' then
+  local replaced = load_session(KEYS[1], req.replaces, now, idle, retention)
   if not replaced then return {-2, {'unknown', ''}} end
   if replaced.st ~= 'live' then return {-2, {replaced.st, replaced.r}} end
   local why = expiry_reason(replaced.a, replaced.l, idle, now)
   if why then return {-2, {'expired', why}} end
 end
-if ARGV[18] ~= '' then
-  if redis.call('HGET', KEYS[1], 'p') ~= ARGV[19] then return {-1, {}} end
-  redis.call('HSET', KEYS[1], 'p', ARGV[18])
+if req.new_password_hash ~= '' then
+  if redis.call('HGET', KEYS[1], 'p') ~= req.verified_password_hash then return {-1, {}} end
+  redis.call('HSET', KEYS[1], 'p', req.new_password_hash)
 end
 local ended = {}
-local device_name = ARGV[12]
+local device_name = req.device_name
 
 local function finish(s, state, reason)
   end_session(KEYS[1], s.sid, s, state, reason, now)
@@ -40,16 +49,16 @@ end
 
 -- Walk the user's sessions oldest first: end expired and replaced ones.
 local live = {}
-for _, s in ipairs(user_sessions(KEYS[1], now, idle, retention, true, tonumber(ARGV[7]))) do
+for _, s in ipairs(user_sessions(KEYS[1], now, idle, retention, true, req.keep_ended)) do
   if s.st == 'live' then
     local why = expiry_reason(s.a, s.l, idle, now)
     if why then
       finish(s, 'expired', why)
-    elseif s.sid == ARGV[15] then
+    elseif s.sid == req.replaces then
       if device_name == '' then device_name = s.dn end
-      finish(s, 'revoked', ARGV[16])
-    elseif ARGV[17] ~= '' then
-      finish(s, 'revoked', ARGV[17])
+      finish(s, 'revoked', req.replaced_reason)
+    elseif req.end_others_reason ~= '' then
+      finish(s, 'revoked', req.end_others_reason)
     else
       table.insert(live, s)
     end
@@ -57,12 +66,12 @@ for _, s in ipairs(user_sessions(KEYS[1], now, idle, retention, true, tonumber(A
 end
 
 local keep = max_sessions - 1
-if ARGV[6] == '1' then keep = 0 end
+if req.single_session then keep = 0 end
 for i = 1, #live - keep do
   finish(live[i], 'revoked', 'evicted')
 end
 
-save_session(KEYS[1], sid, {st = 'live', lv = ARGV[9], g = 0, c = now, l = now,
-  a = now + abs_ttl, t = 0, at = tonumber(ARGV[10]), rc = ARGV[8], rp = '', d = ARGV[11],
-  dn = device_name, ua = ARGV[13], ip = ARGV[14], bx = '', r = ''})
+save_session(KEYS[1], sid, {st = 'live', lv = req.auth_level, g = 0, c = now, l = now,
+  a = now + abs_ttl, t = 0, at = req.auth_time, rc = req.refresh_hash, rp = '',
+  d = req.device_id, dn = device_name, ua = req.user_agent, ip = req.ip, bx = '', r = ''})
 return {now, ended}

@@ -1,13 +1,17 @@
 -- Rotate a refresh token atomically (L3): the current token yields its successor once;
 -- a retry of the previous token inside the grace window gets the same successor back;
--- the previous token after the window is theft and ends the session.
+-- the previous token after the window is theft and ends the session. Both answers that
+-- hand out a successor apply the device-binding policy (D3) first, exactly as a
+-- protected request does (apply_binding in the prelude): one round trip in every policy.
 -- KEYS[1] the user's record (holds the session).
 -- ARGV: 1 sid, 2 presented hash, 3 successor hash, 4 presented generation,
---       5 idle_ms, 6 grace_ms, 7 retention_ms
--- Returns {'rotated'|'replayed', ms left to absolute, auth_level, auth_time, device_id,
---          user_agent}, {'ended', state, reason[, 'now']}, {'reused'},
---          {'check', current generation, current hash, previous hash, state, reason},
---          or {'unknown'}.
+--       5 idle_ms, 6 grace_ms, 7 retention_ms, 8 binding policy (off|report|enforce),
+--       9 the request's device id, 10 its user agent, 11 their fingerprint
+-- Returns {'rotated'|'replayed', ms left to absolute, auth_level, auth_time,
+--          binding change to report now ('' if none or already reported)},
+--         {'ended', state, reason[, 'now' when this call ended it[, changed]]},
+--         {'reused'}, {'check', current generation, current hash, previous hash, state,
+--         reason}, or {'unknown'}.
 local sid = ARGV[1]
 local now = now_ms()
 local idle, retention = tonumber(ARGV[5]), tonumber(ARGV[7])
@@ -35,18 +39,21 @@ if why then
   return {'ended', 'expired', why, 'now'}
 end
 
--- 4. The current token: rotate to its successor.
-if is_current then
-  s.rp, s.rc, s.t, s.g, s.l = presented, successor, now + tonumber(ARGV[6]), s.g + 1, now
-  save_session(KEYS[1], sid, s)
-  return {'rotated', s.a - now, s.lv, s.at, s.d, s.ua}
-end
-
--- 5. The previous token inside the grace window: the same successor again.
-if now <= s.t and successor == s.rc then
+-- 4. The current token, or the previous one inside the grace window (a retry whose
+-- answer was lost): the device binding first, as for a protected request.
+local is_retry = not is_current and now <= s.t and successor == s.rc
+if is_current or is_retry then
+  local ended, report = apply_binding(KEYS[1], sid, s, ARGV[8], ARGV[9], ARGV[10], ARGV[11],
+    now)
+  if ended then return {'ended', 'revoked', 'binding', 'now', report} end
+  -- 5. The current token rotates to its successor; the retry gets the same one again.
+  if is_current then
+    s.rp, s.rc, s.t, s.g = presented, successor, now + tonumber(ARGV[6]), s.g + 1
+  end
   s.l = now
   save_session(KEYS[1], sid, s)
-  return {'replayed', s.a - now, s.lv, s.at, s.d, s.ua}
+  if is_current then return {'rotated', s.a - now, s.lv, s.at, report} end
+  return {'replayed', s.a - now, s.lv, s.at, report}
 end
 
 -- 6. The previous token after the window: someone else holds the chain. End it.

@@ -21,23 +21,10 @@ if why then
   return {'expired', why, 'now'}
 end
 
--- Device binding: which of the bound device id and user agent changed, if any.
-local changed = {}
-if ARGV[4] ~= 'off' then
-  if ARGV[5] ~= s.d then table.insert(changed, 'device_id') end
-  if ARGV[6] ~= s.ua then table.insert(changed, 'user_agent') end
-end
-local report, dirty = '', false
-if #changed > 0 then
-  if ARGV[4] == 'enforce' then
-    end_session(KEYS[1], sid, s, 'revoked', 'binding', now)
-    return {'revoked', 'binding', 'now', table.concat(changed, ',')}
-  end
-  -- Report each new (device id, user agent) once per session, not once per request.
-  if s.bx ~= ARGV[7] then
-    s.bx, report, dirty = ARGV[7], table.concat(changed, ','), true
-  end
-end
+-- Device binding (D3): report or enforce a change, as the refresh script does.
+local ended, report = apply_binding(KEYS[1], sid, s, ARGV[4], ARGV[5], ARGV[6], ARGV[7], now)
+if ended then return {'revoked', 'binding', 'now', report} end
+local dirty = report ~= ''
 
 -- Rewrite the idle clock at most once a second: idle limits are minutes, and skipping
 -- the write spares the AOF a record on most requests of a busy session.

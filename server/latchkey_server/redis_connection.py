@@ -1,0 +1,135 @@
+"""Decide which Redis Latchkey talks to and build its clients: the one place that does.
+
+Three callers need a Redis: the app (sessions, ``store.py``; rate limits, ``throttle.py``),
+the serving parent that prepares shared state before gunicorn forks (``serving.py``), and
+the operator commands (``admin.py``). Each asks ``resolve_redis_url`` which Redis to use,
+the configured ``LATCHKEY_REDIS_URL`` or the embedded one in the instance directory, and
+builds clients with ``connect`` / ``connection_options``, so timeouts, retries, TLS and
+cluster discovery are the same for every client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
+
+from .config import Settings, cluster_seed_nodes
+from .embedded import MAX_SOCKET_PATH, EmbeddedRedis
+
+__all__ = [
+    "EmbeddedRedisNotFound",
+    "connect",
+    "connection_options",
+    "resolve_redis_url",
+]
+
+class EmbeddedRedisNotFound(Exception):
+    """A running server's embedded Redis cannot be found from the configuration alone."""
+
+
+def _running_embedded_url(settings: Settings) -> str | None:
+    """Return the socket URL of a running server's embedded Redis, if one answers."""
+    socket_path = settings.instance_path / "redis" / "redis.sock"
+    if not socket_path.exists():
+        return None
+    client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=2)
+    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+        if client.ping():
+            return f"unix://{socket_path}"
+    return None
+
+
+def resolve_redis_url(settings: Settings, *, join_running: bool = False,
+                      ) -> tuple[str, EmbeddedRedis | None]:
+    """Return the Redis URL to use, and the embedded Redis started for it (else None).
+
+    The configured ``redis_url`` wins. Without one, the embedded Redis in the instance
+    directory is started; the caller owns the returned process and stops it. With
+    ``join_running`` (an operator command beside a running server), the server's own
+    embedded Redis is used through its socket when it answers, and only started when no
+    server runs; ``EmbeddedRedisNotFound`` if the socket's path would be too long to find.
+    """
+    if settings.redis_url:
+        return settings.redis_url, None
+    data_dir = settings.instance_path / "redis"
+    if join_running:
+        url = _running_embedded_url(settings)
+        if url:
+            return url, None
+        # EmbeddedRedis moves a longer socket path to a temporary directory that only the
+        # process that started it knows.
+        if len(str(data_dir / "redis.sock")) > MAX_SOCKET_PATH:
+            raise EmbeddedRedisNotFound(
+                "set LATCHKEY_REDIS_URL (the instance path is too long to find the embedded "
+                "Redis socket)")
+    embedded = EmbeddedRedis(data_dir)
+    return embedded.start(), embedded
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """Return the redis-py options every Latchkey client uses (sessions and rate limits).
+
+    A lost connection is retried a bounded number of times with jittered exponential
+    backoff, so a Redis restart or failover costs a request some milliseconds rather than
+    an error, and a real outage fails closed (``StoreUnavailable``, 503) within about
+    ``retries * backoff cap`` plus the connect timeouts instead of hanging the worker.
+    Timeouts are not retried: the command may have run, and not every script is
+    idempotent. ``health_check_interval`` PINGs a connection idle that long before use,
+    so stale connections from before an outage are replaced instead of failing a request.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": settings.redis_socket_timeout_seconds,
+        "socket_connect_timeout": settings.redis_connect_timeout_seconds,
+        "health_check_interval": 30,
+        "retry": Retry(
+            ExponentialWithJitterBackoff(base=0.01, cap=settings.redis_retry_backoff_cap_seconds),
+            settings.redis_retries,
+            supported_errors=(redis.exceptions.ConnectionError,),
+        ),
+    }
+    if settings.redis_cluster:
+        # The rate limiter's cluster URI (redis+cluster://host:port,...) carries neither
+        # TLS nor credentials, so both come from the URL as options, for every client.
+        url = urlsplit(settings.redis_url or "")
+        if url.scheme == "rediss":
+            options["ssl"] = True
+        if url.username:
+            options["username"] = unquote(url.username)
+        if url.password:
+            options["password"] = unquote(url.password)
+    return options
+
+
+class _Cluster(RedisCluster):
+    """A cluster client that, like the single-node one, never re-sends after a timeout.
+
+    redis-py's cluster client retries timeouts too; but a timed-out command may have run,
+    and not every script is idempotent (a revocation re-run reports ``ended``). Lost
+    connections, ``CLUSTERDOWN`` and uncovered slots (a failover in progress) are still
+    retried, after the client has refreshed its map of the cluster.
+    """
+
+    ERRORS_ALLOW_RETRY = tuple(e for e in RedisCluster.ERRORS_ALLOW_RETRY
+                               if e is not redis.exceptions.TimeoutError)
+
+
+def connect(settings: Settings, url: str) -> redis.Redis:
+    """Return a Redis client for ``url`` with the configured timeouts, retries and checks.
+
+    With ``redis_cluster`` it is a cluster client: ``url`` names one node (credentials and
+    TLS come from it) and the client discovers the rest from it or the extra seed nodes.
+    Every key a script touches shares its user's hash tag, so the client routes each
+    script to the one node that owns the slot; the client has the same interface, so
+    nothing above this function knows which kind it talks to.
+    """
+    if settings.redis_cluster:
+        extra_seeds = [ClusterNode(host, port) for host, port in cluster_seed_nodes(settings)[1:]]
+        return _Cluster(url=url, startup_nodes=extra_seeds, decode_responses=True,
+                        **connection_options(settings))  # type: ignore[return-value]
+    return redis.Redis.from_url(url, decode_responses=True, **connection_options(settings))

@@ -1,0 +1,308 @@
+"""Issue, rotate, revoke, end and verify sessions: the one place that decides (L1, L3, L4, D3).
+
+Every face of Latchkey calls this service: the ``/v1`` views, the guard of protected
+views, the transport hardening (a token in a URL), the admin CLI and the admin HTTP view;
+an OAuth face (token endpoint, RFC 7009 revocation, introspection) is meant to be a
+second set of thin adapters over the same methods. Each operation is one store script
+(``store.py``); the service turns the script's reply into a typed result or a typed error
+(``errors.py``) and writes the life-cycle and security events for whatever the script
+did, so "which event does ending a session raise?" is answered here only
+(``SessionService._log_ended``).
+
+It is framework-free: what the request says (device id, user agent, address) arrives as a
+``Client``, never read from ``flask.request``; tokens arrive parsed (``RefreshToken``,
+``AccessClaims``). Refresh-token lineage and reuse are decided here too
+(``_is_ancestor``): the store script answers ``check`` for a token older than it can
+compare, and the service recomputes the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from .config import Settings
+from .errors import InvalidToken, RefreshTokenReused, SessionExpired, SessionRevoked
+from .events import EventLog
+from .serialise import rfc3339
+from .store import (
+    EndedSession,
+    Revocation,
+    Rotation,
+    SessionInfo,
+    SessionState,
+    SessionStore,
+)
+from .tokens import AccessClaims, RefreshToken, TokenService, new_session_id, new_user_id
+
+__all__ = [
+    "MAX_LINEAGE_STEPS",
+    "Client",
+    "Principal",
+    "SessionService",
+    "TokenGrant",
+]
+
+# Beyond this many generations, an old token's lineage is not recomputed (bounded CPU).
+MAX_LINEAGE_STEPS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """What a request says about its client: the values a session is bound to (D3) and
+    its address (for security events and the session list)."""
+
+    device_id: str = ""
+    user_agent: str = ""
+    ip: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """Return a short digest of the bound values: what ``report`` remembers per session."""
+        return hashlib.sha256(f"{self.device_id}\n{self.user_agent}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the verified user, session and authentication level."""
+
+    user_id: str
+    session_id: str
+    auth_level: str
+    auth_time: int
+    device_id: str
+    user_agent: str
+    username: str
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """A session's new tokens and lifetimes: what a token response carries (API.md)."""
+
+    user_id: str
+    session_id: str
+    access_token: str = field(repr=False)
+    refresh_token: RefreshToken = field(repr=False)
+    expires_in: int  # the access token's lifetime, s
+    idle_timeout: int  # s
+    absolute_expires_in: int  # s left until the session's absolute limit
+    auth_level: str
+    auth_time: int
+
+
+class SessionService:
+    """The session life cycle over the store, with its events."""
+
+    def __init__(self, settings: Settings, store: SessionStore, tokens: TokenService,
+                 events: EventLog) -> None:
+        self._settings = settings
+        self._store = store
+        self._tokens = tokens
+        self._events = events
+
+    # -- accounts -------------------------------------------------------------------
+    def register(self, username: str, password_hash: str, role: str = "user") -> str:
+        """Create an account; return its new user id (``UsernameTaken`` if the name is)."""
+        user_id = new_user_id()
+        self._store.create_user(user_id, username, password_hash, rfc3339(), role=role)
+        self._events.lifecycle("user_registered", user_id=user_id)
+        return user_id
+
+    # -- issue (L4) -----------------------------------------------------------------
+    def issue(self, *, user_id: str, auth_level: str, client: Client, device_name: str = "",
+              replaces: str = "", replaced_reason: str = "", end_others_reason: str = "",
+              new_password_hash: str = "", verified_password_hash: str = "") -> TokenGrant:
+        """Create a fresh session (new id, new tokens) for an authenticated user.
+
+        Step-up and password change pass ``replaces`` (and password change a new password
+        hash and ``end_others_reason``): the store does it all in one atomic script (L4),
+        and raises ``SessionRevoked``/``SessionExpired`` if the session to replace ended
+        meanwhile, ``InvalidCredentials`` if the verified password hash changed.
+        """
+        session_id = new_session_id()
+        refresh = self._tokens.new_refresh_token(user_id, session_id)
+        auth_time = int(time.time())
+        created = self._store.create_session(
+            user_id=user_id, session_id=session_id,
+            refresh_hash=self._tokens.refresh_hash(refresh), auth_level=auth_level,
+            auth_time=auth_time, device_id=client.device_id, device_name=device_name,
+            user_agent=client.user_agent, ip=client.ip, replaces=replaces,
+            replaced_reason=replaced_reason, end_others_reason=end_others_reason,
+            new_password_hash=new_password_hash, verified_password_hash=verified_password_hash,
+        )
+        self._log_ended(user_id, created.ended)
+        self._events.lifecycle("session_created", session_id=session_id, user_id=user_id,
+                               auth_level=auth_level)
+        if new_password_hash:
+            self._events.lifecycle("password_changed", user_id=user_id)
+        return self._grant(refresh, auth_level, auth_time,
+                           self._settings.absolute_timeout_seconds)
+
+    # -- rotate (L3, D3) ------------------------------------------------------------
+    def rotate(self, token: RefreshToken, client: Client) -> TokenGrant:
+        """Exchange a refresh token for its successor, or raise why not.
+
+        The store script decides rotation, the grace-window retry, reuse after the
+        window, the idle and absolute limits and the device binding, atomically; an older
+        ancestor of the chain is recognised here by recomputing the lineage.
+        """
+        successor = self._tokens.successor(token)
+        result = self._store.rotate_refresh(
+            user_id=token.user_id, session_id=token.session_id,
+            presented_hash=self._tokens.refresh_hash(token),
+            successor_hash=self._tokens.refresh_hash(successor),
+            presented_generation=token.generation, device_id=client.device_id,
+            user_agent=client.user_agent, binding_fingerprint=client.fingerprint,
+        )
+        # 1. The current token, or a retry of the previous one inside the grace window.
+        if result.outcome in (Rotation.ROTATED, Rotation.REPLAYED):
+            if result.binding_changed:
+                self._binding_changed(token.user_id, token.session_id, client,
+                                      result.binding_changed, revoked=False)
+            if result.outcome is Rotation.ROTATED:
+                self._events.lifecycle("session_refreshed", session_id=token.session_id,
+                                       user_id=token.user_id, generation=successor.generation)
+            return self._grant(successor, result.auth_level, result.auth_time,
+                               result.absolute_left_ms // 1000)
+        # 2. The session is over: expired, ended by someone, or ended now by binding.
+        if result.outcome is Rotation.ENDED:
+            self._refuse_ended(token.user_id, token.session_id, client, result.state,
+                               result.reason, result.just_ended, result.binding_changed)
+        # 3. The previous token after the grace window: the script ended the session.
+        if result.outcome is Rotation.REUSED:
+            raise self._reuse_detected(token, client, revoked_now=True)
+        # 4. An older token of this session's own chain: it was copied. End the session.
+        if result.outcome is Rotation.CHECK and self._is_ancestor(
+            token, result.current_generation,
+            {h for h in (result.current_hash, result.previous_hash) if h},
+        ):
+            outcome = self._store.revoke_session(token.user_id, token.session_id, "reuse")
+            raise self._reuse_detected(token, client,
+                                       revoked_now=outcome is Revocation.REVOKED)
+        # 5. Not a token of any session we hold.
+        self._events.security("unknown_session_token", session_id=token.session_id,
+                              user_id=token.user_id, ip=client.ip, kind="refresh")
+        raise InvalidToken()
+
+    def _is_ancestor(self, token: RefreshToken, current_generation: int,
+                     known_hashes: set[str]) -> bool:
+        """Return True if ``token`` is an older generation of the chain ending in
+        ``known_hashes`` (the session's current and previous refresh hashes)."""
+        if current_generation - token.generation > MAX_LINEAGE_STEPS:
+            return False
+        return bool(known_hashes & set(self._tokens.descendant_hashes(token,
+                                                                      current_generation)))
+
+    def _reuse_detected(self, token: RefreshToken, client: Client,
+                        revoked_now: bool) -> RefreshTokenReused:
+        """Report a replayed refresh token (and the revocation it caused); return the error."""
+        self._events.security("refresh_token_reused", session_id=token.session_id,
+                              user_id=token.user_id, ip=client.ip, generation=token.generation)
+        if revoked_now:
+            self._events.lifecycle("session_revoked", session_id=token.session_id,
+                                   user_id=token.user_id, reason="reuse")
+        return RefreshTokenReused()
+
+    # -- verify (T2, D3) ------------------------------------------------------------
+    def verify(self, claims: AccessClaims, client: Client) -> Principal:
+        """Check a verified access token's session is live, apply the binding policy and
+        touch the idle clock (one round trip); return who is calling or raise why not."""
+        check = self._store.verify_touch(claims.user_id, claims.session_id,
+                                         device_id=client.device_id,
+                                         user_agent=client.user_agent,
+                                         binding_fingerprint=client.fingerprint)
+        if check.state is SessionState.LIVE:
+            if check.binding_changed:
+                self._binding_changed(claims.user_id, claims.session_id, client,
+                                      check.binding_changed, revoked=False)
+            return Principal(claims.user_id, claims.session_id, check.auth_level,
+                             check.auth_time, check.device_id, check.user_agent,
+                             check.username)
+        if check.state is SessionState.UNKNOWN:
+            # Our signature, but no session we hold: forged with a stolen key, or restored.
+            self._events.security("unknown_session_token", session_id=claims.session_id,
+                                  user_id=claims.user_id, ip=client.ip)
+            raise InvalidToken()
+        self._refuse_ended(claims.user_id, claims.session_id, client, check.state,
+                           check.reason, check.just_ended, check.binding_changed)
+
+    # -- end (L1, D5) ---------------------------------------------------------------
+    def revoke(self, user_id: str, session_id: str, reason: str, *,
+               refresh_hash: str = "") -> Revocation:
+        """End one session with ``reason`` (``logout``, ``remote``, ``admin``, ``leak``...).
+
+        With ``refresh_hash`` it ends only if that is one of the session's refresh tokens
+        (logout by refresh token, a leaked refresh token). Idempotent: an ended session
+        answers ``ENDED``, an unknown one ``UNKNOWN``, and neither raises an event.
+        """
+        outcome = self._store.revoke_session(user_id, session_id, reason, refresh_hash)
+        if outcome is Revocation.REVOKED:
+            self._log_ended(user_id, [EndedSession(session_id, reason)])
+        return outcome
+
+    def end_all(self, user_id: str, *, scope: str = "all", current_session_id: str = "",
+                current_reason: str = "logout", others_reason: str = "remote",
+                ) -> list[EndedSession]:
+        """End every session of a user (``all``) or all but the caller's (``others``).
+
+        One script: the caller's session ends with ``current_reason``, the others with
+        ``others_reason``; sessions found expired on the way are marked expired.
+        """
+        ended = self._store.end_sessions(user_id, current_session_id=current_session_id,
+                                         scope=scope, current_reason=current_reason,
+                                         others_reason=others_reason)
+        self._log_ended(user_id, ended)
+        return ended
+
+    def sessions_of(self, user_id: str) -> list[SessionInfo]:
+        """Return a user's live sessions, oldest first."""
+        return self._store.list_sessions(user_id)
+
+    # -- events and errors ----------------------------------------------------------
+    def _log_ended(self, user_id: str, ended: list[EndedSession]) -> None:
+        """Write one life-cycle event per session a script ended: the one place that
+        maps an end reason to its event."""
+        for session_id, reason in ended:
+            if EndedSession(session_id, reason).expired:
+                self._events.lifecycle("session_expired", session_id=session_id,
+                                       user_id=user_id, reason=reason)
+            elif reason == "logout":
+                self._events.lifecycle("session_logged_out", session_id=session_id,
+                                       user_id=user_id)
+            else:
+                self._events.lifecycle("session_revoked", session_id=session_id,
+                                       user_id=user_id, reason=reason)
+
+    def _binding_changed(self, user_id: str, session_id: str, client: Client, changed: str,
+                         revoked: bool) -> None:
+        """Raise the ``binding_changed`` event (D3): which bound values changed, never the
+        values themselves, and whether the policy ended the session."""
+        self._events.security("binding_changed", session_id=session_id, user_id=user_id,
+                              changed=changed, policy=self._settings.binding_policy,
+                              ip=client.ip, revoked=revoked)
+
+    def _refuse_ended(self, user_id: str, session_id: str, client: Client, state: SessionState,
+                      reason: str, just_ended: bool, binding_changed: str) -> NoReturn:
+        """Raise the error for a token of a session that is over; log it if it just ended."""
+        if just_ended:
+            if binding_changed:
+                self._binding_changed(user_id, session_id, client, binding_changed,
+                                      revoked=True)
+            self._log_ended(user_id, [EndedSession(session_id, reason)])
+        if state is SessionState.EXPIRED:
+            raise SessionExpired(reason or "idle")
+        raise SessionRevoked(reason or None)
+
+    def _grant(self, refresh: RefreshToken, auth_level: str, auth_time: int,
+               absolute_left_seconds: int) -> TokenGrant:
+        access = self._tokens.issue_access_token(refresh.user_id, refresh.session_id,
+                                                 auth_level, auth_time)
+        return TokenGrant(
+            user_id=refresh.user_id, session_id=refresh.session_id, access_token=access,
+            refresh_token=refresh, expires_in=self._settings.access_token_ttl_seconds,
+            idle_timeout=self._settings.idle_timeout_seconds,
+            absolute_expires_in=max(0, absolute_left_seconds), auth_level=auth_level,
+            auth_time=auth_time,
+        )
