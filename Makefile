@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint venv deps test-deps bench clean test-backends test-cluster test-embedded
+.PHONY: run test lint venv deps test-deps bench clean test-backends test-cluster test-embedded \
+	test-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +25,8 @@ run: deps
 
 test: test-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-cluster test-embedded
+	$(BIN)/python -m pytest --ignore=tests/packaging
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-cluster test-embedded test-wheels
 
 # The server's end-to-end session tests again, on a 3-master Redis Cluster on loopback and
 # on the embedded default (tests/conftest.py reads LATCHKEY_TEST_BACKEND); the two runs go
@@ -43,6 +44,12 @@ test-cluster: test-deps
 
 test-embedded: test-deps
 	LATCHKEY_TEST_BACKEND=embedded $(BIN)/python -m pytest -q $(BACKEND_TESTS)
+
+# The distributions as a user gets them: sdists and wheels built once with `python -m build`,
+# installed non-editable into a fresh venv on every Python the classifiers name (3.11-3.13,
+# via pyenv), and served and signed in from there (tests/packaging/test_wheels.py).
+test-wheels: test-deps
+	$(BIN)/python -m pytest -q tests/packaging
 
 lint: test-deps
 	$(BIN)/ruff check .

@@ -278,8 +278,11 @@ class ServerProcess:
 
 def start_server(instance_path: Path, env_overrides: dict[str, str] | None = None,
                  *, redis_url: str | None, args: tuple[str, ...] = (),
-                 wait_ready: bool = True) -> ServerProcess:
-    """Start ``latchkey-server`` on a free loopback port and wait for ``/readyz``."""
+                 wait_ready: bool = True, bin_dir: Path = VENV_BIN) -> ServerProcess:
+    """Start ``latchkey-server`` on a free loopback port and wait for ``/readyz``.
+
+    ``bin_dir`` is the venv whose ``latchkey-server`` runs (tests/packaging: a wheel install).
+    """
     port = free_port()
     instance_path.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}
@@ -294,7 +297,7 @@ def start_server(instance_path: Path, env_overrides: dict[str, str] | None = Non
     log_path = instance_path / f"server-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(VENV_BIN / "latchkey-server"), "--host", "127.0.0.1", "--port", str(port),
+            [str(bin_dir / "latchkey-server"), "--host", "127.0.0.1", "--port", str(port),
              "--workers", env.get("LATCHKEY_WORKERS", "1"), *args],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )

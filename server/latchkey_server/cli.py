@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -13,12 +14,21 @@ from .config import ConfigError, Settings, load_settings
 __all__ = ["build_parser", "main", "serving_settings"]
 
 
+def _installed_version() -> str:
+    """Return the installed distribution's version: pyproject.toml is its one source."""
+    try:
+        return importlib.metadata.version("latchkey-server")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser; subcommands register themselves here."""
     parser = argparse.ArgumentParser(
         prog="latchkey-server",
         description="Latchkey token server. With no command, serves the API.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_installed_version()}")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="serve the HTTP API (default)")
     for p in (parser, serve):
