@@ -45,8 +45,8 @@ from .errors import StoreUnavailable
 from .events import SECURITY_EVENTS
 from .extension import Services
 
-__all__ = ["DURATION_BUCKETS_SECONDS", "Metrics", "SecurityStreamSink", "init_app", "metrics",
-           "render_metrics"]
+__all__ = ["DURATION_BUCKETS_SECONDS", "UNMATCHED_ROUTE", "Metrics", "SecurityStreamSink",
+           "init_app", "metrics", "render_metrics"]
 
 _log = logging.getLogger("latchkey.observability")
 
