@@ -23,13 +23,14 @@ clients (API.md); their titles are for humans and may change.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 import redis
 from flask import Flask, Response, g, json
 from limits.errors import StorageError
 from werkzeug.exceptions import HTTPException
+
+from .access_log import current_request_id
 
 __all__ = [
     "ERROR_CODES",
@@ -284,8 +285,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
-        # Never a traceback to the client: log it under a correlation id the client sees.
-        correlation_id = uuid.uuid4().hex
+        # Never a traceback to the client: log it under a correlation id the client sees,
+        # the request's own id, so it also finds the request's other log lines.
+        correlation_id = current_request_id()
         _log.error(
             "unhandled exception",
             exc_info=error,

@@ -7,6 +7,13 @@ the structured log line. ``init_app`` adds two sinks to it:
   security team reads with a consumer group (docs/OPERATIONS.md shows how);
 - the counter ``latchkey_security_events_total{event}``.
 
+Every response is also counted and timed (RED): ``latchkey_http_responses_total{status}``
+and the histogram ``latchkey_http_request_duration_seconds{route,method,status}``, whose
+``_count`` is the request total by route, method and status. ``route`` is the Flask URL
+rule (``/v1/auth/sessions/<session_id>``), never the raw path, so no identifier becomes a
+label and the series stay bounded; a path no rule matches is ``unmatched``, a method
+outside the standard ones ``other``. ``latchkey_build_info{version,python}`` is 1.
+
 A failing stream write never fails the request that raised the event (the event is
 already in the log); it is counted in ``latchkey_security_stream_errors_total``.
 
@@ -24,29 +31,50 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import threading
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as distribution_version
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 
+from .access_log import elapsed_seconds
 from .errors import StoreUnavailable
 from .events import SECURITY_EVENTS
 from .extension import Services
 from .serialise import rfc3339
 
-__all__ = ["Metrics", "SecurityStreamSink", "init_app", "metrics", "render_metrics"]
+__all__ = ["DURATION_BUCKETS_SECONDS", "UNMATCHED_ROUTE", "Metrics", "SecurityStreamSink",
+           "init_app", "metrics", "render_metrics"]
 
 _log = logging.getLogger("latchkey.observability")
 
 RATE_LIMIT_LABELS = ("account_failures", "login_ip_failures", "register_ip_failures",
                      "step_up_failures", "step_up_ip_failures", "invalid_token_ip")
 
+# Most requests take 1-50 ms (a Redis round trip or two); fine buckets there. Logins and
+# registrations hash with argon2 (tens to hundreds of ms) and a Redis call gives up after
+# about 2 s, so the tail goes to 5 s.
+DURATION_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25,
+                            0.5, 1.0, 2.5, 5.0)
+
+UNMATCHED_ROUTE = "unmatched"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _build_version() -> str:
+    try:
+        return distribution_version("latchkey-server")
+    except PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
 
 class Metrics:
     """The Prometheus counters of this process."""
 
     def __init__(self) -> None:
-        from prometheus_client import Counter
+        from prometheus_client import Counter, Gauge, Histogram
 
         self.security_events = Counter(
             "latchkey_security_events_total", "Security events raised, by event name.",
@@ -59,11 +87,36 @@ class Metrics:
             ["limit"])
         self.http_responses = Counter(
             "latchkey_http_responses_total", "HTTP responses by status code.", ["status"])
+        self.request_duration = Histogram(
+            "latchkey_http_request_duration_seconds",
+            "Time from the first to the last hook of a request, by URL rule, method, status.",
+            ["route", "method", "status"], buckets=DURATION_BUCKETS_SECONDS)
+        # Every worker reports the same labels; "max" merges them into one series.
+        self.build_info = Gauge(
+            "latchkey_build_info", "The running server's version and Python; always 1.",
+            ["version", "python"], multiprocess_mode="max")
+        self.build_info.labels(version=_build_version(),
+                               python=platform.python_version()).set(1)
+        # labels() takes a lock and builds a key on every call; the label sets of the
+        # per-request series are few and fixed (rules x methods x statuses), so their
+        # children are kept. Two threads racing on a new key get the same child.
+        self._request_series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         # Series that exist from the start at 0, so rate() and absent() alerts work at once.
         for event in sorted(SECURITY_EVENTS):
             self.security_events.labels(event=event)
         for limit in RATE_LIMIT_LABELS:
             self.rate_limited.labels(limit=limit)
+
+    def observe_request(self, route: str, method: str, status: str, seconds: float) -> None:
+        """Count one response and record how long it took."""
+        key = (route, method, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = (self.http_responses.labels(status=status),
+                      self.request_duration.labels(route=route, method=method, status=status))
+            self._request_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
 
 _metrics: Metrics | None = None
@@ -114,7 +167,11 @@ def _count_security_event(event: str, fields: dict[str, Any]) -> None:
 
 
 def _count_response(response: Response) -> Response:
-    metrics().http_responses.labels(status=str(response.status_code)).inc()
+    served = request._get_current_object()  # type: ignore[attr-defined]  # one lookup
+    rule, method = served.url_rule, served.method
+    metrics().observe_request(rule.rule if rule is not None else UNMATCHED_ROUTE,
+                              method if method in _METHODS else "other",
+                              str(response.status_code), elapsed_seconds() or 0.0)
     return response
 
 

@@ -2,11 +2,13 @@
 
 The embedded Redis and the key material are prepared once in the parent process before
 gunicorn forks its workers, so workers share one store and never race to create keys.
-Neither server may print a token: gunicorn's access log (off by default, on with
-``LATCHKEY_GUNICORN_ACCESS_LOG``) goes through a logger that keeps only a whitelist of
-atoms with query values masked (it would otherwise print the query string, and its
-``{header}i`` / ``{variable}e`` atoms reach ``Authorization``); werkzeug's request log is
-replaced by ours. Bodies are never logged by either.
+Every line either server writes is JSON (``RedactingGunicornLogger`` formats gunicorn's
+error and access lines like the app's). Neither server may print a token: gunicorn's
+access log (off by default, on with ``LATCHKEY_GUNICORN_ACCESS_LOG``) goes through a
+logger that keeps only a whitelist of atoms with query values masked (it would otherwise
+print the query string, and its ``{header}i`` / ``{variable}e`` atoms reach
+``Authorization``); werkzeug's request log is replaced by ours. Bodies are never logged
+by either.
 
 Metrics: gunicorn workers are processes, so prometheus-client runs in multiprocess mode.
 ``prepare_metrics_dir`` empties ``PROMETHEUS_MULTIPROC_DIR`` and sets it before any worker
@@ -25,10 +27,12 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 from werkzeug.serving import WSGIRequestHandler, run_simple
 
+from .access_log import REQUEST_ID_ENVIRON_KEY
 from .config import Settings
 from .embedded import EmbeddedRedis
 from .keys import ensure_key_material
-from .redaction import redact, redact_path
+from .logging_setup import JsonFormatter, configure_logging
+from .redaction import RedactingFilter, redact, redact_path
 from .redis_connection import resolve_redis_url
 
 __all__ = [
@@ -50,7 +54,36 @@ _SAFE_ATOMS = frozenset("hltsmHbBaTDMLp")
 
 
 class RedactingGunicornLogger(GunicornLogger):
-    """gunicorn's logger with query values, tokens and headers kept out of access lines."""
+    """gunicorn's logger with query values, tokens and headers kept out of access lines.
+
+    Its lines are JSON like the app's (``logging_setup.JsonFormatter``): the access line
+    keeps its text (the whitelisted atoms) as ``msg`` and adds the fields and request id.
+    """
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in (*self.error_log.handlers, *self.access_log.handlers):
+            if getattr(handler, "_gunicorn", False):
+                handler.setFormatter(JsonFormatter())
+                handler.addFilter(RedactingFilter())
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if not self.access_log_enabled:
+            return
+        atoms = self.atoms(resp, req, environ, request_time)
+        status = str(atoms.get("s", ""))
+        extra = {"event": "gunicorn_access", "lk_method": environ.get("REQUEST_METHOD", ""),
+                 "lk_path": redact_path(environ.get("PATH_INFO", ""),
+                                        environ.get("QUERY_STRING", "")),
+                 "lk_status": int(status) if status.isdigit() else status,
+                 "lk_bytes": atoms.get("B"), "lk_ip": atoms.get("h"),
+                 "lk_duration_ms": round(request_time.total_seconds() * 1000, 2)}
+        request_id = environ.get(REQUEST_ID_ENVIRON_KEY)
+        if request_id:
+            extra["request_id"] = request_id
+        # A format with a bad atom is rendered as its plain text by RedactingFilter.
+        self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms),
+                             extra=extra)
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> Any:
         full = super().atoms(resp, req, environ, request_time)
@@ -177,6 +210,7 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int,
 
 def serve_gunicorn(settings: Settings, host: str, port: int, workers: int, threads: int) -> None:
     """Serve with gunicorn until a signal stops it; then stop the embedded Redis."""
+    configure_logging(settings.log_level)  # the master's own lines are JSON too
     embedded = prepare_shared_state(settings)
     prepare_metrics_dir(settings)
     try:

@@ -267,7 +267,7 @@ def test_one_full_run_leaks_no_token_password_or_session_id_anywhere(
     # The outputs searched are the real ones: lines of each kind are present.
     assert '"event": "session_created"' in server_out
     assert '"refresh_token_reused"' in server_out and '"token_in_url"' in server_out
-    assert '"GET /v1/me HTTP/1.1" 200' in server_out  # gunicorn's own access log
+    assert 'GET /v1/me HTTP/1.1\\" 200' in server_out  # gunicorn's own (JSON) access log
     assert "HTTP Request: POST" in unfiltered  # httpx logged at DEBUG in this process
     assert "refresh outcome unknown" in unfiltered  # the SDK's own DEBUG/INFO lines
 

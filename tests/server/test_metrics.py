@@ -1,4 +1,5 @@
-"""D4: ``GET /metrics`` is Prometheus text, counts across every gunicorn worker, starts clean.
+"""D4: ``GET /metrics`` is Prometheus text, counts across every gunicorn worker, starts clean;
+RED: request durations by URL rule, method and status; build info.
 
 Real gunicorn with several worker processes (prometheus-client multiprocess mode).
 """
@@ -6,10 +7,17 @@ Real gunicorn with several worker processes (prometheus-client multiprocess mode
 from __future__ import annotations
 
 import os
+import platform
+import secrets
 import signal
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
+from latchkey_server.observability import DURATION_BUCKETS_SECONDS
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from tests.server.ops_support import metric_value, processes_mentioning, sign_in, wait_for
 
@@ -100,3 +108,61 @@ def _parent(pid: int) -> int:
     except OSError:
         pass
     return -1
+
+
+def families(base_url: str) -> dict[str, Metric]:
+    """Return the scraped metric families, parsed by prometheus-client's own parser."""
+    return {family.name: family for family in text_string_to_metric_families(scrape(base_url))}
+
+
+def duration_samples(base_url: str, suffix: str) -> list[Sample]:
+    family = families(base_url)["latchkey_http_request_duration_seconds"]
+    return [s for s in family.samples
+            if s.name == "latchkey_http_request_duration_seconds" + suffix]
+
+
+def test_request_durations_are_labelled_by_url_rule_never_by_raw_path(server_factory) -> None:
+    server = server_factory(workers=WORKERS)
+    _, tokens = sign_in(server)
+    session_id = secrets.token_urlsafe(16)
+    missing = secrets.token_hex(8)
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    for _ in range(10):  # new connections, spread over the workers
+        httpx.get(server.base_url + "/healthz")
+    httpx.delete(server.base_url + f"/v1/auth/sessions/{session_id}", headers=bearer)
+    httpx.get(server.base_url + f"/no/such/{missing}")
+    httpx.request("BREW", server.base_url + "/healthz")
+    counts = {(s.labels["route"], s.labels["method"], s.labels["status"]): s.value
+              for s in duration_samples(server.base_url, "_count")}
+    assert counts[("/healthz", "GET", "200")] == 10
+    assert counts[("/v1/auth/sessions/<session_id>", "DELETE", "404")] == 1
+    assert counts[("unmatched", "GET", "404")] == 1
+    assert counts[("unmatched", "other", "405")] == 1
+    assert counts[("/v1/auth/login", "POST", "200")] == 1
+    every_label_value = {v for s in families(server.base_url)[
+        "latchkey_http_request_duration_seconds"].samples for v in s.labels.values()}
+    assert session_id not in str(every_label_value) and missing not in str(every_label_value)
+
+
+def test_request_duration_buckets_suit_a_millisecond_service(server_factory) -> None:
+    server = server_factory()
+    httpx.get(server.base_url + "/healthz")
+    buckets = [s for s in duration_samples(server.base_url, "_bucket")
+               if s.labels["route"] == "/healthz"]
+    bounds = sorted(float(s.labels["le"]) for s in buckets)
+    assert bounds == [*DURATION_BUCKETS_SECONDS, float("inf")]
+    assert bounds[0] <= 0.001 and 0.05 in bounds  # resolution where the requests are
+    total = next(s for s in duration_samples(server.base_url, "_sum")
+                 if s.labels["route"] == "/healthz")
+    assert 0 < total.value < 5
+
+
+def test_build_info_names_the_installed_version_once_across_workers(server_factory) -> None:
+    server = server_factory(workers=WORKERS)
+    for _ in range(10):  # every worker builds its metrics
+        httpx.get(server.base_url + "/healthz")
+    samples = families(server.base_url)["latchkey_build_info"].samples
+    assert len(samples) == 1
+    assert samples[0].value == 1
+    assert samples[0].labels == {"version": version("latchkey-server"),
+                                 "python": platform.python_version()}

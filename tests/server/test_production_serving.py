@@ -39,7 +39,7 @@ def test_gunicorn_access_log_never_records_query_values_authorization_or_bodies(
     logs = server.logs()
     # gunicorn's own access lines are there...
     assert '"GET /healthz?note=' in logs
-    assert '"POST /v1/auth/refresh HTTP/1.1" 401' in logs  # revoked: it leaked in a URL
+    assert 'POST /v1/auth/refresh HTTP/1.1\\" 401' in logs  # revoked: it leaked in a URL
     # ...and hold none of what they must not.
     for secret in (SECRET_QUERY_VALUE, tokens["access_token"], tokens["refresh_token"],
                    PASSWORD, "basic-user-7d2a", "basic-pass-7d2a", basic):
@@ -51,7 +51,7 @@ def test_gunicorn_access_log_is_off_by_default(server_factory) -> None:
     server = server_factory()
     httpx.get(server.base_url + "/healthz")
     server.stop()
-    assert '"GET /healthz HTTP/1.1" 200' not in server.logs()
+    assert '"logger": "gunicorn.access"' not in server.logs()
 
 
 def test_no_access_log_format_can_reach_headers_environ_or_query() -> None:
