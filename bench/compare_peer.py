@@ -43,24 +43,18 @@ import redis
 
 from bench.harness import (
     BENCH_USER_AGENT,
-    FAST_ARGON2,
     ServerProcess,
     WrkResult,
     interleave_samples,
     login_tokens,
     print_json,
     start_bench_redis,
+    start_latchkey,
     wrk_run,
 )
 from bench.peer_app import new_ed25519_pem
 from bench.redis_stats import redis_cpu, start_stock_redis
-from tests.conftest import (
-    SHARED_CLIENT_IP_BUDGETS,
-    VENV_BIN,
-    free_port,
-    stop_process,
-    wait_until_ready,
-)
+from tests.conftest import free_port, stop_process
 
 SETUPS = ("tcp_default", "unix_tuned", "embedded")
 ALGORITHMS = ("HS256", "EdDSA")
@@ -78,34 +72,6 @@ class Setup:
     admin: redis.Redis
     latchkey: dict[str, ServerProcess] = field(default_factory=dict)
     peers: dict[str, str] = field(default_factory=dict)  # "hs256_sync" → base URL
-
-
-def start_latchkey(instance_path: Path, redis_url: str | None, *args: str,
-                   log_level: str | None = None) -> ServerProcess:
-    """Start ``latchkey-server --host --port`` with its defaults; wait for ``/readyz``.
-
-    Only the instance path, the Redis URL (none: the embedded store), cheap argon2 (login
-    is not measured here) and the per-IP failure budgets (every wrk client is 127.0.0.1)
-    are set; workers, threads and log level are the server's own defaults.
-    """
-    port = free_port()
-    instance_path.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}
-    env.update(FAST_ARGON2)
-    env.update(SHARED_CLIENT_IP_BUDGETS)
-    env["LATCHKEY_INSTANCE_PATH"] = str(instance_path)
-    if redis_url:
-        env["LATCHKEY_REDIS_URL"] = redis_url
-    if log_level:
-        env["LATCHKEY_LOG_LEVEL"] = log_level
-    log_path = instance_path / f"server-{port}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "latchkey-server"), "--host", "127.0.0.1", "--port", str(port),
-             *args], env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path, instance_path, env)
-    wait_until_ready(server)
-    return server
 
 
 @contextlib.contextmanager
