@@ -252,7 +252,7 @@ def ratios(figures: dict[str, dict[str, float]]) -> dict[str, float]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5, help="per wrk run")
+    parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS))
     parser.add_argument("--algorithms", nargs="+", choices=ALGORITHMS,

@@ -95,7 +95,7 @@ class WrkResult:
     p99_ms: float
 
 
-def wrk_run(url: str, *, seconds: float = 5, connections: int = 16, threads: int = 2,
+def wrk_run(url: str, *, seconds: int = 5, connections: int = 16, threads: int = 2,
             headers: dict[str, str] | None = None, lua: str | None = None) -> WrkResult:
     """Run wrk with ``--latency`` against ``url``; return its rate and p50/p99."""
     if shutil.which("wrk") is None:
@@ -111,10 +111,15 @@ def wrk_run(url: str, *, seconds: float = 5, connections: int = 16, threads: int
         script.close()
         cmd += ["-s", script.name]
     try:
-        out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+        done = subprocess.run([*cmd, url], capture_output=True, text=True)
     finally:
         if script:
             os.unlink(script.name)
+    if done.returncode != 0:
+        # Not CalledProcessError: its message would carry the command line, bearer token
+        # included.
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    out = done.stdout
     # A failed response is not a fast one: refuse the sample rather than average it in.
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if non2xx:
@@ -132,7 +137,7 @@ def _percentile_ms(out: str, percent: int) -> float:
     return float(match.group(1)) * _MS_PER_UNIT[match.group(2)]
 
 
-def wrk_rps(url: str, *, seconds: float = 5, connections: int = 16, threads: int = 2,
+def wrk_rps(url: str, *, seconds: int = 5, connections: int = 16, threads: int = 2,
             headers: dict[str, str] | None = None, lua: str | None = None) -> float:
     """Return wrk's requests per second against ``url``."""
     return wrk_run(url, seconds=seconds, connections=connections, threads=threads,
