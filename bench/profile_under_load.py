@@ -8,6 +8,9 @@ py-spy samples every worker (``--subprocesses``, ``--nonblocking`` so the worker
 paused), and Redis records SLOWLOG (every command), ``INFO commandstats`` and LATENCY
 (events over 1 ms). Reported: the frames with the largest share of worker samples, both
 inclusive (the frame is on the stack) and self (the frame is running), and Redis's time.
+By default py-spy samples every thread it does not judge idle, so a thread blocked in a
+Redis reply counts (wall time); ``--gil`` samples only the thread holding the GIL, which
+is where a worker's Python CPU goes.
 
 Run: ``.venv/bin/python -m bench.profile_under_load [--seconds 20] [--top 30]``
 (needs ``py-spy`` from ``requirements-bench.txt``, ``wrk``, and ptrace rights over the
@@ -81,6 +84,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20, help="profiled load")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples/s")
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only the thread holding the GIL: Python CPU, not waits")
     parser.add_argument("--output", type=Path, default=None,
                         help="also keep py-spy's collapsed stacks here (speedscope reads it)")
     args = parser.parse_args()
@@ -106,7 +111,7 @@ def main() -> None:
                 subprocess.run([py_spy, "record", "--pid", str(server.proc.pid),
                                 "--subprocesses", "--nonblocking", "--rate", str(args.rate),
                                 "--duration", str(args.seconds), "--format", "raw",
-                                "--output", str(stacks)],
+                                "--output", str(stacks), *(["--gil"] if args.gil else [])],
                                check=True, capture_output=True)
                 wrk_out, _ = wrk.communicate()
             latency = admin.execute_command("LATENCY", "LATEST")
@@ -133,6 +138,7 @@ def main() -> None:
         "redis_latency_latest": [[_text(e[0]), *e[1:]] for e in latency],
         "redis_version": redis_time["redis_version"],
         "profile": top_frames(collapsed, args.top),
+        "profile_mode": "GIL holder only (CPU)" if args.gil else "every non-idle thread (wall)",
         "uptime_before": uptime_before, "uptime_after": uptime_after,
     })
 
