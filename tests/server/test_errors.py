@@ -33,4 +33,7 @@ def test_gunicorn_logger_scrubs_every_level_and_its_arguments(caplog):
         logger.warning(f"/v1/files/{jwt_like}")
     text = caplog.text
     assert session_id not in text and jwt_like not in text
-    assert text.lower().count("[redacted]") == 3
+    # One line per call; a record may reach caplog twice when an earlier test in the same
+    # process left a propagating handler on the gunicorn loggers, so count distinct lines.
+    lines = {record.getMessage() for record in caplog.records if record.name == "gunicorn.error"}
+    assert len(lines) == 3 and all("[redacted]" in line.lower() for line in lines), lines
