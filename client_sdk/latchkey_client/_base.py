@@ -32,7 +32,14 @@ from .errors import (
 from .events import AuthEvent, EventName, SessionInfo, SignOutReason
 from .idle import AsyncIdleTimer, IdleTimer, default_warning_seconds
 from .storage.base import Storage
-from .transport import check_base_url, check_request_url, pinned_ssl_context, same_origin
+from .transport import (
+    check_base_url,
+    check_device_id,
+    check_request_url,
+    check_user_agent,
+    pinned_ssl_context,
+    same_origin,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -136,6 +143,7 @@ class ClientBase:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._base_url = check_base_url(base_url)
+        device_id, user_agent = check_device_id(device_id), check_user_agent(user_agent)
         if pins is not None:
             if self._base_url.scheme != "https":
                 raise ConfigurationError("certificate pinning needs an https:// base URL")
