@@ -26,8 +26,8 @@ from .errors import (
     ApiError,
     ConfigurationError,
     NetworkError,
-    RateLimitedError,
     error_from_response,
+    retry_after_seconds,
 )
 from .events import AuthEvent, EventName, SessionInfo, SignOutReason
 from .idle import AsyncIdleTimer, IdleTimer, default_warning_seconds
@@ -343,12 +343,10 @@ class ClientBase:
                 continue
             response: httpx.Response = outcome
             if response.status_code in RETRY_STATUSES and safe and attempt <= retries:
-                retry_error = error_from_response(response)
-                retry_after = (
-                    retry_error.retry_after_seconds
-                    if isinstance(retry_error, RateLimitedError) else None
-                )
-                delay = backoff_delay_seconds(attempt, retry_after_seconds=retry_after)
+                # Retry-After is a floor on 502/503/504 as on 429 (load balancers send it);
+                # one that reaches past the deadline ends the call now instead of waiting.
+                delay = backoff_delay_seconds(
+                    attempt, retry_after_seconds=retry_after_seconds(response))
                 if delay < deadline.remaining_seconds():
                     yield Sleep(delay)
                     continue

@@ -61,6 +61,7 @@ from .errors import (
     SessionExpiredError,
     SessionRevokedError,
     error_from_response,
+    retry_after_seconds,
 )
 from .events import EventName, SignOutReason
 from .transport import check_request_url, same_origin
@@ -351,8 +352,8 @@ class LatchkeyAuth(httpx.Auth):
                 if doc is not None:
                     return doc, received_at
                 last = error_from_response(outcome)
-                delay = backoff_delay_seconds(attempt, retry_after_seconds=getattr(
-                    last, "retry_after_seconds", None))
+                delay = backoff_delay_seconds(
+                    attempt, retry_after_seconds=retry_after_seconds(outcome))
             if deadline.remaining_seconds() <= delay:
                 raise last
             yield Sleep(delay)

@@ -35,6 +35,9 @@ errors are chained with ``raise ... from exc`` so a developer still sees the cau
 from __future__ import annotations
 
 import json
+import math
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -277,14 +280,36 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _retry_after_seconds(response: httpx.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if raw is None:
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Return how long the answer asks us to wait (``Retry-After``), or ``None``.
+
+    RFC 9110 10.2.3 allows seconds or an HTTP-date. Latchkey sends seconds on 429; a load
+    balancer in front of it may send either on 502/503/504. A date is measured against the
+    answer's own ``Date`` header where there is one, so a device clock that is off does not
+    change the wait.
+    """
+    raw = (response.headers.get("Retry-After") or "").strip()
+    if not raw:
         return None
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
-        return None  # an HTTP-date; Latchkey sends seconds, so treat it as absent
+        seconds = _seconds_until(raw, response.headers.get("Date"))
+    return None if seconds is None or not math.isfinite(seconds) else max(0.0, seconds)
+
+
+def _seconds_until(http_date: str, date_header: str | None) -> float | None:
+    """Return the seconds from the answer's ``Date`` (or now) to ``http_date``."""
+    try:
+        then = parsedate_to_datetime(http_date)
+        now = parsedate_to_datetime(date_header) if date_header else None
+    except (TypeError, ValueError):
+        return None
+    if then.tzinfo is None:
+        return None  # RFC 9110 dates are GMT; a date without a zone is not one
+    if now is None or now.tzinfo is None:
+        now = datetime.now(UTC)
+    return (then - now).total_seconds()
 
 
 def error_from_response(response: httpx.Response) -> ApiError:
@@ -308,5 +333,5 @@ def error_from_response(response: httpx.Response) -> ApiError:
             reason = "reuse"
         return cls(message, reason=reason, **kwargs)
     if issubclass(cls, RateLimitedError):
-        return cls(message, retry_after_seconds=_retry_after_seconds(response), **kwargs)
+        return cls(message, retry_after_seconds=retry_after_seconds(response), **kwargs)
     return cls(message, **kwargs)

@@ -10,6 +10,7 @@ canned 502/503/504); every test runs on the sync and the async client (the ``sdk
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ import httpx
 import pytest
 from latchkey_client import (
     ConfigurationError,
+    ServerError,
     transport,
 )
 from latchkey_server.api.inputs import MAX_DEVICE_FIELD
@@ -46,6 +48,51 @@ def signed_in(sdk: Sdk, via: Any, server: ServerProcess, **options: Any) -> SdkC
 def me_status(server: ServerProcess, access_token: str | None) -> int:
     return httpx.get(server.base_url + ME,
                      headers={"Authorization": f"Bearer {access_token}"}).status_code
+
+
+# -- 2. Retry-After on 502/503/504 ----------------------------------------------------------
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_gateway_error_with_retry_after_is_retried_no_sooner_than_it_asks(
+    hard_server: ServerProcess, proxy_to: Any, sdk: Sdk, status: int
+) -> None:
+    proxy = proxy_to(hard_server)
+    client = signed_in(sdk, proxy, hard_server)
+    proxy.canned[ME] = [(status, {"Retry-After": "1"})]
+    started = time.monotonic()
+    assert client.get(ME).status_code == 200
+    assert time.monotonic() - started >= 1.0
+    assert [s.response_status for s in proxy.requests(ME)] == [status, 200]
+    assert client.logout().server_confirmed
+
+
+def test_a_refresh_answered_503_with_retry_after_is_replayed_no_sooner_than_it_asks(
+    hard_server: ServerProcess, proxy_to: Any, sdk: Sdk
+) -> None:
+    proxy = proxy_to(hard_server)
+    client = signed_in(sdk, proxy, hard_server)
+    proxy.canned[REFRESH] = [(503, {"Retry-After": "1"})]
+    started = time.monotonic()
+    client.refresh_now()
+    assert time.monotonic() - started >= 1.0
+    assert [s.response_status for s in proxy.requests(REFRESH)] == [503, 200]
+    assert client.get(ME).status_code == 200
+    assert client.logout().server_confirmed
+
+
+def test_a_retry_after_beyond_the_deadline_fails_at_once_instead_of_waiting(
+    hard_server: ServerProcess, proxy_to: Any, sdk: Sdk
+) -> None:
+    proxy = proxy_to(hard_server)
+    client = signed_in(sdk, proxy, hard_server, total_timeout_seconds=2)
+    proxy.canned[ME] = [(503, {"Retry-After": "60"})]
+    started = time.monotonic()
+    with pytest.raises(ServerError) as caught:
+        client.get(ME)
+    assert caught.value.status == 503
+    assert time.monotonic() - started < 1.0
+    assert proxy.count(ME) == 1  # asked to wait a minute: no retry within 2 s
+    assert client.logout().server_confirmed
 
 
 # -- 5. one definition of a device id, the server's -----------------------------------------

@@ -141,3 +141,13 @@ def test_a_refresh_that_stays_unreachable_gives_up_within_the_replay_budget() ->
         with pytest.raises(NetworkError) as caught:
             plan.send(httpx.ConnectError("offline"))
     assert "refresh" in str(caught.value) and "r-1" not in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_get_answered_by_a_gateway_with_retry_after_waits_at_least_that_long(
+    client: LatchkeyClient, status: int
+) -> None:
+    plan = client._send_plan("GET", "v1/items", authenticated=False)
+    step = next(plan)
+    pause = plan.send(answer(step, status, headers={"Retry-After": "2"}))
+    assert isinstance(pause, Sleep) and pause.seconds >= 2
