@@ -47,6 +47,7 @@ from ._steps import (
     Sleep,
     attempt_timeout,
     map_transport_error,
+    never_sent,
     run_async,
     run_sync,
 )
@@ -342,8 +343,10 @@ class LatchkeyAuth(httpx.Auth):
                 options={"json": {"refresh_token": refresh_token}},
             )
             if isinstance(outcome, httpx.TransportError):
-                _log.info("refresh outcome unknown (%s); replaying", type(outcome).__name__)
                 last = map_transport_error(outcome, "refresh")
+                if never_sent(outcome):
+                    raise last from outcome  # the token is kept: network loss never signs out
+                _log.info("refresh outcome unknown (%s); replaying", type(outcome).__name__)
                 last.__cause__ = outcome
                 delay = backoff_delay_seconds(attempt)
             else:

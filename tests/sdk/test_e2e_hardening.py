@@ -19,13 +19,15 @@ import httpx
 import pytest
 from latchkey_client import (
     ConfigurationError,
+    MemoryStorage,
+    NetworkError,
     ServerError,
     transport,
 )
 from latchkey_server.api.inputs import MAX_DEVICE_FIELD
 from latchkey_server.binding import DEVICE_ID_PATTERN, DEVICE_ID_RE
 
-from tests.conftest import ServerProcess
+from tests.conftest import Api, ServerProcess
 
 from .conftest import PASSWORD, Sdk, SdkClient, make_user
 
@@ -93,6 +95,46 @@ def test_a_retry_after_beyond_the_deadline_fails_at_once_instead_of_waiting(
     assert time.monotonic() - started < 1.0
     assert proxy.count(ME) == 1  # asked to wait a minute: no retry within 2 s
     assert client.logout().server_confirmed
+
+
+# -- 4. a refresh that certainly never reached the server is not replayed -------------------
+
+def test_a_refresh_on_a_refused_connection_fails_fast_and_keeps_the_session(
+    hard_server: ServerProcess, proxy_to: Any, sdk: Sdk
+) -> None:
+    proxy = proxy_to(hard_server)
+    client = signed_in(sdk, proxy, hard_server)
+    kept = client._core.tokens.refresh_token
+    time.sleep(2.1)  # expired: the next call must refresh
+    proxy.go_offline()
+    started = time.monotonic()
+    with pytest.raises(NetworkError) as caught:
+        client.get(ME)
+    assert time.monotonic() - started < 1.0  # not a 20 s replay
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert client.auth.refresh_requests == 1
+    # Network loss never signs out: back online, the same token refreshes.
+    assert client.is_signed_in and client._core.tokens.refresh_token == kept
+    proxy.go_online()
+    assert client.get(ME).status_code == 200
+    assert client.logout().server_confirmed
+
+
+def test_a_refresh_whose_host_does_not_resolve_fails_fast_and_keeps_the_session(
+    hard_server: ServerProcess, sdk: Sdk
+) -> None:
+    # A real session's refresh token, stored as a restarted app would find it.
+    doc = Api(hard_server.base_url).login(make_user(hard_server))
+    storage = MemoryStorage()
+    storage.save("refresh_token", doc["refresh_token"])
+    client = sdk("https://latchkey.invalid", storage=storage, stay_signed_in=True)
+    started = time.monotonic()
+    with pytest.raises(NetworkError) as caught:
+        client.restore()
+    assert time.monotonic() - started < 3.0
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert client.auth.refresh_requests == 1
+    assert client.is_signed_in and storage.load("refresh_token") == doc["refresh_token"]
 
 
 # -- 5. one definition of a device id, the server's -----------------------------------------

@@ -133,14 +133,26 @@ def test_a_refresh_whose_answer_was_lost_is_replayed_with_the_same_token(
     assert client.auth.refresh_requests == 2
 
 
-def test_a_refresh_that_stays_unreachable_gives_up_within_the_replay_budget() -> None:
+def test_a_refresh_whose_answer_stays_lost_gives_up_within_the_replay_budget() -> None:
     with LatchkeyClient(base_url=BASE, idle_logout=False) as client:
         client.auth._replay_seconds = 0.0  # the budget is spent before the first retry
         plan = client.auth._replay_plan("r-1")
         next(plan)
         with pytest.raises(NetworkError) as caught:
-            plan.send(httpx.ConnectError("offline"))
+            plan.send(httpx.ReadError("dropped"))
     assert "refresh" in str(caught.value) and "r-1" not in str(caught.value)
+
+
+def test_a_refresh_that_never_reached_the_server_is_not_replayed(
+    client: LatchkeyClient,
+) -> None:
+    plan = client.auth._replay_plan("r-1")
+    next(plan)
+    refused = httpx.ConnectError("refused")
+    with pytest.raises(NetworkError) as caught:
+        plan.send(refused)  # no Sleep, no second Send: nothing rotated on the server
+    assert caught.value.__cause__ is refused
+    assert client.auth.refresh_requests == 1
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
