@@ -330,7 +330,7 @@ class ClientBase:
             attempt += 1
             outcome = yield Send(
                 method, url, attempt_timeout(base_timeout, deadline.remaining_seconds()),
-                auth=auth, options=kwargs,
+                auth=auth, options=kwargs, deadline=deadline,
             )
             if isinstance(outcome, httpx.TransportError):
                 error = map_transport_error(outcome)
@@ -353,6 +353,10 @@ class ClientBase:
             if response.status_code < 400 and self._core.pending and self._is_own_origin(url):
                 yield from self._flush_plan()
             return response
+
+    def _call_deadline(self) -> Deadline:
+        """Start the total deadline of a call that is not a :meth:`_send_plan` (restore)."""
+        return Deadline.after(self._total_timeout_seconds)
 
     def _call_plan(self, method: str, path: str, **kwargs: Any) -> Plan[httpx.Response]:
         """Send as :meth:`_send_plan` does, then raise the typed error of a >= 400 answer."""

@@ -21,6 +21,7 @@ from latchkey_client import (
     ConfigurationError,
     MemoryStorage,
     NetworkError,
+    NetworkTimeoutError,
     ServerError,
     transport,
 )
@@ -50,6 +51,28 @@ def signed_in(sdk: Sdk, via: Any, server: ServerProcess, **options: Any) -> SdkC
 def me_status(server: ServerProcess, access_token: str | None) -> int:
     return httpx.get(server.base_url + ME,
                      headers={"Authorization": f"Bearer {access_token}"}).status_code
+
+
+# -- 1. the total deadline covers the refresh and its replay --------------------------------
+
+def test_a_refresh_that_hangs_ends_within_the_calls_total_deadline(
+    hard_server: ServerProcess, proxy_to: Any, sdk: Sdk
+) -> None:
+    proxy = proxy_to(hard_server)
+    client = signed_in(sdk, proxy, hard_server, total_timeout_seconds=3)
+    kept = client._core.tokens.refresh_token  # white-box: the token must survive the hang
+    time.sleep(2.1)  # the access token has expired: the next call must refresh first
+    proxy.stall = True  # every request now hangs unanswered, the refresh included
+    started = time.monotonic()
+    with pytest.raises(NetworkTimeoutError):
+        client.get(ME)
+    assert time.monotonic() - started < 3.5  # not the 20 s replay budget
+    assert proxy.count(REFRESH) >= 1 and proxy.count(ME) == 0  # gave up before sending it
+    # The outcome of the hung refresh is unknown, so its token is kept, and it still works.
+    assert client.is_signed_in and client._core.tokens.refresh_token == kept
+    proxy.stall = False
+    assert client.get(ME).status_code == 200
+    assert client.logout().server_confirmed
 
 
 # -- 2. Retry-After on 502/503/504 ----------------------------------------------------------

@@ -22,6 +22,7 @@ from latchkey_client import (
     SignOutReason,
 )
 from latchkey_client._steps import Plan, Send, Sleep
+from latchkey_client._timing import Deadline
 
 BASE = "http://127.0.0.1:9"  # never contacted: nothing here performs a step
 
@@ -153,6 +154,14 @@ def test_a_refresh_that_never_reached_the_server_is_not_replayed(
         plan.send(refused)  # no Sleep, no second Send: nothing rotated on the server
     assert caught.value.__cause__ is refused
     assert client.auth.refresh_requests == 1
+
+
+def test_a_refresh_replay_ends_at_the_calls_deadline(client: LatchkeyClient) -> None:
+    plan = client.auth._replay_plan("r-1", Deadline.after(0.0))
+    first = next(plan)
+    assert first.timeout.read == 0.05  # clipped to the (spent) call budget, not 10 s
+    with pytest.raises(NetworkTimeoutError):
+        plan.send(httpx.ReadTimeout("hung"))
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
