@@ -24,6 +24,7 @@ from ._timing import Deadline, backoff_delay_seconds
 from .auth import DEFAULT_REFRESH_REPLAY_SECONDS, LatchkeyAuth
 from .errors import (
     ApiError,
+    ClientClosedError,
     ConfigurationError,
     NetworkError,
     error_from_response,
@@ -311,12 +312,14 @@ class ClientBase:
         timeout: httpx.Timeout | None = None,
         total_timeout_seconds: float | None = None,
         max_retries: int | None = None,
+        flush_pending: bool = True,
         **kwargs: Any,
     ) -> Plan[httpx.Response]:
         """Send with a total deadline; retry what is safe to retry; map every failure.
 
         Any call may be retried if it certainly never reached the server; otherwise only an
-        idempotent one. A success on our origin also flushes pending revocations.
+        idempotent one. A success on our origin also flushes pending revocations, unless
+        the call is itself a revocation (``flush_pending=False``).
         """
         url = self._url(path)
         method = method.upper()
@@ -332,6 +335,8 @@ class ClientBase:
                 method, url, attempt_timeout(base_timeout, deadline.remaining_seconds()),
                 auth=auth, options=kwargs, deadline=deadline,
             )
+            if isinstance(outcome, ClientClosedError):
+                raise outcome
             if isinstance(outcome, httpx.TransportError):
                 error = map_transport_error(outcome)
                 if attempt > retries or not (safe or never_sent(outcome)):
@@ -350,7 +355,8 @@ class ClientBase:
                 if delay < deadline.remaining_seconds():
                     yield Sleep(delay)
                     continue
-            if response.status_code < 400 and self._core.pending and self._is_own_origin(url):
+            if (flush_pending and response.status_code < 400 and self._core.pending
+                    and self._is_own_origin(url)):
                 yield from self._flush_plan()
             return response
 
@@ -376,25 +382,38 @@ class ClientBase:
     # -- logout and pending revocations ------------------------------------------------------
 
     def _logout_plan(self, reason: SignOutReason) -> Plan[LogoutResult]:
-        """Wipe locally first, always; then revoke on the server or remember to retry."""
-        refresh = self._core.wipe(reason)
+        """Record the revocation, wipe locally, always; then revoke on the server.
+
+        The revocation is recorded as pending (in storage) before the wipe and the
+        ``signed_out`` event, the first things the app can observe: whatever a listener
+        does next (close the client, quit), the intent survives and the next client on the
+        same storage sends it. Only the server's definite answer drops it.
+        """
+        refresh = self._core.wipe(reason, revoke_later=True)
         if refresh is None:
             return LogoutResult(server_confirmed=False, pending=False)
         confirmed = yield from self._revoke_plan(refresh)
         if confirmed is None:
-            self._core.add_pending(refresh)
             return LogoutResult(server_confirmed=False, pending=True)
+        self._core.drop_pending(refresh)
+        if confirmed and self._core.pending:
+            yield from self._flush_plan()  # the server is back: send older ones too
         return LogoutResult(server_confirmed=confirmed, pending=False)
 
     def _revoke_plan(self, refresh: str) -> Plan[bool | None]:
-        """POST the refresh token to logout, briefly: see :func:`revocation_outcome`."""
+        """POST the refresh token to logout, briefly: see :func:`revocation_outcome`.
+
+        ``None`` also when the client was closed: the revocation is then left to the
+        next client.
+        """
         try:
             response = yield from self._send_plan(
                 "POST", "v1/auth/logout", authenticated=False, idempotent=True,
                 json={"refresh_token": refresh}, timeout=LOGOUT_TIMEOUT,
                 total_timeout_seconds=LOGOUT_TOTAL_TIMEOUT_SECONDS, max_retries=1,
+                flush_pending=False,
             )
-        except NetworkError:
+        except (NetworkError, ClientClosedError):
             return None
         return revocation_outcome(response)
 

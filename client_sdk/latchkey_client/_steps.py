@@ -8,7 +8,9 @@ clients share every plan and differ only in :func:`run_sync` and :func:`run_asyn
 perform the steps.
 
 A transport failure is *sent* into the plan as the exception object rather than thrown,
-so a plan reads "outcome = yield Send(...); if it is an error ..." top to bottom. The
+so a plan reads "outcome = yield Send(...); if it is an error ..." top to bottom; so is a
+:class:`~latchkey_client.errors.ClientClosedError` when the client was closed under the
+plan (a ``signed_out`` listener may close it in the middle of a logout). The
 helpers for a step's timeout and a failed step's error live here with the steps.
 """
 
@@ -24,7 +26,7 @@ import httpx
 
 from ._locks import ProcessLock
 from ._timing import Deadline
-from .errors import NetworkError, NetworkTimeoutError
+from .errors import ClientClosedError, NetworkError, NetworkTimeoutError
 
 __all__: list[str] = []
 
@@ -112,6 +114,8 @@ def run_sync(plan: Plan[T], http: httpx.Client) -> T:
                 steps.outcome = http.request(**step.arguments())
             except httpx.TransportError as exc:
                 steps.outcome = exc
+            except RuntimeError as exc:
+                steps.outcome = closed_client_error(http.is_closed, exc)
         elif isinstance(step, Sleep):
             time.sleep(step.seconds)
         else:
@@ -128,6 +132,8 @@ async def run_async(plan: Plan[T], http: httpx.AsyncClient) -> T:
                 steps.outcome = await http.request(**step.arguments())
             except httpx.TransportError as exc:
                 steps.outcome = exc
+            except RuntimeError as exc:
+                steps.outcome = closed_client_error(http.is_closed, exc)
         elif isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
         else:
@@ -147,6 +153,17 @@ def map_transport_error(exc: httpx.TransportError, what: str | None = None) -> N
     if isinstance(exc, httpx.TimeoutException):
         return NetworkTimeoutError(f"{prefix}timed out talking to the server ({name})")
     return NetworkError(f"{prefix}could not talk to the server ({name})")
+
+
+def closed_client_error(closed: bool, exc: RuntimeError) -> ClientClosedError:
+    """Return the outcome of a step the closed client refused; re-raise any other error."""
+    if not closed:
+        raise exc
+    if isinstance(exc, ClientClosedError):
+        return exc
+    error = ClientClosedError("the client is closed")
+    error.__cause__ = exc
+    return error
 
 
 def never_sent(exc: httpx.TransportError) -> bool:

@@ -56,6 +56,7 @@ from ._steps import (
 from ._timing import Deadline, backoff_delay_seconds
 from .errors import (
     ApiError,
+    ClientClosedError,
     ConfigurationError,
     InvalidTokenError,
     NetworkError,
@@ -385,6 +386,8 @@ class LatchkeyAuth(httpx.Auth):
                 timeout=attempt_timeout(self._refresh_timeout, deadline.remaining_seconds()),
                 options={"json": {"refresh_token": refresh_token}},
             )
+            if isinstance(outcome, ClientClosedError):
+                raise outcome
             if isinstance(outcome, httpx.TransportError):
                 last = map_transport_error(outcome, "refresh")
                 if never_sent(outcome):

@@ -13,6 +13,7 @@ The tree (``retryable`` classes are the ones the SDK's retry loop may try again)
     │   ├── NetworkTimeoutError *   connect, read or total deadline passed
     │   └── PinningError            the server's key is not one of the pinned keys
     ├── NotSignedInError            no session on this device
+    ├── ClientClosedError           the client was closed; make a new one
     └── ApiError                    the server answered with problem+json; has status, code
         ├── InvalidRequestError     400/413/415/422 (WeakPasswordError, TokenInUrlError)
         ├── InvalidCredentialsError 401 wrong username or password
@@ -44,6 +45,7 @@ import httpx
 
 __all__ = [
     "ApiError",
+    "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
     "ForbiddenError",
@@ -133,6 +135,14 @@ class PinningError(NetworkError):
 
 class NotSignedInError(LatchkeyError):
     """The call needs a session and this client has none."""
+
+
+class ClientClosedError(LatchkeyError, RuntimeError):
+    """The client was closed (``close()``/``aclose()``) and sends nothing more.
+
+    A ``RuntimeError`` too, as httpx's own closed-client error is. A logout whose
+    revocation meets a closed client keeps it pending for the next client on the storage.
+    """
 
 
 class ApiError(LatchkeyError):

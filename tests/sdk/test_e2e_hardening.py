@@ -10,8 +10,10 @@ canned 502/503/504); every test runs on the sync and the async client (the ``sdk
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import h11
@@ -19,6 +21,8 @@ import httpx
 import pytest
 from latchkey_client import (
     ConfigurationError,
+    EncryptedFileStorage,
+    EventName,
     MemoryStorage,
     NetworkError,
     NetworkTimeoutError,
@@ -118,6 +122,76 @@ def test_a_retry_after_beyond_the_deadline_fails_at_once_instead_of_waiting(
     assert time.monotonic() - started < 1.0
     assert proxy.count(ME) == 1  # asked to wait a minute: no retry within 2 s
     assert client.logout().server_confirmed
+
+
+# -- 3. the revocation intent is recorded before anything the app can observe ---------------
+# A sync listener's close() takes effect at once, so the revocation meets a closed client
+# and stays pending; an asyncio listener can only schedule aclose(), and the revocation may
+# still go out first. Either way exactly one holds: the server confirmed, or the revocation
+# is on record for the next client, and it was on record before the app heard anything.
+
+def session_dies(server: ServerProcess, access_token: str | None) -> bool:
+    """Wait (briefly: a revocation may be in flight) for the server to refuse the token."""
+    deadline = time.monotonic() + 5
+    while me_status(server, access_token) == 200:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_listener_that_closes_the_client_at_sign_out_cannot_lose_the_revocation(
+    live_server: ServerProcess, file_store_path: Path, sdk: Sdk
+) -> None:
+    key = os.urandom(32)
+    client = signed_in(sdk, live_server, live_server,
+                       storage=EncryptedFileStorage(file_store_path, key=key))
+    access = client._core.tokens.access_token  # white-box: to ask the server about it
+    on_record_when_told: list[int] = []
+
+    def close_at_sign_out(event: Any) -> None:
+        on_record_when_told.append(client.pending_revocations)
+        client.close_from_listener()
+
+    client.on(EventName.SIGNED_OUT, close_at_sign_out)
+    result = client.logout()
+    assert on_record_when_told == [1]
+    assert not client.is_signed_in
+    assert result.pending != result.server_confirmed
+    if client.kind == "sync":
+        assert result.pending and me_status(live_server, access) == 200  # not sent yet
+    # The next client on the same storage sends what is still pending.
+    after = sdk(live_server, storage=EncryptedFileStorage(file_store_path, key=key))
+    assert after.pending_revocations == (1 if result.pending else 0)
+    assert after.flush_pending_revocations() == 0
+    assert session_dies(live_server, access)
+    assert EncryptedFileStorage(file_store_path, key=key).load("pending_revocations") is None
+
+
+def test_an_idle_sign_out_whose_listener_closes_the_client_cannot_lose_the_revocation(
+    live_server: ServerProcess, sdk: Sdk
+) -> None:
+    storage = MemoryStorage()  # shared by the two clients, as one process's store is
+    client = signed_in(sdk, live_server, live_server, storage=storage, idle_logout=True,
+                       idle_timeout_seconds=0.5, idle_warning_seconds=0.1)
+    access = client._core.tokens.access_token
+    told: list[tuple[str, int]] = []
+
+    def close_at_sign_out(event: Any) -> None:
+        told.append((event.reason.value, client.pending_revocations))
+        client.close_from_listener()
+
+    client.on(EventName.SIGNED_OUT, close_at_sign_out)
+    deadline = time.monotonic() + 5
+    while not told:
+        assert time.monotonic() < deadline, "the idle timer did not sign out"
+        time.sleep(0.05)
+    assert told == [("idle", 1)]
+    assert not client.is_signed_in
+    time.sleep(0.3)  # let the idle sign-out's own attempt end, whichever way it goes
+    sdk(live_server, storage=storage).flush_pending_revocations()
+    assert session_dies(live_server, access)
+    assert storage.load("pending_revocations") is None
 
 
 # -- 4. a refresh that certainly never reached the server is not replayed -------------------

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from latchkey_client import (
+    ClientClosedError,
     EventName,
     LatchkeyClient,
     MemoryStorage,
@@ -172,3 +173,17 @@ def test_a_get_answered_by_a_gateway_with_retry_after_waits_at_least_that_long(
     step = next(plan)
     pause = plan.send(answer(step, status, headers={"Retry-After": "2"}))
     assert isinstance(pause, Sleep) and pause.seconds >= 2
+
+
+def test_a_logout_that_meets_a_closed_client_stays_pending() -> None:
+    storage = MemoryStorage()
+    with LatchkeyClient(base_url=BASE, idle_logout=False, storage=storage) as client:
+        signed_in(client)
+        told: list[int] = []
+        client.on(EventName.SIGNED_OUT, lambda e: told.append(client.pending_revocations))
+        plan = client._logout_plan(SignOutReason.USER)
+        next(plan)
+        assert told == [1]  # on record before the app heard of the sign-out
+        result = finish(plan, ClientClosedError("the client is closed"))
+    assert result.pending and not result.server_confirmed
+    assert storage.load("pending_revocations")
