@@ -62,6 +62,9 @@ class LoopbackProxy:
     seen: list[Seen] = field(default_factory=list)
     drop_responses: Counter[str] = field(default_factory=Counter)  # path -> how many to drop
     redirects: dict[str, str] = field(default_factory=dict)  # path -> Location
+    # path -> answers given instead of forwarding, one per request, as a load balancer in
+    # front of a busy server does: e.g. [(503, {"Retry-After": "1"})].
+    canned: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
     stall: bool = False
     # Random chaos: each forwarded response is dropped with probability ``drop_rate``, else
     # delayed by a uniform draw from ``delay_seconds`` with probability ``delay_rate``; only
@@ -162,6 +165,9 @@ class LoopbackProxy:
                     await asyncio.sleep(3600)
                 if path in self.redirects:
                     status, out_headers, content = 302, [("location", self.redirects[path])], b""
+                elif canned := self._canned(route):
+                    (status, canned_headers), content = canned, b""
+                    out_headers = list(canned_headers.items())
                 else:
                     fwd = {k: v for k, v in headers.items() if k not in _HOP}
                     resp = await self._http.request(seen.method, path, headers=fwd, content=body)
@@ -193,6 +199,12 @@ class LoopbackProxy:
             self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()
+
+    def _canned(self, route: str) -> tuple[int, dict[str, str]] | None:
+        """Take the next canned answer for ``route``, if the test scripted one."""
+        with self._lock:
+            answers = self.canned.get(route)
+            return answers.pop(0) if answers else None
 
     def _fate(self, route: str) -> tuple[bool, float]:
         """Decide whether this response is dropped, or delayed by how many seconds."""

@@ -24,15 +24,23 @@ from ._timing import Deadline, backoff_delay_seconds
 from .auth import DEFAULT_REFRESH_REPLAY_SECONDS, LatchkeyAuth
 from .errors import (
     ApiError,
+    ClientClosedError,
     ConfigurationError,
     NetworkError,
-    RateLimitedError,
     error_from_response,
+    retry_after_seconds,
 )
 from .events import AuthEvent, EventName, SessionInfo, SignOutReason
 from .idle import AsyncIdleTimer, IdleTimer, default_warning_seconds
 from .storage.base import Storage
-from .transport import check_base_url, check_request_url, pinned_ssl_context, same_origin
+from .transport import (
+    check_base_url,
+    check_device_id,
+    check_request_url,
+    check_user_agent,
+    pinned_ssl_context,
+    same_origin,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -136,6 +144,7 @@ class ClientBase:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._base_url = check_base_url(base_url)
+        device_id, user_agent = check_device_id(device_id), check_user_agent(user_agent)
         if pins is not None:
             if self._base_url.scheme != "https":
                 raise ConfigurationError("certificate pinning needs an https:// base URL")
@@ -303,12 +312,14 @@ class ClientBase:
         timeout: httpx.Timeout | None = None,
         total_timeout_seconds: float | None = None,
         max_retries: int | None = None,
+        flush_pending: bool = True,
         **kwargs: Any,
     ) -> Plan[httpx.Response]:
         """Send with a total deadline; retry what is safe to retry; map every failure.
 
         Any call may be retried if it certainly never reached the server; otherwise only an
-        idempotent one. A success on our origin also flushes pending revocations.
+        idempotent one. A success on our origin also flushes pending revocations, unless
+        the call is itself a revocation (``flush_pending=False``).
         """
         url = self._url(path)
         method = method.upper()
@@ -322,8 +333,10 @@ class ClientBase:
             attempt += 1
             outcome = yield Send(
                 method, url, attempt_timeout(base_timeout, deadline.remaining_seconds()),
-                auth=auth, options=kwargs,
+                auth=auth, options=kwargs, deadline=deadline,
             )
+            if isinstance(outcome, ClientClosedError):
+                raise outcome
             if isinstance(outcome, httpx.TransportError):
                 error = map_transport_error(outcome)
                 if attempt > retries or not (safe or never_sent(outcome)):
@@ -335,18 +348,21 @@ class ClientBase:
                 continue
             response: httpx.Response = outcome
             if response.status_code in RETRY_STATUSES and safe and attempt <= retries:
-                retry_error = error_from_response(response)
-                retry_after = (
-                    retry_error.retry_after_seconds
-                    if isinstance(retry_error, RateLimitedError) else None
-                )
-                delay = backoff_delay_seconds(attempt, retry_after_seconds=retry_after)
+                # Retry-After is a floor on 502/503/504 as on 429 (load balancers send it);
+                # one that reaches past the deadline ends the call now instead of waiting.
+                delay = backoff_delay_seconds(
+                    attempt, retry_after_seconds=retry_after_seconds(response))
                 if delay < deadline.remaining_seconds():
                     yield Sleep(delay)
                     continue
-            if response.status_code < 400 and self._core.pending and self._is_own_origin(url):
+            if (flush_pending and response.status_code < 400 and self._core.pending
+                    and self._is_own_origin(url)):
                 yield from self._flush_plan()
             return response
+
+    def _call_deadline(self) -> Deadline:
+        """Start the total deadline of a call that is not a :meth:`_send_plan` (restore)."""
+        return Deadline.after(self._total_timeout_seconds)
 
     def _call_plan(self, method: str, path: str, **kwargs: Any) -> Plan[httpx.Response]:
         """Send as :meth:`_send_plan` does, then raise the typed error of a >= 400 answer."""
@@ -366,25 +382,38 @@ class ClientBase:
     # -- logout and pending revocations ------------------------------------------------------
 
     def _logout_plan(self, reason: SignOutReason) -> Plan[LogoutResult]:
-        """Wipe locally first, always; then revoke on the server or remember to retry."""
-        refresh = self._core.wipe(reason)
+        """Record the revocation, wipe locally, always; then revoke on the server.
+
+        The revocation is recorded as pending (in storage) before the wipe and the
+        ``signed_out`` event, the first things the app can observe: whatever a listener
+        does next (close the client, quit), the intent survives and the next client on the
+        same storage sends it. Only the server's definite answer drops it.
+        """
+        refresh = self._core.wipe(reason, revoke_later=True)
         if refresh is None:
             return LogoutResult(server_confirmed=False, pending=False)
         confirmed = yield from self._revoke_plan(refresh)
         if confirmed is None:
-            self._core.add_pending(refresh)
             return LogoutResult(server_confirmed=False, pending=True)
+        self._core.drop_pending(refresh)
+        if confirmed and self._core.pending:
+            yield from self._flush_plan()  # the server is back: send older ones too
         return LogoutResult(server_confirmed=confirmed, pending=False)
 
     def _revoke_plan(self, refresh: str) -> Plan[bool | None]:
-        """POST the refresh token to logout, briefly: see :func:`revocation_outcome`."""
+        """POST the refresh token to logout, briefly: see :func:`revocation_outcome`.
+
+        ``None`` also when the client was closed: the revocation is then left to the
+        next client.
+        """
         try:
             response = yield from self._send_plan(
                 "POST", "v1/auth/logout", authenticated=False, idempotent=True,
                 json={"refresh_token": refresh}, timeout=LOGOUT_TIMEOUT,
                 total_timeout_seconds=LOGOUT_TOTAL_TIMEOUT_SECONDS, max_retries=1,
+                flush_pending=False,
             )
-        except NetworkError:
+        except (NetworkError, ClientClosedError):
             return None
         return revocation_outcome(response)
 

@@ -196,13 +196,17 @@ class SessionCore:
             self.tokens = replace(self.tokens, refresh_token=refresh)
             return self.tokens
 
-    def wipe(self, reason: SignOutReason) -> str | None:
+    def wipe(self, reason: SignOutReason, *, revoke_later: bool = False) -> str | None:
         """Forget every token, locally and in storage; announce ``signed_out`` once.
 
-        Returns the refresh token that was held, so logout can still revoke it.
+        Returns the refresh token that was held, so logout can still revoke it. With
+        ``revoke_later`` (logout) that token is first recorded as a pending revocation, in
+        the same step as the wipe and before the event, so no listener can lose it.
         """
         with self._state_lock:
             old = self.tokens
+            if revoke_later and old.refresh_token is not None:
+                self.add_pending(old.refresh_token)
             self.tokens = Tokens(generation=old.generation + 1)
             try:
                 self.storage.clear(REFRESH_KEY)

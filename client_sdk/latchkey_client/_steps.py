@@ -8,7 +8,9 @@ clients share every plan and differ only in :func:`run_sync` and :func:`run_asyn
 perform the steps.
 
 A transport failure is *sent* into the plan as the exception object rather than thrown,
-so a plan reads "outcome = yield Send(...); if it is an error ..." top to bottom. The
+so a plan reads "outcome = yield Send(...); if it is an error ..." top to bottom; so is a
+:class:`~latchkey_client.errors.ClientClosedError` when the client was closed under the
+plan (a ``signed_out`` listener may close it in the middle of a logout). The
 helpers for a step's timeout and a failed step's error live here with the steps.
 """
 
@@ -23,11 +25,17 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from ._locks import ProcessLock
-from .errors import NetworkError, NetworkTimeoutError
+from ._timing import Deadline
+from .errors import ClientClosedError, NetworkError, NetworkTimeoutError
 
 __all__: list[str] = []
 
 T = TypeVar("T")
+
+
+#: The request extension that carries a call's total deadline to the auth flow, so a
+#: refresh the request needs first (and its replay) is bounded by the same deadline.
+CALL_DEADLINE = "latchkey_call_deadline"
 
 
 @dataclass(frozen=True)
@@ -40,11 +48,17 @@ class Send:
     auth: httpx.Auth | None = None
     # The body and headers: never part of the repr, since a refresh body holds a token.
     options: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: The whole call's deadline, for the auth flow (see :data:`CALL_DEADLINE`).
+    deadline: Deadline | None = None
 
     def arguments(self) -> dict[str, Any]:
         """Return the keyword arguments of ``httpx.Client.request`` for this step."""
-        return {"method": self.method, "url": self.url, "auth": self.auth,
-                "timeout": self.timeout, **self.options}
+        arguments = {"method": self.method, "url": self.url, "auth": self.auth,
+                     "timeout": self.timeout, **self.options}
+        if self.deadline is not None:
+            arguments["extensions"] = {**(arguments.get("extensions") or {}),
+                                       CALL_DEADLINE: self.deadline}
+        return arguments
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,8 @@ def run_sync(plan: Plan[T], http: httpx.Client) -> T:
                 steps.outcome = http.request(**step.arguments())
             except httpx.TransportError as exc:
                 steps.outcome = exc
+            except RuntimeError as exc:
+                steps.outcome = closed_client_error(http.is_closed, exc)
         elif isinstance(step, Sleep):
             time.sleep(step.seconds)
         else:
@@ -116,6 +132,8 @@ async def run_async(plan: Plan[T], http: httpx.AsyncClient) -> T:
                 steps.outcome = await http.request(**step.arguments())
             except httpx.TransportError as exc:
                 steps.outcome = exc
+            except RuntimeError as exc:
+                steps.outcome = closed_client_error(http.is_closed, exc)
         elif isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
         else:
@@ -137,9 +155,46 @@ def map_transport_error(exc: httpx.TransportError, what: str | None = None) -> N
     return NetworkError(f"{prefix}could not talk to the server ({name})")
 
 
+def closed_client_error(closed: bool, exc: RuntimeError) -> ClientClosedError:
+    """Return the outcome of a step the closed client refused; re-raise any other error."""
+    if not closed:
+        raise exc
+    if isinstance(exc, ClientClosedError):
+        return exc
+    error = ClientClosedError("the client is closed")
+    error.__cause__ = exc
+    return error
+
+
 def never_sent(exc: httpx.TransportError) -> bool:
     """Say whether the request certainly never reached the server (safe to retry any call)."""
     return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+def call_deadline(request: httpx.Request) -> Deadline | None:
+    """Return the total deadline of the SDK call ``request`` belongs to, if it has one.
+
+    Requests an app sends through its own httpx client with ``client.auth`` have none.
+    """
+    deadline = request.extensions.get(CALL_DEADLINE)
+    return deadline if isinstance(deadline, Deadline) else None
+
+
+def clip_to_deadline(request: httpx.Request, deadline: Deadline | None) -> None:
+    """Shorten ``request``'s timeouts to what is left of ``deadline``, or raise if none is.
+
+    A refresh before the request may have spent part of the call's budget: what the request
+    itself may take is what remains, not what the call started with.
+    """
+    if deadline is None:
+        return
+    left = deadline.remaining_seconds()
+    if left <= 0:
+        raise NetworkTimeoutError("the call's total deadline passed before it could be sent")
+    timeouts = request.extensions.get("timeout") or {}
+    request.extensions["timeout"] = {
+        phase: left if value is None else min(value, left) for phase, value in timeouts.items()
+    }
 
 
 def attempt_timeout(base: httpx.Timeout, remaining_seconds: float) -> httpx.Timeout:

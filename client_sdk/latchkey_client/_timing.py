@@ -94,6 +94,10 @@ class Deadline:
         left = self.remaining_seconds()
         return left if seconds is None else min(seconds, left)
 
+    def sooner(self, other: Deadline | None) -> Deadline:
+        """Return whichever of the two budgets ends first (``self`` if ``other`` is None)."""
+        return self if other is None or self.expires_at <= other.expires_at else other
+
 
 @dataclass
 class IdleSchedule:

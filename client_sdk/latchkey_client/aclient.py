@@ -57,7 +57,7 @@ class AsyncLatchkeyClient(ClientBase):
         """Resume a stored session (``stay_signed_in=True``) now; ``None`` if there is none."""
         if not self._core.signed_in:
             return None
-        await self._auth.ensure_fresh_async()
+        await self._auth.ensure_fresh_async(deadline=self._call_deadline())
         return self._restored()
 
     async def logout(self) -> LogoutResult:

@@ -46,21 +46,27 @@ from ._steps import (
     Send,
     Sleep,
     attempt_timeout,
+    call_deadline,
+    clip_to_deadline,
     map_transport_error,
+    never_sent,
     run_async,
     run_sync,
 )
 from ._timing import Deadline, backoff_delay_seconds
 from .errors import (
     ApiError,
+    ClientClosedError,
     ConfigurationError,
     InvalidTokenError,
     NetworkError,
+    NetworkTimeoutError,
     NotSignedInError,
     SessionEndedError,
     SessionExpiredError,
     SessionRevokedError,
     error_from_response,
+    retry_after_seconds,
 )
 from .events import EventName, SignOutReason
 from .transport import check_request_url, same_origin
@@ -78,12 +84,21 @@ _SESSION_ENDING_CODES = frozenset({"session_expired", "session_revoked", "refres
 
 @dataclass(frozen=True)
 class _Fresh:
-    """A step of the bearer flow: "give me usable tokens", refreshing if ``stale`` is current."""
+    """A step of the bearer flow: "give me usable tokens", refreshing if ``stale`` is current.
+
+    ``deadline`` is the SDK call's total deadline: the refresh must end within it too.
+    """
 
     stale: Tokens | None
+    deadline: Deadline | None = None
 
 
 _Flow = httpx.Request | _Fresh
+
+
+def _waited_too_long() -> NetworkTimeoutError:
+    """The error of a call whose deadline passed while another caller was refreshing."""
+    return NetworkTimeoutError("refresh: the call's deadline passed waiting for a refresh")
 
 
 class LatchkeyAuth(httpx.Auth):
@@ -171,14 +186,17 @@ class LatchkeyAuth(httpx.Auth):
             request.headers.pop("Authorization", None)
             yield request
             return
-        tokens = yield _Fresh(stale=None)
+        deadline = call_deadline(request)
+        tokens = yield _Fresh(stale=None, deadline=deadline)
         request.headers["Authorization"] = f"Bearer {tokens.access_token}"
         self._bind(request)
+        clip_to_deadline(request, deadline)
         response = yield request
         if response.status_code != 401 or self._after_response(response) != "token_expired":
             return
-        tokens = yield _Fresh(stale=tokens)
+        tokens = yield _Fresh(stale=tokens, deadline=deadline)
         request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+        clip_to_deadline(request, deadline)
         response = yield request
         if response.status_code == 401:
             self._after_response(response)
@@ -191,7 +209,7 @@ class LatchkeyAuth(httpx.Auth):
         step = next(flow)
         while True:
             if isinstance(step, _Fresh):
-                outcome: Any = self.ensure_fresh_sync(stale=step.stale)
+                outcome: Any = self.ensure_fresh_sync(stale=step.stale, deadline=step.deadline)
             else:
                 outcome = yield step
                 if outcome.status_code == 401:
@@ -209,7 +227,8 @@ class LatchkeyAuth(httpx.Auth):
         step = next(flow)
         while True:
             if isinstance(step, _Fresh):
-                outcome: Any = await self.ensure_fresh_async(stale=step.stale)
+                outcome: Any = await self.ensure_fresh_async(stale=step.stale,
+                                                             deadline=step.deadline)
             else:
                 outcome = yield step
                 if outcome.status_code == 401:
@@ -227,9 +246,12 @@ class LatchkeyAuth(httpx.Auth):
             return tokens.generation == stale.generation
         return not self._core.access_fresh(tokens)
 
-    def _process_lock(self) -> ProcessLock | None:
+    def _process_lock(self, deadline: Deadline | None) -> ProcessLock | None:
         path = self._core.storage.lock_path
-        return ProcessLock(path) if (path is not None and self._core.stay_signed_in) else None
+        if path is None or not self._core.stay_signed_in:
+            return None
+        return ProcessLock(path) if deadline is None else ProcessLock(
+            path, wait_seconds=deadline.remaining_seconds())
 
     def _token_to_present(self, tokens: Tokens) -> str:
         """Return the refresh token to send, re-reading the store other processes share."""
@@ -261,17 +283,28 @@ class LatchkeyAuth(httpx.Auth):
         tokens = self._precheck()
         return None if self._needs_refresh(tokens, stale) else tokens
 
-    def ensure_fresh_sync(self, stale: Tokens | None = None) -> Tokens:
-        """Return tokens with a usable access token, refreshing at most once for everyone."""
+    def ensure_fresh_sync(self, stale: Tokens | None = None,
+                          deadline: Deadline | None = None) -> Tokens:
+        """Return tokens with a usable access token, refreshing at most once for everyone.
+
+        With ``deadline`` (the calling SDK call's), waiting for another caller's refresh
+        and the refresh itself end within it.
+        """
         tokens = self._current_if_fresh(stale)
         if tokens is not None:
             return tokens
         if self._sync_http is None:
             raise ConfigurationError("this LatchkeyAuth belongs to an AsyncLatchkeyClient")
-        with self._thread_lock:
-            return run_sync(self._refresh_plan(stale), self._sync_http)
+        wait = -1 if deadline is None else deadline.remaining_seconds()
+        if not self._thread_lock.acquire(timeout=wait):
+            raise _waited_too_long()
+        try:
+            return run_sync(self._refresh_plan(stale, deadline), self._sync_http)
+        finally:
+            self._thread_lock.release()
 
-    async def ensure_fresh_async(self, stale: Tokens | None = None) -> Tokens:
+    async def ensure_fresh_async(self, stale: Tokens | None = None,
+                                 deadline: Deadline | None = None) -> Tokens:
         """Return tokens with a usable access token: :meth:`ensure_fresh_sync` for asyncio."""
         tokens = self._current_if_fresh(stale)
         if tokens is not None:
@@ -280,10 +313,19 @@ class LatchkeyAuth(httpx.Auth):
             raise ConfigurationError("this LatchkeyAuth belongs to a sync LatchkeyClient")
         if self._async_lock is None:
             self._async_lock = asyncio.Lock()
-        async with self._async_lock:
-            return await run_async(self._refresh_plan(stale), self._async_http)
+        try:
+            async with asyncio.timeout(None if deadline is None
+                                       else deadline.remaining_seconds()):
+                await self._async_lock.acquire()
+        except TimeoutError:
+            raise _waited_too_long() from None
+        try:
+            return await run_async(self._refresh_plan(stale, deadline), self._async_http)
+        finally:
+            self._async_lock.release()
 
-    def _refresh_plan(self, stale: Tokens | None) -> Plan[Tokens]:
+    def _refresh_plan(self, stale: Tokens | None,
+                      deadline: Deadline | None = None) -> Plan[Tokens]:
         """Refresh once for everyone: the part of single flight that runs under the lock.
 
         The driver holds the thread (or asyncio) lock; this re-checks after taking it, takes
@@ -293,12 +335,12 @@ class LatchkeyAuth(httpx.Auth):
         tokens = self._precheck()
         if not self._needs_refresh(tokens, stale):
             return tokens  # another thread or task refreshed while we waited
-        plock = self._process_lock()
+        plock = self._process_lock(deadline)
         try:
             if plock is not None:
                 yield HoldProcessLock(plock)
             present = self._token_to_present(tokens)
-            doc, received_at = yield from self._replay_plan(present)
+            doc, received_at = yield from self._replay_plan(present, deadline)
             return self._core.accept(doc, received_at=received_at, event=EventName.REFRESHED)
         except NetworkError as exc:
             return self._fall_back(tokens, stale, exc)
@@ -322,14 +364,18 @@ class LatchkeyAuth(httpx.Auth):
             self._core.end_from_error(error)
         raise error
 
-    def _replay_plan(self, refresh_token: str) -> Plan[tuple[dict[str, Any], float]]:
+    def _replay_plan(self, refresh_token: str, call_deadline: Deadline | None = None
+                     ) -> Plan[tuple[dict[str, Any], float]]:
         """POST the refresh, presenting the *same* token again while the outcome is unknown.
 
         Returns the token document and the monotonic instant it arrived. A dropped or timed
         out answer may mean the server rotated: inside its grace window it answers a replay
-        with the same successor, so replaying keeps the user signed in.
+        with the same successor, so replaying keeps the user signed in. A request that
+        certainly never reached the server (connection refused, no DNS) has a known outcome,
+        nothing rotated, so it fails at once. The replays stop at the replay budget or at
+        the calling SDK call's deadline, whichever comes first.
         """
-        deadline = Deadline.after(self._replay_seconds)
+        deadline = Deadline.after(self._replay_seconds).sooner(call_deadline)
         attempt = 0
         while True:
             attempt += 1
@@ -340,9 +386,13 @@ class LatchkeyAuth(httpx.Auth):
                 timeout=attempt_timeout(self._refresh_timeout, deadline.remaining_seconds()),
                 options={"json": {"refresh_token": refresh_token}},
             )
+            if isinstance(outcome, ClientClosedError):
+                raise outcome
             if isinstance(outcome, httpx.TransportError):
-                _log.info("refresh outcome unknown (%s); replaying", type(outcome).__name__)
                 last = map_transport_error(outcome, "refresh")
+                if never_sent(outcome):
+                    raise last from outcome  # the token is kept: network loss never signs out
+                _log.info("refresh outcome unknown (%s); replaying", type(outcome).__name__)
                 last.__cause__ = outcome
                 delay = backoff_delay_seconds(attempt)
             else:
@@ -351,8 +401,8 @@ class LatchkeyAuth(httpx.Auth):
                 if doc is not None:
                     return doc, received_at
                 last = error_from_response(outcome)
-                delay = backoff_delay_seconds(attempt, retry_after_seconds=getattr(
-                    last, "retry_after_seconds", None))
+                delay = backoff_delay_seconds(
+                    attempt, retry_after_seconds=retry_after_seconds(outcome))
             if deadline.remaining_seconds() <= delay:
                 raise last
             yield Sleep(delay)

@@ -64,7 +64,7 @@ class LatchkeyClient(ClientBase):
         """
         if not self._core.signed_in:
             return None
-        self._auth.ensure_fresh_sync()
+        self._auth.ensure_fresh_sync(deadline=self._call_deadline())
         return self._restored()
 
     def logout(self) -> LogoutResult:

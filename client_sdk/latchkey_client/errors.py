@@ -13,6 +13,7 @@ The tree (``retryable`` classes are the ones the SDK's retry loop may try again)
     │   ├── NetworkTimeoutError *   connect, read or total deadline passed
     │   └── PinningError            the server's key is not one of the pinned keys
     ├── NotSignedInError            no session on this device
+    ├── ClientClosedError           the client was closed; make a new one
     └── ApiError                    the server answered with problem+json; has status, code
         ├── InvalidRequestError     400/413/415/422 (WeakPasswordError, TokenInUrlError)
         ├── InvalidCredentialsError 401 wrong username or password
@@ -35,12 +36,16 @@ errors are chained with ``raise ... from exc`` so a developer still sees the cau
 from __future__ import annotations
 
 import json
+import math
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 __all__ = [
     "ApiError",
+    "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
     "ForbiddenError",
@@ -130,6 +135,14 @@ class PinningError(NetworkError):
 
 class NotSignedInError(LatchkeyError):
     """The call needs a session and this client has none."""
+
+
+class ClientClosedError(LatchkeyError, RuntimeError):
+    """The client was closed (``close()``/``aclose()``) and sends nothing more.
+
+    A ``RuntimeError`` too, as httpx's own closed-client error is. A logout whose
+    revocation meets a closed client keeps it pending for the next client on the storage.
+    """
 
 
 class ApiError(LatchkeyError):
@@ -277,14 +290,36 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _retry_after_seconds(response: httpx.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if raw is None:
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """Return how long the answer asks us to wait (``Retry-After``), or ``None``.
+
+    RFC 9110 10.2.3 allows seconds or an HTTP-date. Latchkey sends seconds on 429; a load
+    balancer in front of it may send either on 502/503/504. A date is measured against the
+    answer's own ``Date`` header where there is one, so a device clock that is off does not
+    change the wait.
+    """
+    raw = (response.headers.get("Retry-After") or "").strip()
+    if not raw:
         return None
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
-        return None  # an HTTP-date; Latchkey sends seconds, so treat it as absent
+        seconds = _seconds_until(raw, response.headers.get("Date"))
+    return None if seconds is None or not math.isfinite(seconds) else max(0.0, seconds)
+
+
+def _seconds_until(http_date: str, date_header: str | None) -> float | None:
+    """Return the seconds from the answer's ``Date`` (or now) to ``http_date``."""
+    try:
+        then = parsedate_to_datetime(http_date)
+        now = parsedate_to_datetime(date_header) if date_header else None
+    except (TypeError, ValueError):
+        return None
+    if then.tzinfo is None:
+        return None  # RFC 9110 dates are GMT; a date without a zone is not one
+    if now is None or now.tzinfo is None:
+        now = datetime.now(UTC)
+    return (then - now).total_seconds()
 
 
 def error_from_response(response: httpx.Response) -> ApiError:
@@ -308,5 +343,5 @@ def error_from_response(response: httpx.Response) -> ApiError:
             reason = "reuse"
         return cls(message, reason=reason, **kwargs)
     if issubclass(cls, RateLimitedError):
-        return cls(message, retry_after_seconds=_retry_after_seconds(response), **kwargs)
+        return cls(message, retry_after_seconds=retry_after_seconds(response), **kwargs)
     return cls(message, **kwargs)

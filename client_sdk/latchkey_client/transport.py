@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import re
 import ssl
 from collections.abc import Iterable
 from typing import Any
@@ -22,9 +23,13 @@ import httpx
 from .errors import ConfigurationError, InsecureRequestError, PinningError
 
 __all__ = [
+    "DEVICE_ID_PATTERN",
+    "MAX_DEVICE_ID_LENGTH",
     "TOKEN_QUERY_PARAMS",
     "check_base_url",
+    "check_device_id",
     "check_request_url",
+    "check_user_agent",
     "pinned_ssl_context",
     "same_origin",
     "spki_sha256",
@@ -34,6 +39,14 @@ __all__ = [
 TOKEN_QUERY_PARAMS = frozenset(
     {"access_token", "refresh_token", "token", "id_token", "jwt", "session", "session_id", "sid"}
 )
+
+#: The longest device id the server keeps (``latchkey_server.api.inputs.MAX_DEVICE_FIELD``).
+MAX_DEVICE_ID_LENGTH = 128
+#: What a device id is: the server's rule, character for character
+#: (``latchkey_server.binding.DEVICE_ID_PATTERN``; ``tests/sdk/test_e2e_hardening.py``
+#: proves the two are the same). Printable ASCII, because it travels in a header.
+DEVICE_ID_PATTERN = rf"^[ -~]{{0,{MAX_DEVICE_ID_LENGTH}}}$"
+_DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
 
 
 def _is_loopback(host: str) -> bool:
@@ -64,6 +77,40 @@ def check_base_url(base_url: str | httpx.URL) -> httpx.URL:
         raise ConfigurationError("base_url must not carry a query string")
     path = url.path if url.path.endswith("/") else url.path + "/"
     return url.copy_with(path=path, fragment=None)
+
+
+def check_device_id(device_id: str | None) -> str | None:
+    """Return ``device_id``, or raise ``ConfigurationError`` if the server would refuse it.
+
+    Checked when the client is built, with the server's own rule: the id is sent as the
+    ``X-Device-Id`` header on every request, and a header cannot carry "Téléphone-1", so a
+    bad id is a clear configuration error here rather than an encoding crash or a session
+    the server ends for a changed binding later.
+    """
+    if device_id is None:
+        return None
+    if not isinstance(device_id, str) or not _DEVICE_ID_RE.fullmatch(device_id):
+        raise ConfigurationError(
+            "device_id must be printable ASCII (space to '~'), at most "
+            f"{MAX_DEVICE_ID_LENGTH} characters: it is sent in the X-Device-Id header "
+            "(put display text such as the phone's name in device_name)"
+        )
+    return device_id
+
+
+def check_user_agent(user_agent: str | None) -> str | None:
+    """Return ``user_agent``, or raise ``ConfigurationError`` if no header can carry it.
+
+    The same trap as a device id: a non-ASCII or padded value would crash every request.
+    """
+    if user_agent is None:
+        return None
+    if (not isinstance(user_agent, str) or not user_agent.isascii()
+            or not user_agent.isprintable() or user_agent != user_agent.strip()):
+        raise ConfigurationError(
+            "user_agent must be printable ASCII without leading or trailing spaces"
+        )
+    return user_agent
 
 
 def same_origin(a: httpx.URL, b: httpx.URL) -> bool:

@@ -45,6 +45,10 @@ class SyncClient(LatchkeyClient):
         with httpx.Client(auth=self.auth, **options) as http:
             return http.get(url)
 
+    def close_from_listener(self) -> None:
+        """Close the client from an event listener, as an app leaving its screen does."""
+        self.close()
+
 
 class AsyncClientOnALoop:
     """Drive an :class:`AsyncLatchkeyClient` from a synchronous test body.
@@ -91,6 +95,11 @@ class AsyncClientOnALoop:
     def refresh_now(self) -> None:
         """Rotate the refresh token now, as a ``token_expired`` answer would."""
         self._on_loop(self._client.auth.ensure_fresh_async, stale=self._client._core.tokens)
+
+    def close_from_listener(self) -> None:
+        """Close the client from an event listener (which runs on the client's loop): a
+        listener cannot await, so it schedules ``aclose()``, as an asyncio app does."""
+        self._loop.create_task(self._client.aclose())
 
     def app_get(self, url: str, **options: Any) -> httpx.Response:
         """GET ``url`` through the app's own ``httpx.AsyncClient`` with ``auth=client.auth``."""

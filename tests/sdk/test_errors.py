@@ -25,6 +25,7 @@ from latchkey_client import (
     WeakPasswordError,
     error_from_response,
 )
+from latchkey_client.errors import retry_after_seconds
 
 
 def problem(status: int, code: str | None, headers: dict[str, str] | None = None,
@@ -82,3 +83,20 @@ def test_retryable_marker_is_set_only_where_a_retry_can_help() -> None:
 def test_non_json_error_body_still_maps_by_status() -> None:
     error = error_from_response(httpx.Response(404, text="<html>nope</html>"))
     assert isinstance(error, NotFoundError) and error.code == "http_404"
+
+
+@pytest.mark.parametrize(("headers", "seconds"), [
+    ({"Retry-After": "7"}, 7.0),
+    ({"Retry-After": " 2.5 "}, 2.5),
+    ({"Retry-After": "-3"}, 0.0),
+    # An HTTP-date, measured from the answer's own Date: the device clock plays no part.
+    ({"Retry-After": "Wed, 21 Oct 2015 07:28:30 GMT",
+      "Date": "Wed, 21 Oct 2015 07:28:00 GMT"}, 30.0),
+    ({"Retry-After": "soon"}, None),
+    ({"Retry-After": "inf"}, None),
+    ({}, None),
+])
+def test_retry_after_is_read_as_seconds_or_an_http_date(
+    headers: dict[str, str], seconds: float | None
+) -> None:
+    assert retry_after_seconds(httpx.Response(503, headers=headers)) == seconds

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from latchkey_client import (
+    ClientClosedError,
     EventName,
     LatchkeyClient,
     MemoryStorage,
@@ -22,6 +23,7 @@ from latchkey_client import (
     SignOutReason,
 )
 from latchkey_client._steps import Plan, Send, Sleep
+from latchkey_client._timing import Deadline
 
 BASE = "http://127.0.0.1:9"  # never contacted: nothing here performs a step
 
@@ -133,11 +135,55 @@ def test_a_refresh_whose_answer_was_lost_is_replayed_with_the_same_token(
     assert client.auth.refresh_requests == 2
 
 
-def test_a_refresh_that_stays_unreachable_gives_up_within_the_replay_budget() -> None:
+def test_a_refresh_whose_answer_stays_lost_gives_up_within_the_replay_budget() -> None:
     with LatchkeyClient(base_url=BASE, idle_logout=False) as client:
         client.auth._replay_seconds = 0.0  # the budget is spent before the first retry
         plan = client.auth._replay_plan("r-1")
         next(plan)
         with pytest.raises(NetworkError) as caught:
-            plan.send(httpx.ConnectError("offline"))
+            plan.send(httpx.ReadError("dropped"))
     assert "refresh" in str(caught.value) and "r-1" not in str(caught.value)
+
+
+def test_a_refresh_that_never_reached_the_server_is_not_replayed(
+    client: LatchkeyClient,
+) -> None:
+    plan = client.auth._replay_plan("r-1")
+    next(plan)
+    refused = httpx.ConnectError("refused")
+    with pytest.raises(NetworkError) as caught:
+        plan.send(refused)  # no Sleep, no second Send: nothing rotated on the server
+    assert caught.value.__cause__ is refused
+    assert client.auth.refresh_requests == 1
+
+
+def test_a_refresh_replay_ends_at_the_calls_deadline(client: LatchkeyClient) -> None:
+    plan = client.auth._replay_plan("r-1", Deadline.after(0.0))
+    first = next(plan)
+    assert first.timeout.read == 0.05  # clipped to the (spent) call budget, not 10 s
+    with pytest.raises(NetworkTimeoutError):
+        plan.send(httpx.ReadTimeout("hung"))
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_get_answered_by_a_gateway_with_retry_after_waits_at_least_that_long(
+    client: LatchkeyClient, status: int
+) -> None:
+    plan = client._send_plan("GET", "v1/items", authenticated=False)
+    step = next(plan)
+    pause = plan.send(answer(step, status, headers={"Retry-After": "2"}))
+    assert isinstance(pause, Sleep) and pause.seconds >= 2
+
+
+def test_a_logout_that_meets_a_closed_client_stays_pending() -> None:
+    storage = MemoryStorage()
+    with LatchkeyClient(base_url=BASE, idle_logout=False, storage=storage) as client:
+        signed_in(client)
+        told: list[int] = []
+        client.on(EventName.SIGNED_OUT, lambda e: told.append(client.pending_revocations))
+        plan = client._logout_plan(SignOutReason.USER)
+        next(plan)
+        assert told == [1]  # on record before the app heard of the sign-out
+        result = finish(plan, ClientClosedError("the client is closed"))
+    assert result.pending and not result.server_confirmed
+    assert storage.load("pending_revocations")
