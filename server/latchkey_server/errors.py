@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -156,6 +157,11 @@ class NotFound(ApiError):
 class MethodNotAllowed(ApiError):
     status, code, title = 405, "method_not_allowed", "Method not allowed"
 
+    def __init__(self, allowed: Iterable[str]) -> None:
+        # RFC 9110 section 15.5.6: a 405 must say what the resource does allow; an empty
+        # Allow is how it says "nothing" (a path that does not exist).
+        super().__init__(headers={"Allow": ", ".join(sorted(allowed))})
+
 
 class UsernameTaken(ApiError):
     status, code, title = 409, "username_taken", "That username is taken"
@@ -264,15 +270,15 @@ def init_app(app: Flask) -> None:
         cls = _HTTP_MAP.get(error.code or 500)
         if cls is TooManyRequests:
             return problem_response(TooManyRequests(_retry_after_seconds(error)))
+        if cls is MethodNotAllowed:
+            return problem_response(MethodNotAllowed(getattr(error, "valid_methods", None)
+                                                     or ()))
         if cls is None:
             api = ApiError("Request could not be handled")
             api.status = error.code or 400
         else:
             api = cls()
-        resp = problem_response(api)
-        if error.code == 405 and getattr(error, "valid_methods", None):
-            resp.headers["Allow"] = ", ".join(sorted(error.valid_methods))
-        return resp
+        return problem_response(api)
 
     @app.errorhandler(StorageError)
     @app.errorhandler(redis.exceptions.ConnectionError)

@@ -9,8 +9,9 @@ HSTS when configured or served over TLS.
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 
+from .api.inputs import HardenedRequest, body_bytes
 from .config import Settings
 from .errors import (
     InvalidToken,
@@ -82,10 +83,19 @@ def _refuse_tokens_in_url() -> None:
     raise TokenInUrl("Send tokens only in the Authorization header or a JSON body")
 
 
+def _allowed_methods() -> list[str]:
+    """Return the methods this request's path answers to (none if it names no route)."""
+    methods = current_app.url_map.bind_to_environ(request.environ).allowed_methods()
+    return [m for m in methods if m != "TRACE"]
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Register the request checks and response headers on ``app``."""
-    # werkzeug enforces the limit while streaming too, which covers chunked bodies.
+    # werkzeug refuses a Content-Length over the limit; a chunked body is measured by
+    # body_bytes, which reads one byte past the limit (werkzeug alone would cut it short).
     app.config["MAX_CONTENT_LENGTH"] = max_body = settings.max_body_bytes
+    # Every request.get_json, ours or an extension's, is the one hardened parse (H1).
+    app.request_class = HardenedRequest
     hsts = f"max-age={settings.hsts_max_age_seconds}; includeSubDomains"
     always_hsts = settings.hsts_enabled
 
@@ -93,11 +103,15 @@ def init_app(app: Flask, settings: Settings) -> None:
         _refuse_tokens_in_url()
         method = request.method
         if method == "TRACE":
-            raise MethodNotAllowed()
+            raise MethodNotAllowed(_allowed_methods())
+        # Size before anything parses the body (H1): the header, or a chunked body read.
         length = request.content_length
         if length is not None and length > max_body:
             raise PayloadTooLarge()
-        if method in _BODY_METHODS and (length or request.headers.get("Transfer-Encoding")):
+        chunked = length is None and "Transfer-Encoding" in request.headers
+        if chunked:
+            body_bytes()
+        if method in _BODY_METHODS and (length or chunked):
             if request.mimetype != "application/json":
                 raise UnsupportedMediaType()
 
