@@ -9,6 +9,9 @@ HSTS when configured or served over TLS.
 
 from __future__ import annotations
 
+import re
+from urllib.parse import parse_qsl, unquote, unquote_plus
+
 from flask import Flask, Response, current_app, request
 
 from .api.inputs import HardenedRequest, body_bytes
@@ -23,12 +26,18 @@ from .errors import (
 from .extension import services
 from .redaction import TOKEN_QUERY_PARAMS
 from .store import Revocation
-from .tokens import MIN_TOKEN_LENGTH, RefreshToken, looks_like_token
+from .tokens import SESSION_ID_LENGTH, RefreshToken, session_ids_in, tokens_in
 
 __all__ = ["init_app"]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CACHEABLE_PATHS = frozenset({"/.well-known/jwks.json", "/openapi.json"})
+# X1's bounds on the work one URL can cause (H2): decoding rounds, and tokens verified and
+# revoked (each is a signature check or an HMAC, and a store call).
+_MAX_DECODE_ROUNDS = 3
+_MAX_LEAKED_TOKENS = 4
+_SHORTEST_TOKEN = SESSION_ID_LENGTH  # the shortest thing X1 looks for; encoding only lengthens
+_NAME_PARTS = re.compile(r"[\[\]]+")
 
 
 def _revoke_leaked(value: str) -> bool:
@@ -60,25 +69,61 @@ def _revoke_leaked(value: str) -> bool:
     return True
 
 
+def _decoded(text: str, *, plus: bool) -> str:
+    """Return ``text`` percent-decoded (and ``+`` as a space in a query) until it is stable.
+
+    A few rounds at most: a token encoded twice is as leaked as one encoded once (any
+    reader of the log can decode it), and the bound keeps the work per request small.
+    """
+    for _ in range(_MAX_DECODE_ROUNDS):
+        decoded = unquote_plus(text) if plus else unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def _credential_named(query: str) -> bool:
+    """Say whether any query parameter is named like a credential (API.md's list).
+
+    Array and nested names count by any part (``token[]``, ``data[access_token]``).
+    """
+    for name, _ in parse_qsl(query, keep_blank_values=True):
+        parts = (part.lower() for part in _NAME_PARTS.split(name))
+        if any(part in TOKEN_QUERY_PARAMS for part in parts):
+            return True
+    return False
+
+
 def _refuse_tokens_in_url() -> None:
-    query = request.environ.get("QUERY_STRING", "")
-    path = request.environ.get("PATH_INFO", "")
-    # Fast path for the common request: no query string and no path segment long enough
-    # to be a token. It runs before every request, the protected hot path included.
-    if not query and len(path) <= MIN_TOKEN_LENGTH:
+    """Refuse a request whose URL carries a Latchkey token anywhere (X1); end its session.
+
+    Path and query are scanned percent-decoded, names and values alike, for an access
+    token, a refresh token or a session id, glued to other text or not; a parameter named
+    like a credential is refused whatever it holds. The one path segment that is meant to
+    hold a session id (``DELETE /v1/auth/sessions/{session_id}``) is not a leak.
+    """
+    environ = request.environ
+    query = environ.get("QUERY_STRING", "")
+    path = environ.get("PATH_INFO", "")
+    # Fast path for the common request: no query string and a path too short to hold even
+    # a session id. It runs before every request, the protected hot path included.
+    if not query and len(path) < _SHORTEST_TOKEN:
         return
-    named = [v for k, vs in request.args.lists() if k.lower() in TOKEN_QUERY_PARAMS for v in vs]
-    shaped = [seg for seg in path.split("/")
-              if len(seg) >= MIN_TOKEN_LENGTH and looks_like_token(seg)]
-    if not named and not shaped:
+    path_text = _decoded(path, plus=False)
+    query_text = _decoded(query, plus=True) if query else ""
+    tokens = tokens_in(path_text + "\n" + query_text, _MAX_LEAKED_TOKENS)
+    routed_session_id = (request.view_args or {}).get("session_id")
+    session_ids = [sid for sid in session_ids_in(path_text) if sid != routed_session_id]
+    session_ids += session_ids_in(query_text)
+    if not tokens and not session_ids and not (query and _credential_named(query)):
         return
     reported = False
-    for value in named + shaped:
-        if looks_like_token(value):
-            reported = _revoke_leaked(value) or reported
+    for value in tokens:
+        reported = _revoke_leaked(value) or reported
     if not reported:
-        # Not one of our live or ended tokens, but a client still put a credential-named
-        # parameter in a URL: worth a security event of its own.
+        # No live or ended token of ours (a session id alone names no user, so it cannot
+        # be revoked), but a client still put a credential in a URL: an event of its own.
         services().events.security("token_in_url", ip=request.remote_addr, revoked=False)
     raise TokenInUrl("Send tokens only in the Authorization header or a JSON body")
 
