@@ -67,10 +67,10 @@ def body_bytes(req: Request | None = None) -> bytes:
     if cached is not None:
         return cached
     limit = req.max_content_length
-    stream = req.stream
     chunks: list[bytes] = []
     size = 0
     try:
+        stream = req.stream  # werkzeug refuses an oversized Content-Length right here
         while limit is None or size <= limit:
             want = _READ_CHUNK_BYTES if limit is None else min(_READ_CHUNK_BYTES,
                                                                limit + 1 - size)
