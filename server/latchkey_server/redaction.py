@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 __all__ = ["REDACTED", "TOKEN_QUERY_PARAMS", "RedactingFilter", "redact", "redact_path"]
 
@@ -40,6 +40,24 @@ def redact(text: str) -> str:
 # session id is random, not token-shaped, so ``redact`` would let it through (API.md: it is
 # kept out of logs).
 _SESSION_ID_SEGMENT = re.compile(r"(/sessions/)[^/?#]+")
+# A session id anywhere else in a path or a query name (refused as token_in_url, X1) is
+# kept out of the log too: a stand-alone run of exactly a session id's 32 characters.
+_SESSION_ID_WORD = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])")
+_DECODE_ROUNDS = 3
+
+
+def _decoded(text: str) -> str:
+    """Return ``text`` percent-decoded until stable (bounded): an encoded token is a token."""
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def _redact_url_part(text: str) -> str:
+    return _SESSION_ID_WORD.sub(REDACTED, redact(_decoded(text)))
 
 
 def redact_path(path: str, query: str = "") -> str:
@@ -48,11 +66,12 @@ def redact_path(path: str, query: str = "") -> str:
     Query *names* are kept (useful to see a ``token_in_url`` attempt), values never are;
     the session id segment of ``/v1/auth/sessions/{session_id}`` is masked.
     """
-    safe = _SESSION_ID_SEGMENT.sub(lambda m: m.group(1) + REDACTED, redact(path))
+    safe = _SESSION_ID_SEGMENT.sub(lambda m: m.group(1) + REDACTED, _redact_url_part(path))
     if not query:
         return safe
     names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
-    return safe + "?" + urlencode([(redact(n), REDACTED) for n in names]) if names else safe
+    return (safe + "?" + urlencode([(_redact_url_part(n), REDACTED) for n in names])
+            if names else safe)
 
 
 class RedactingFilter(logging.Filter):

@@ -151,3 +151,16 @@ def test_a_token_embedded_anywhere_in_a_url_is_refused_and_revoked(live_server, 
         assert_refused_and_revoked(api, send(api, target.replace("{t}", token)), tokens, kind)
     finally:
         api.close()
+
+
+def test_no_form_of_a_leaked_token_or_session_id_reaches_the_log(api: Api,
+                                                                  live_server: ServerProcess):
+    _, tokens = api.new_user_session()
+    access, refresh, sid = tokens["access_token"], tokens["refresh_token"], tokens["session_id"]
+    once, twice = encode_all(access), encode_all(access).replace("%", "%25")
+    for target in (f"/v1/files/{twice}", f"/healthz?{twice}=1", f"/v1/x/{sid}",
+                   f"/healthz?{sid}=1", f"/v1/files/{encode_all(refresh)}"):
+        assert send(api, target).json()["code"] == "token_in_url"
+    logs = live_server.logs()
+    for secret in (access, once, twice, refresh, encode_all(refresh), sid):
+        assert secret not in logs
