@@ -1,16 +1,17 @@
-"""Apply the transport rules to every request and response (X1, X3).
+"""Apply the transport rules to every request and response (X1, X3, H1).
 
 Order matters and follows API.md: a token in the URL is refused on every path and method
-*before anything else is checked* (and, being leaked, its session is ended); then TRACE,
-body size and content type; then the view. Every response gets ``nosniff``; every API
-response ``Cache-Control: no-store`` and ``Pragma: no-cache`` (token responses above all);
-HSTS when configured or served over TLS.
+*before anything else is checked* (and, being leaked, its session is ended); then TRACE
+(405 with ``Allow``), body size before any parsing (a chunked body is read, bounded, here)
+and content type; then the view, whose body is parsed once by ``api/inputs.py``. Every
+response gets ``nosniff``; every API response ``Cache-Control: no-store`` and ``Pragma:
+no-cache`` (token responses above all); HSTS when configured or served over TLS.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, unquote, unquote_plus
+from urllib.parse import parse_qsl
 
 from flask import Flask, Response, current_app, request
 
@@ -24,7 +25,7 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .extension import services
-from .redaction import TOKEN_QUERY_PARAMS
+from .redaction import TOKEN_QUERY_PARAMS, url_decoded
 from .store import Revocation
 from .tokens import SESSION_ID_LENGTH, RefreshToken, session_ids_in, tokens_in
 
@@ -32,9 +33,8 @@ __all__ = ["init_app"]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CACHEABLE_PATHS = frozenset({"/.well-known/jwks.json", "/openapi.json"})
-# X1's bounds on the work one URL can cause (H2): decoding rounds, and tokens verified and
-# revoked (each is a signature check or an HMAC, and a store call).
-_MAX_DECODE_ROUNDS = 3
+# X1's bound on the work one URL can cause (H2): tokens verified and revoked (each is a
+# signature check or an HMAC, and a store call). Decoding is bounded in url_decoded.
 _MAX_LEAKED_TOKENS = 4
 _SHORTEST_TOKEN = SESSION_ID_LENGTH  # the shortest thing X1 looks for; encoding only lengthens
 _NAME_PARTS = re.compile(r"[\[\]]+")
@@ -69,20 +69,6 @@ def _revoke_leaked(value: str) -> bool:
     return True
 
 
-def _decoded(text: str, *, plus: bool) -> str:
-    """Return ``text`` percent-decoded (and ``+`` as a space in a query) until it is stable.
-
-    A few rounds at most: a token encoded twice is as leaked as one encoded once (any
-    reader of the log can decode it), and the bound keeps the work per request small.
-    """
-    for _ in range(_MAX_DECODE_ROUNDS):
-        decoded = unquote_plus(text) if plus else unquote(text)
-        if decoded == text:
-            break
-        text = decoded
-    return text
-
-
 def _credential_named(query: str) -> bool:
     """Say whether any query parameter is named like a credential (API.md's list).
 
@@ -110,8 +96,8 @@ def _refuse_tokens_in_url() -> None:
     # a session id. It runs before every request, the protected hot path included.
     if not query and len(path) < _SHORTEST_TOKEN:
         return
-    path_text = _decoded(path, plus=False)
-    query_text = _decoded(query, plus=True) if query else ""
+    path_text = url_decoded(path)
+    query_text = url_decoded(query, plus=True) if query else ""
     tokens = tokens_in(path_text + "\n" + query_text, _MAX_LEAKED_TOKENS)
     routed_session_id = (request.view_args or {}).get("session_id")
     session_ids = [sid for sid in session_ids_in(path_text) if sid != routed_session_id]
