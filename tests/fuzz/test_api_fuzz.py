@@ -13,12 +13,11 @@ At least 1000 cases per run (operations x ``MAX_EXAMPLES``), bounded in time.
 from __future__ import annotations
 
 import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import PASSWORD, ServerProcess, start_server, unique_username
+from tests.conftest import PASSWORD, ServerProcess, unique_username
 
 MAX_EXAMPLES = 80
 MIN_TOTAL_CASES = 1000
@@ -33,26 +32,6 @@ FUZZ_CONFIG = schemathesis.Config.from_dict({
             "expected-statuses": ["2xx", "401", "403", "409", "422", "429"]}},
     }],
 })
-
-
-@pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory, redis_server) -> ServerProcess:
-    """A server of its own for the fuzzer, so its traffic disturbs no other test.
-
-    The fuzzer sends thousands of invalid tokens and logins a minute from one address; the
-    throttles (proved in tests/server) would rightly answer 429 and hide everything else.
-    """
-    unlimited = str(10**9)
-    server = start_server(tmp_path_factory.mktemp("fuzz"), {
-        "LATCHKEY_LOG_LEVEL": "WARNING",
-        "LATCHKEY_INVALID_TOKENS_PER_IP": unlimited,
-        "LATCHKEY_LOGIN_FAILURES_PER_IP": unlimited,
-        "LATCHKEY_LOGIN_FAILURES_PER_ACCOUNT": unlimited,
-        "LATCHKEY_REGISTRATION_FAILURES_PER_IP": unlimited,
-        "LATCHKEY_ADMIN_HTTP": "true",
-    }, redis_url=redis_server.url)
-    yield server
-    server.stop()
 
 
 def _fresh_session(http: httpx.Client, username: str) -> dict[str, str]:

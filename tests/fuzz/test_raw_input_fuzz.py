@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from latchkey_server.errors import ERROR_CODES
 
-from tests.conftest import PASSWORD, ServerProcess, start_server, unique_username
+from tests.conftest import PASSWORD, ServerProcess, unique_username
 
 BODY_PATHS = ["/v1/auth/register", "/v1/auth/login", "/v1/auth/refresh", "/v1/auth/logout",
               "/v1/auth/logout-all", "/v1/auth/reauth", "/v1/auth/password",
@@ -28,24 +28,8 @@ FIELDS = ["username", "password", "refresh_token", "device_id", "device_name", "
 
 
 @pytest.fixture(scope="module")
-def raw_server(tmp_path_factory: pytest.TempPathFactory, redis_server) -> ServerProcess:
-    """A server of its own: thousands of refusals from one address must meet no throttle."""
-    unlimited = str(10**9)
-    server = start_server(tmp_path_factory.mktemp("raw-fuzz"), {
-        "LATCHKEY_LOG_LEVEL": "WARNING",
-        "LATCHKEY_INVALID_TOKENS_PER_IP": unlimited,
-        "LATCHKEY_LOGIN_FAILURES_PER_IP": unlimited,
-        "LATCHKEY_LOGIN_FAILURES_PER_ACCOUNT": unlimited,
-        "LATCHKEY_REGISTRATION_FAILURES_PER_IP": unlimited,
-        "LATCHKEY_ADMIN_HTTP": "true",
-    }, redis_url=redis_server.url)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def http(raw_server: ServerProcess):
-    with httpx.Client(base_url=raw_server.base_url, timeout=15) as client:
+def http(fuzz_server: ServerProcess):
+    with httpx.Client(base_url=fuzz_server.base_url, timeout=15) as client:
         yield client
 
 
