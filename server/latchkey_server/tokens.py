@@ -97,11 +97,11 @@ def looks_like_token(value: str) -> bool:
 
 
 # Where a token may start inside other text (a lookahead, so overlapping starts are all
-# tried and a prefix cannot hide one): a JWT with a signature at least as long as an
-# Ed25519 one, or a refresh token's prefix and fixed-length body.
+# tried and a prefix cannot hide one): anything JWT-shaped (ours or not: none belongs in a
+# URL), or a refresh token's prefix and fixed-length body.
 _SIGNATURE_LEN = 86  # an Ed25519 signature, 64 bytes in base64url without padding
 _TOKEN_START = re.compile(
-    rf"(?=(eyJ{_B64URL}{{5,}}\.eyJ{_B64URL}{{5,}}\.{_B64URL}{{{_SIGNATURE_LEN},}}"
+    rf"(?=(eyJ{_B64URL}{{5,}}\.eyJ{_B64URL}{{5,}}\.{_B64URL}{{20,}}"
     rf"|{REFRESH_PREFIX}{_B64URL}{{{_REFRESH_LEN - len(REFRESH_PREFIX)}}}))")
 # A session id stands alone: exactly its length of the alphabet, nothing of it either side.
 _SESSION_ID_WORD = re.compile(rf"(?<!{_B64URL}){_B64URL}{{{_SESSION_ID_LEN}}}(?!{_B64URL})")
@@ -111,8 +111,8 @@ def tokens_in(text: str, limit: int) -> list[str]:
     """Return up to ``limit`` distinct access and refresh tokens found anywhere in ``text``.
 
     Glued to other text they are still found: every start is tried, and a JWT's
-    signature is cut to an Ed25519 signature's length (a refresh token has a fixed
-    length), so a suffix cannot hide one either. What is returned has a token's shape;
+    signature is cut to an Ed25519 signature's length when longer (a refresh token has a
+    fixed length), so a suffix cannot hide one either. What is returned has a token's shape;
     whether it is genuine is for the verifier to say.
     """
     found: list[str] = []

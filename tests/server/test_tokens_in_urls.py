@@ -164,3 +164,9 @@ def test_no_form_of_a_leaked_token_or_session_id_reaches_the_log(api: Api,
     logs = live_server.logs()
     for secret in (access, once, twice, refresh, encode_all(refresh), sid):
         assert secret not in logs
+
+
+def test_a_foreign_jwt_in_a_path_segment_is_refused_too(api: Api):
+    # Not ours (HS256, short signature), so nothing to revoke; still no place for it.
+    foreign = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJlLW9mLTQzLWNoYXJz"
+    assert send(api, f"/v1/files/{foreign}").json()["code"] == "token_in_url"
