@@ -33,8 +33,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     hardening.init_app(app, settings)
     init_access_log(app)
-    for module in (auth, sessions, account, admin_sessions, wellknown, ops):
+    for module in (auth, sessions, account, wellknown, ops):
         app.register_blueprint(module.bp)
+    if settings.admin_http:
+        # Off by default: a surface that is not served cannot be probed, and /openapi.json
+        # lists only what is (the CLI covers the same operations).
+        app.register_blueprint(admin_sessions.bp)
     observability.init_app(app, svc)
     throttle.init_app(app, svc, redis_url)  # after the blueprints: it wraps their views
     if settings.trusted_proxy_count:

@@ -22,16 +22,18 @@ a token replayed from another client or tool, and makes the copy visible.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from flask import request
 
 from .api.inputs import MAX_DEVICE_FIELD, client_ip, user_agent
-from .errors import InvalidRequest
+from .errors import InvalidRequest, UnprocessableRequest
 from .sessions import Client
 
 __all__ = [
     "DEVICE_ID_HEADER",
     "DEVICE_ID_PATTERN",
+    "login_device_id",
     "request_client",
     "request_device_id",
 ]
@@ -49,6 +51,23 @@ def request_device_id() -> str:
     if not DEVICE_ID_RE.fullmatch(value):
         raise InvalidRequest(f"{DEVICE_ID_HEADER} must be printable ASCII, at most "
                              f"{MAX_DEVICE_FIELD} characters")
+    return value
+
+
+def login_device_id(body: dict[str, Any]) -> str | None:
+    """Return the login body's ``device_id`` (``None`` when absent or empty), or refuse it.
+
+    The same rule as the header: the id a session is bound to at login is the one the
+    client must send as ``X-Device-Id`` afterwards, so one the header cannot carry (Unicode,
+    control characters) would make every later request look like another device.
+    """
+    value = body.get("device_id")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not DEVICE_ID_RE.fullmatch(value):
+        raise UnprocessableRequest(
+            f"'device_id' must be printable ASCII, at most {MAX_DEVICE_FIELD} characters",
+            extra={"field": "device_id"})
     return value
 
 

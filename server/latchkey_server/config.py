@@ -137,6 +137,10 @@ class Settings:
         doc="`off`, `report` or `enforce` a change of device mid-session")
     allow_registration: bool = setting(
         "ALLOW_REGISTRATION", True, doc="`POST /v1/auth/register` on or off")
+    admin_http: bool = setting(
+        "ADMIN_HTTP", False,
+        doc="serve the admin HTTP view (`/v1/admin/...`, D5) and list it in `/openapi.json`; "
+            "off, those paths do not exist (the CLI is always there)")
 
     redis_url: str | None = setting(
         "REDIS_URL", None, shown_default="unset: embedded Redis",

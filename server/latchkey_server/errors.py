@@ -23,14 +23,13 @@ clients (API.md); their titles are for humans and may change.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import redis
 from flask import Flask, Response, g, json
 from limits.errors import StorageError
 from werkzeug.exceptions import HTTPException
-
-from .access_log import current_request_id
 
 __all__ = [
     "ERROR_CODES",
@@ -157,6 +156,11 @@ class NotFound(ApiError):
 class MethodNotAllowed(ApiError):
     status, code, title = 405, "method_not_allowed", "Method not allowed"
 
+    def __init__(self, allowed: Iterable[str]) -> None:
+        # RFC 9110 section 15.5.6: a 405 must say what the resource does allow; an empty
+        # Allow is how it says "nothing" (a path that does not exist).
+        super().__init__(headers={"Allow": ", ".join(sorted(allowed))})
+
 
 class UsernameTaken(ApiError):
     status, code, title = 409, "username_taken", "That username is taken"
@@ -265,15 +269,15 @@ def init_app(app: Flask) -> None:
         cls = _HTTP_MAP.get(error.code or 500)
         if cls is TooManyRequests:
             return problem_response(TooManyRequests(_retry_after_seconds(error)))
+        if cls is MethodNotAllowed:
+            return problem_response(MethodNotAllowed(getattr(error, "valid_methods", None)
+                                                     or ()))
         if cls is None:
             api = ApiError("Request could not be handled")
             api.status = error.code or 400
         else:
             api = cls()
-        resp = problem_response(api)
-        if error.code == 405 and getattr(error, "valid_methods", None):
-            resp.headers["Allow"] = ", ".join(sorted(error.valid_methods))
-        return resp
+        return problem_response(api)
 
     @app.errorhandler(StorageError)
     @app.errorhandler(redis.exceptions.ConnectionError)
@@ -287,6 +291,9 @@ def init_app(app: Flask) -> None:
     def _unexpected(error: Exception) -> Response:
         # Never a traceback to the client: log it under a correlation id the client sees,
         # the request's own id, so it also finds the request's other log lines.
+        # Imported here: access_log -> redaction -> tokens imports this module.
+        from .access_log import current_request_id
+
         correlation_id = current_request_id()
         _log.error(
             "unhandled exception",

@@ -64,7 +64,9 @@ def _paths() -> dict[str, Any]:
         }},
         "/v1/auth/logout": {"post": {
             "operationId": "logout", "tags": ["auth"], "security": [{"bearer": []}, {}],
-            "requestBody": _json_body("#/components/schemas/RefreshRequest", required=False),
+            "description": "With a Bearer token the body is optional and ignored; without "
+                           "one, refresh_token names the session to end.",
+            "requestBody": _json_body("#/components/schemas/LogoutRequest", required=False),
             "responses": {"204": {"description": "Session ended (or already over)"},
                           **_problems(401, 422, *_COMMON)},
         }},
@@ -110,25 +112,6 @@ def _paths() -> dict[str, Any]:
             "parameters": [_DEVICE_ID],
             "responses": {**_ok("#/components/schemas/Ok"), **_problems(401, 403, *_COMMON)},
         }},
-        "/v1/admin/sessions": {"get": {
-            "operationId": "adminListSessions", "tags": ["admin"], "security": _BEARER,
-            "description": "Admin role and a step-up within STEP_UP_WINDOW; audited. "
-                           "Non-admins get 404.",
-            "parameters": [_DEVICE_ID, {"name": "username", "in": "query", "required": True,
-                                        "schema": {"type": "string"}}],
-            "responses": {**_ok("#/components/schemas/AdminSessionList"),
-                          **_problems(401, 403, 404, *_COMMON)},
-        }},
-        "/v1/admin/sessions/revoke": {"post": {
-            "operationId": "adminRevokeSessions", "tags": ["admin"], "security": _BEARER,
-            "description": "Admin role and a step-up within STEP_UP_WINDOW; audited. "
-                           "Without session_id, every session of the user ends. "
-                           "Non-admins get 404.",
-            "parameters": [_DEVICE_ID],
-            "requestBody": _json_body("#/components/schemas/AdminRevokeRequest"),
-            "responses": {"204": {"description": "Ended, reason admin"},
-                          **_problems(401, 403, 404, *_COMMON)},
-        }},
         "/v1/me": {"get": {
             "operationId": "me", "tags": ["account"], "security": _BEARER,
             "parameters": [_DEVICE_ID],
@@ -164,6 +147,31 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _admin_paths() -> dict[str, Any]:
+    """Return the admin HTTP view's paths, published only where it is served (ADMIN_HTTP)."""
+    return {
+        "/v1/admin/sessions": {"get": {
+            "operationId": "adminListSessions", "tags": ["admin"], "security": _BEARER,
+            "description": "Admin role and a step-up within STEP_UP_WINDOW; audited. "
+                           "Non-admins get 404.",
+            "parameters": [_DEVICE_ID, {"name": "username", "in": "query", "required": True,
+                                        "schema": {"type": "string"}}],
+            "responses": {**_ok("#/components/schemas/AdminSessionList"),
+                          **_problems(401, 403, 404, *_COMMON)},
+        }},
+        "/v1/admin/sessions/revoke": {"post": {
+            "operationId": "adminRevokeSessions", "tags": ["admin"], "security": _BEARER,
+            "description": "Admin role and a step-up within STEP_UP_WINDOW; audited. "
+                           "Without session_id, every session of the user ends. "
+                           "Non-admins get 404.",
+            "parameters": [_DEVICE_ID],
+            "requestBody": _json_body("#/components/schemas/AdminRevokeRequest"),
+            "responses": {"204": {"description": "Ended, reason admin"},
+                          **_problems(401, 403, 404, *_COMMON)},
+        }},
+    }
+
+
 def _schemas() -> dict[str, Any]:
     s = "string"
     return {
@@ -188,12 +196,18 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "username": {"type": s, "minLength": 1, "maxLength": 64},
                 "password": {"type": s, "minLength": 1, "maxLength": 1024},
-                "device_id": {"type": s, "maxLength": 128},
+                "device_id": {"type": s, "pattern": DEVICE_ID_PATTERN},
                 "device_name": {"type": s, "maxLength": 128},
             },
         },
         "RefreshRequest": {
             "type": "object", "required": ["refresh_token"],
+            "properties": {"refresh_token": {"type": s, "pattern": "^lkr_[A-Za-z0-9_-]{102}$"}},
+        },
+        # Logout's body: refresh_token is needed only without a Bearer token, which JSON
+        # Schema cannot say of a header, so it is optional here (the 401 is documented).
+        "LogoutRequest": {
+            "type": "object",
             "properties": {"refresh_token": {"type": s, "pattern": "^lkr_[A-Za-z0-9_-]{102}$"}},
         },
         "TokenResponse": {
@@ -265,15 +279,22 @@ def _schemas() -> dict[str, Any]:
 
 
 @cache
-def openapi_document() -> dict[str, Any]:
-    """Return the OpenAPI 3.1 document (built once per process)."""
+def openapi_document(*, admin_http: bool = False) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of what this server serves (built once per process).
+
+    The admin paths are listed only when the admin HTTP view is on: a document that
+    advertised paths which answer 404 would undo the point of their answering 404.
+    """
+    paths = {**_paths(), **(_admin_paths() if admin_http else {})}
+    schemas = {name: schema for name, schema in _schemas().items()
+               if admin_http or not name.startswith("Admin")}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Latchkey", "version": "1.0.0",
                  "description": "Session layer for mobile apps. See API.md."},
-        "paths": _paths(),
+        "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": schemas,
             "responses": {"Problem": {
                 "description": "RFC 9457 problem details",
                 "content": {"application/problem+json": {

@@ -57,6 +57,7 @@ from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
 
 from . import observability
+from .api.inputs import json_body
 from .config import Settings, cluster_seed_nodes
 from .errors import ApiError, InvalidToken, TooManyRequests, problem_response
 from .extension import Services
@@ -190,8 +191,7 @@ class Throttle:
         A keyed pseudonym of the lower-cased username, so Redis holds no usernames in
         counter keys; malformed input shares one key (it fails validation anyway).
         """
-        body = request.get_json(silent=True)
-        username = body.get("username") if isinstance(body, dict) else None
+        username = json_body(required=False).get("username")  # H1: the one parse, cached
         if not isinstance(username, str) or not 0 < len(username) <= 64:
             return "-"
         return self.services.events.user_ref("username:" + username.lower())

@@ -45,6 +45,8 @@ __all__ = [
     "new_session_id",
     "new_user_id",
     "parse_session_id",
+    "session_ids_in",
+    "tokens_in",
 ]
 
 USER_ID_BYTES = 16  # 128 bits
@@ -55,6 +57,7 @@ _REFRESH_RAW_BYTES = USER_ID_BYTES + SESSION_ID_BYTES + 4 + REFRESH_SECRET_BYTES
 _REFRESH_LEN = len(REFRESH_PREFIX) + (_REFRESH_RAW_BYTES * 4 + 2) // 3
 _USER_ID_LEN = (USER_ID_BYTES * 4 + 2) // 3
 _SESSION_ID_LEN = (SESSION_ID_BYTES * 4 + 2) // 3
+SESSION_ID_LENGTH = _SESSION_ID_LEN
 _B64URL = "[A-Za-z0-9_-]"
 _REFRESH_RE = re.compile(rf"{REFRESH_PREFIX}{_B64URL}{{{_REFRESH_LEN - len(REFRESH_PREFIX)}}}")
 _USER_ID_RE = re.compile(rf"{_B64URL}{{{_USER_ID_LEN}}}")
@@ -91,6 +94,42 @@ def _is_user_id(value: Any) -> bool:
 def looks_like_token(value: str) -> bool:
     """Say whether a string has the shape of a Latchkey access or refresh token."""
     return bool(_REFRESH_RE.fullmatch(value) or _JWT_RE.fullmatch(value))
+
+
+# Where a token may start inside other text (a lookahead, so overlapping starts are all
+# tried and a prefix cannot hide one): anything JWT-shaped (ours or not: none belongs in a
+# URL), or a refresh token's prefix and fixed-length body.
+_SIGNATURE_LEN = 86  # an Ed25519 signature, 64 bytes in base64url without padding
+_TOKEN_START = re.compile(
+    rf"(?=(eyJ{_B64URL}{{5,}}\.eyJ{_B64URL}{{5,}}\.{_B64URL}{{20,}}"
+    rf"|{REFRESH_PREFIX}{_B64URL}{{{_REFRESH_LEN - len(REFRESH_PREFIX)}}}))")
+# A session id stands alone: exactly its length of the alphabet, nothing of it either side.
+_SESSION_ID_WORD = re.compile(rf"(?<!{_B64URL}){_B64URL}{{{_SESSION_ID_LEN}}}(?!{_B64URL})")
+
+
+def tokens_in(text: str, limit: int) -> list[str]:
+    """Return up to ``limit`` distinct access and refresh tokens found anywhere in ``text``.
+
+    Glued to other text they are still found: every start is tried, and a JWT's
+    signature is cut to an Ed25519 signature's length when longer (a refresh token has a
+    fixed length), so a suffix cannot hide one either. What is returned has a token's shape;
+    whether it is genuine is for the verifier to say.
+    """
+    found: list[str] = []
+    for match in _TOKEN_START.finditer(text):
+        value = match.group(1)
+        if value.startswith("eyJ"):
+            value = value[:value.rindex(".") + 1 + _SIGNATURE_LEN]
+        if value not in found:
+            found.append(value)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def session_ids_in(text: str) -> list[str]:
+    """Return every stand-alone run of ``text`` shaped exactly like a session id."""
+    return _SESSION_ID_WORD.findall(text)
 
 
 def _b64decode(text: str) -> bytes:

@@ -4,17 +4,20 @@ Every generated request — valid, boundary and invalid — must get a response 
 document allows: no 5xx ever, documented status codes, problem+json errors, response
 bodies that match their schemas. Operations that need a session get a fresh, real one per
 case, so fuzzing logout, re-authentication or password change cannot starve the rest.
+Logout, whose Bearer token is optional, is sent in both forms: with a session's Bearer
+token, or without one and (half the time) a real refresh token in the generated body.
+The admin HTTP view is switched on, so its operations are fuzzed too.
 At least 1000 cases per run (operations x ``MAX_EXAMPLES``), bounded in time.
 """
 
 from __future__ import annotations
 
 import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.conftest import PASSWORD, ServerProcess, start_server, unique_username
+from tests.conftest import PASSWORD, ServerProcess, unique_username
 
 MAX_EXAMPLES = 80
 MIN_TOTAL_CASES = 1000
@@ -31,25 +34,6 @@ FUZZ_CONFIG = schemathesis.Config.from_dict({
 })
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory, redis_server) -> ServerProcess:
-    """A server of its own for the fuzzer, so its traffic disturbs no other test.
-
-    The fuzzer sends thousands of invalid tokens and logins a minute from one address; the
-    throttles (proved in tests/server) would rightly answer 429 and hide everything else.
-    """
-    unlimited = str(10**9)
-    server = start_server(tmp_path_factory.mktemp("fuzz"), {
-        "LATCHKEY_LOG_LEVEL": "WARNING",
-        "LATCHKEY_INVALID_TOKENS_PER_IP": unlimited,
-        "LATCHKEY_LOGIN_FAILURES_PER_IP": unlimited,
-        "LATCHKEY_LOGIN_FAILURES_PER_ACCOUNT": unlimited,
-        "LATCHKEY_REGISTRATION_FAILURES_PER_IP": unlimited,
-    }, redis_url=redis_server.url)
-    yield server
-    server.stop()
-
-
 def _fresh_session(http: httpx.Client, username: str) -> dict[str, str]:
     r = http.post("/v1/auth/login", json={"username": username, "password": PASSWORD})
     r.raise_for_status()
@@ -59,16 +43,22 @@ def _fresh_session(http: httpx.Client, username: str) -> dict[str, str]:
 def _property_for(operation, base_url: str, http: httpx.Client, username: str,
                   counted: dict[str, int]):
     """Return a Hypothesis property that sends generated cases of one operation."""
-    needs_session = operation.definition.raw.get("security", [{}]) != []
+    security = operation.definition.raw.get("security", [{}])
+    # [{"bearer": []}, {}]: a Bearer token is optional (logout); [] or [{}]: none is used.
+    optional_session = {} in security and len(security) > 1
+    needs_session = bool(security) and {} not in security
 
     @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(case=operation.as_strategy())
-    def check(case) -> None:
+    @given(case=operation.as_strategy(),
+           form=st.sampled_from(["bearer", "real_refresh_token", "as_generated"]))
+    def check(case, form: str) -> None:
         counted["cases"] += 1
         headers = {}
-        if needs_session:
+        if needs_session or (optional_session and form == "bearer"):
             headers["Authorization"] = f"Bearer {_fresh_session(http, username)['access_token']}"
+        elif optional_session and form == "real_refresh_token" and isinstance(case.body, dict):
+            case.body["refresh_token"] = _fresh_session(http, username)["refresh_token"]
         case.call_and_validate(base_url=base_url, headers=headers)
 
     return check

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,6 +18,19 @@ from tests.conftest import (
     ServerProcess,
     unique_username,
 )
+
+
+@pytest.fixture(scope="module")
+def live_server(module_server_factory) -> ServerProcess:
+    """This module's server: the admin HTTP view is off unless ADMIN_HTTP turns it on."""
+    return module_server_factory(admin_http="true")
+
+
+@pytest.fixture
+def api(live_server: ServerProcess) -> Iterator[Api]:
+    client = Api(live_server.base_url)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from .. import throttle
-from ..binding import request_client
+from ..binding import login_device_id, request_client
 from ..errors import (
     InvalidCredentials,
     RegistrationDisabled,
@@ -60,7 +60,7 @@ def login() -> Response:
     username = required_str(body, "username", max_length=64)
     password = required_str(body, "password", max_length=4096)
     # The device id binds the session (D3); clients may send it as X-Device-Id instead.
-    client = request_client(optional_str(body, "device_id") or None)
+    client = request_client(login_device_id(body))
     device_name = optional_str(body, "device_name")
     user_id = svc.store.user_id_for(username) if USERNAME_RE.fullmatch(username) else None
     user = svc.store.get_user(user_id) if user_id else {}

@@ -53,4 +53,4 @@ def metrics() -> Response:
 @bp.get("/openapi.json")
 def openapi() -> Response:
     """Return the OpenAPI 3.1 description of this server."""
-    return jsonify(openapi_document())
+    return jsonify(openapi_document(admin_http=services().settings.admin_http))
