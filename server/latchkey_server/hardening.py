@@ -27,6 +27,7 @@ from .tokens import MIN_TOKEN_LENGTH, RefreshToken, looks_like_token
 __all__ = ["init_app"]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_FORM_PATH_PREFIX = "/oauth/"
 _CACHEABLE_PATHS = frozenset({"/.well-known/jwks.json", "/openapi.json"})
 
 
@@ -98,7 +99,9 @@ def init_app(app: Flask, settings: Settings) -> None:
         if length is not None and length > max_body:
             raise PayloadTooLarge()
         if method in _BODY_METHODS and (length or request.headers.get("Transfer-Encoding")):
-            if request.mimetype != "application/json":
+            # The OAuth endpoints take forms, and check them themselves (oauth/forms.py).
+            if request.mimetype != "application/json" and not request.path.startswith(
+                    _FORM_PATH_PREFIX):
                 raise UnsupportedMediaType()
 
     def secure_headers(response: Response) -> Response:

@@ -292,14 +292,17 @@ class SessionService:
 
     # -- end (L1, D5) ---------------------------------------------------------------
     def revoke(self, user_id: str, session_id: str, reason: str, *,
-               refresh_hash: str = "") -> Revocation:
+               refresh_hash: str = "", only_client: str | None = None) -> Revocation:
         """End one session with ``reason`` (``logout``, ``remote``, ``admin``, ``leak``...).
 
         With ``refresh_hash`` it ends only if that is one of the session's refresh tokens
-        (logout by refresh token, a leaked refresh token). Idempotent: an ended session
-        answers ``ENDED``, an unknown one ``UNKNOWN``, and neither raises an event.
+        (logout by refresh token, a leaked refresh token); with ``only_client`` only if
+        the session was issued to that client (RFC 7009), else ``WRONG_CLIENT``.
+        Idempotent: an ended session answers ``ENDED``, an unknown one ``UNKNOWN``, and
+        neither raises an event.
         """
-        outcome = self._store.revoke_session(user_id, session_id, reason, refresh_hash)
+        outcome = self._store.revoke_session(user_id, session_id, reason, refresh_hash,
+                                             only_client=only_client)
         if outcome is Revocation.REVOKED:
             self._log_ended(user_id, [EndedSession(session_id, reason)])
         return outcome

@@ -241,6 +241,7 @@ class Revocation(StrEnum):
     REVOKED = "revoked"  # the session was live and is now ended
     ENDED = "ended"      # it was already over
     UNKNOWN = "unknown"  # no such session (or the refresh hash is not one of it)
+    WRONG_CLIENT = "wrong_client"  # issued to another client than the one asking
 
 
 # A session's end reasons that mean it expired rather than was ended by someone.
@@ -567,13 +568,15 @@ class SessionStore:
 
     @_store_call
     def revoke_session(self, user_id: str, session_id: str, reason: str,
-                       refresh_hash: str = "") -> Revocation:
+                       refresh_hash: str = "", *, only_client: str | None = None,
+                       ) -> Revocation:
         """End one session with a reason (only if ``refresh_hash``, when given, is one of
-        its refresh tokens)."""
-        return Revocation(self._revoke_session(
-            keys=[user_key(user_id)],
-            args=[session_id, reason, self._retention_ms, refresh_hash, self._idle_ms],
-        ))
+        its refresh tokens, and if ``only_client``, when given, is the client it was
+        issued to: RFC 7009 revocation)."""
+        args: list[Any] = [session_id, reason, self._retention_ms, refresh_hash, self._idle_ms]
+        if only_client is not None:
+            args.append(self._stored_client(only_client))
+        return Revocation(self._revoke_session(keys=[user_key(user_id)], args=args))
 
     @_store_call
     def end_sessions(self, user_id: str, *, current_session_id: str = "", scope: str = "all",
