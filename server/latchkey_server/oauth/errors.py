@@ -37,10 +37,10 @@ from ..errors import (
     InvalidToken,
     PayloadTooLarge,
     RefreshTokenReused,
-    TokenInUrl,
     SessionExpired,
     SessionRevoked,
     StoreUnavailable,
+    TokenInUrl,
     TooManyRequests,
 )
 
