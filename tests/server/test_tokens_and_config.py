@@ -55,7 +55,8 @@ _SAMPLES = {"profile": "high", "binding_policy": "enforce", "key_retention_secon
             "redis_url": "redis://10.0.0.1:7000/0", "metrics_allowed_networks": "10.0.0.0/8",
             "redis_cluster_nodes": "10.0.0.2:7001", "host": "10.1.2.3", "port": "9000",
             "log_level": "DEBUG", "issuer": "https://auth.example.com"}
-_COMPANIONS = {"host": {"LATCHKEY_ISSUER": "https://auth.example.com"},"redis_cluster": {"LATCHKEY_REDIS_URL": "redis://10.0.0.1:7000/0"},
+_COMPANIONS = {"host": {"LATCHKEY_ISSUER": "https://auth.example.com"},
+               "redis_cluster": {"LATCHKEY_REDIS_URL": "redis://10.0.0.1:7000/0"},
                "redis_cluster_nodes": {"LATCHKEY_REDIS_URL": "redis://10.0.0.1:7000/0",
                                        "LATCHKEY_REDIS_CLUSTER": "true"}}
 

@@ -17,7 +17,6 @@ server runs works at once in every worker.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import secrets
@@ -154,7 +153,7 @@ def _basic_credentials(header: str) -> tuple[str, str]:
         raise _unauthorised("Client authentication failed")
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # binascii.Error, or non-ASCII text
         raise _unauthorised("Client authentication failed") from exc
     client_id, sep, secret = decoded.partition(":")
     if not sep:
