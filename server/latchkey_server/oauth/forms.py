@@ -5,9 +5,11 @@ RFC 6749 section 3.2 (and RFC 7009 section 2.1, RFC 7662 section 2.1): parameter
 OAuth counterpart of ``api/inputs.py``'s JSON parsing with the same limits: the body is at
 most ``MAX_BODY_BYTES`` (``hardening.py`` has refused a longer one with 413 before any
 parsing), at most ``MAX_FIELDS`` parameters, each value at most ``MAX_VALUE_LENGTH``
-characters of UTF-8 without control characters. Anything else is a 400 in the section
-5.2 shape, never a 500: bad percent-escapes, invalid UTF-8, a lone surrogate (strict UTF-8
-cannot produce one), NUL bytes, a repeated parameter.
+characters, and the parameters an endpoint reads (``PARAMETERS``) UTF-8 without control
+characters. Anything else is a 400 in the section 5.2 shape, never a 500: bad
+percent-escapes, invalid UTF-8, a lone surrogate (strict UTF-8 cannot produce one), NUL
+bytes, a repeated parameter. Unrecognised parameters are ignored, as section 3.1 requires
+("MUST ignore unrecognized request parameters"), and left out of the result.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from flask import request
 
 from .errors import InvalidRequestError
 
-__all__ = ["FORM_MIMETYPE", "MAX_FIELDS", "MAX_VALUE_LENGTH", "read_form"]
+__all__ = ["FORM_MIMETYPE", "MAX_FIELDS", "MAX_VALUE_LENGTH", "PARAMETERS", "read_form"]
 
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
 # More than any OAuth request here needs (grant_type, refresh_token, client_id,
@@ -26,6 +28,9 @@ FORM_MIMETYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 16
 # A refresh token is 106 characters, an access token under 2 KiB (tokens.MAX_JWT_LENGTH).
 MAX_VALUE_LENGTH = 4096
+# Every parameter the three endpoints read; anything else is ignored (section 3.1).
+PARAMETERS = frozenset({"grant_type", "refresh_token", "scope", "client_id",
+                        "client_secret", "token", "token_type_hint"})
 
 
 def read_form() -> dict[str, str]:
@@ -43,10 +48,16 @@ def read_form() -> dict[str, str]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequestError(description="The form body is malformed") from exc
     form: dict[str, str] = {}
+    seen: set[str] = set()
     for name, value in pairs:
-        if name in form:
+        if name in seen:  # section 3.1: no parameter may be included more than once
             raise InvalidRequestError(description=f"Repeated parameter: {_shown(name)}")
-        if len(value) > MAX_VALUE_LENGTH or not (value.isprintable() and name.isprintable()):
+        seen.add(name)
+        if len(value) > MAX_VALUE_LENGTH:
+            raise InvalidRequestError(description=f"Parameter too long: {_shown(name)}")
+        if name not in PARAMETERS:
+            continue
+        if not value.isprintable():
             raise InvalidRequestError(description=f"Invalid parameter: {_shown(name)}")
         form[name] = value
     return form
