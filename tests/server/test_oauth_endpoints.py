@@ -335,3 +335,38 @@ def test_clients_cli_creates_lists_and_deletes_audited_and_never_shows_a_secret(
             if any(a in line for line in actions)] == ["clients_create", "clients_list",
                                                       "clients_delete"]
     assert all(new["client_secret"] not in line for line in actions)
+
+
+# -- the same rules as /v1: throttles and binding -----------------------------------
+def test_invalid_refresh_tokens_at_the_token_endpoint_spend_the_invalid_token_budget(
+        server_factory):
+    server = server_factory(invalid_tokens_per_ip=3)
+    api = Api(server.base_url)
+    try:
+        statuses = [token_request(api, "lkr_" + "A" * 102).status_code for _ in range(3)]
+        assert statuses == [400, 400, 400]
+        refused = token_request(api, "lkr_" + "B" * 102)
+        assert refused.status_code == 429 and refused.json()["error"] == "too_many_requests"
+        assert int(refused.headers["Retry-After"]) >= 1
+        # One budget for both faces: /v1 refuses this address too now.
+        assert api.refresh("lkr_" + "C" * 102).status_code == 429
+    finally:
+        api.close()
+
+
+def test_binding_enforced_on_the_token_endpoint_as_on_v1(server_factory):
+    server = server_factory(binding_policy="enforce")
+    api = Api(server.base_url)
+    try:
+        _, tokens = api.new_user_session(device_id="phone-1")
+        moved = token_request(api, tokens["refresh_token"])  # no X-Device-Id: another device
+        assert moved.status_code == 400 and moved.json()["error"] == "invalid_grant"
+        r = api.me(tokens["access_token"])
+        assert r.status_code == 401 and r.json()["reason"] == "binding"
+        _, tokens = api.new_user_session(device_id="phone-2")
+        ok = api.http.post("/oauth/token", headers={"X-Device-Id": "phone-2"}, data={
+            "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
+            "client_id": DEFAULT_CLIENT_ID})
+        assert ok.status_code == 200, ok.text
+    finally:
+        api.close()
