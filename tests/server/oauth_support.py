@@ -5,12 +5,37 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.conftest import VENV_BIN, ServerProcess
+import pytest
+
+from tests.conftest import VENV_BIN, Api, ServerProcess
 
 DEFAULT_CLIENT_ID = "latchkey-app"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+GRACE_SECONDS = 2
+
+
+def grace_server_fixtures() -> tuple[Any, Any]:
+    """Return a module's ``server`` and ``api`` fixtures, overriding conftest's ``api``.
+
+    ``server`` has a 2 s grace window, so a retry after it can be shown quickly; ``api``
+    is an :class:`Api` helper bound to it. Fresh functions per call, so each module owns
+    its own fixtures (``server, api = grace_server_fixtures()``).
+    """
+
+    @pytest.fixture(scope="module")
+    def server(module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+        return module_server_factory(refresh_reuse_grace=GRACE_SECONDS)
+
+    @pytest.fixture
+    def api(server: ServerProcess) -> Iterator[Api]:
+        client = Api(server.base_url)
+        yield client
+        client.close()
+
+    return server, api
 
 
 def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:

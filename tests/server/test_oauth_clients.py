@@ -19,25 +19,13 @@ import pytest
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 
-from tests.conftest import Api
-from tests.server.oauth_support import DEFAULT_CLIENT_ID, create_client
+from tests.server.oauth_support import DEFAULT_CLIENT_ID, create_client, grace_server_fixtures
 
 OAUTH_DOC = Path(__file__).resolve().parents[2] / "docs" / "OAUTH.md"
 _SNIPPET = re.compile(r"<!-- snippet: ([\w-]+) -->\n```python\n(.*?)```", re.S)
 SNIPPETS = dict(_SNIPPET.findall(OAUTH_DOC.read_text()))
 
-
-@pytest.fixture(scope="module")
-def server(module_server_factory):
-    """A server with a 2 s grace window, so a retry after it can be shown quickly."""
-    return module_server_factory(refresh_reuse_grace=2)
-
-
-@pytest.fixture
-def api(server):
-    client = Api(server.base_url)
-    yield client
-    client.close()
+server, api = grace_server_fixtures()
 
 
 def run_snippet(name: str, issuer: str, token: dict[str, Any], **names: Any) -> dict[str, Any]:

@@ -20,21 +20,11 @@ from tests.server.oauth_support import (
     basic,
     cli,
     create_client,
+    grace_server_fixtures,
     jwt_parts,
 )
 
-
-@pytest.fixture(scope="module")
-def server(module_server_factory):
-    """A server with a short grace window, so reuse after it can be shown quickly."""
-    return module_server_factory(refresh_reuse_grace=2)
-
-
-@pytest.fixture
-def api(server):
-    client = Api(server.base_url)
-    yield client
-    client.close()
+server, api = grace_server_fixtures()
 
 
 @pytest.fixture(scope="module")

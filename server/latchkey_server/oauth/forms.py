@@ -18,9 +18,11 @@ from urllib.parse import parse_qsl
 
 from flask import request
 
+from ..tokens import AccessClaims, RefreshToken, TokenService
 from .errors import InvalidRequestError
 
-__all__ = ["FORM_MIMETYPE", "MAX_FIELDS", "MAX_VALUE_LENGTH", "PARAMETERS", "read_form"]
+__all__ = ["FORM_MIMETYPE", "MAX_FIELDS", "MAX_VALUE_LENGTH", "PARAMETERS", "read_form",
+           "token_parameter"]
 
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
 # More than any OAuth request here needs (grant_type, refresh_token, client_id,
@@ -61,6 +63,24 @@ def read_form() -> dict[str, str]:
             raise InvalidRequestError(description=f"Invalid parameter: {_shown(name)}")
         form[name] = value
     return form
+
+
+def token_parameter(form: dict[str, str], tokens: TokenService, *,
+                    allow_expired: bool) -> RefreshToken | AccessClaims:
+    """Return the ``token`` parameter of RFC 7009 and RFC 7662, parsed and checked.
+
+    It is REQUIRED (``invalid_request`` without it). ``token_type_hint`` is OPTIONAL and
+    the server must search every token type anyway, so it changes nothing: a Latchkey
+    token's shape already says which kind it is. A malformed, forged or (unless
+    ``allow_expired``) expired token raises the session service's 401 error, which the
+    caller turns into its RFC's answer for an invalid token.
+    """
+    value = form.get("token")
+    if not value:
+        raise InvalidRequestError(description="Missing token")
+    if value.startswith("lkr_"):
+        return RefreshToken.parse(value)
+    return tokens.verify_access_token(value, allow_expired=allow_expired)
 
 
 def _shown(name: str) -> str:

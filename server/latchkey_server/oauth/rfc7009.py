@@ -14,7 +14,8 @@ from ..sessions import SessionService
 from ..store import Revocation
 from ..tokens import RefreshToken, TokenService
 from .clients import OAuthClient
-from .errors import InvalidGrantError, InvalidRequestError
+from .errors import InvalidGrantError
+from .forms import token_parameter
 
 __all__ = ["revoke_token"]
 
@@ -27,24 +28,18 @@ def revoke_token(form: dict[str, str], client: OAuthClient, sessions: SessionSer
     whether the token was issued to the client making the revocation request"), as
     Authlib's own revocation endpoint does.
     """
-    # Section 2.1: token is REQUIRED; token_type_hint is OPTIONAL, and the server must
-    # search all its token types anyway, so a hint (known or not) changes nothing here:
-    # the two kinds of token are told apart by their shape.
-    value = form.get("token")
-    if not value:
-        raise InvalidRequestError(description="Missing token")
+    # Section 2.1: token is REQUIRED, token_type_hint OPTIONAL (forms.token_parameter);
+    # an expired but genuine access token still names a session to end.
     try:
-        if value.startswith("lkr_"):
-            refresh = RefreshToken.parse(value)
-            outcome = sessions.revoke(refresh.user_id, refresh.session_id, "logout",
-                                      refresh_hash=tokens.refresh_hash(refresh),
+        token = token_parameter(form, tokens, allow_expired=True)
+        if isinstance(token, RefreshToken):
+            outcome = sessions.revoke(token.user_id, token.session_id, "logout",
+                                      refresh_hash=tokens.refresh_hash(token),
                                       only_client=client.client_id)
+        elif token.client_id != client.client_id:
+            raise InvalidGrantError(description="The token was issued to another client")
         else:
-            # An expired but genuine access token still names a session to end.
-            claims = tokens.verify_access_token(value, allow_expired=True)
-            if claims.client_id != client.client_id:
-                raise InvalidGrantError(description="The token was issued to another client")
-            outcome = sessions.revoke(claims.user_id, claims.session_id, "logout")
+            outcome = sessions.revoke(token.user_id, token.session_id, "logout")
     except ApiError as exc:
         if exc.status == 401:
             return  # section 2.2: an invalid token is not an error

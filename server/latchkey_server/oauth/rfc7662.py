@@ -17,7 +17,8 @@ from ..errors import ApiError
 from ..sessions import Introspection, SessionService
 from ..tokens import RefreshToken, TokenService
 from .clients import OAuthClient
-from .errors import InvalidClientError, InvalidRequestError
+from .errors import InvalidClientError
+from .forms import token_parameter
 
 __all__ = ["INACTIVE", "introspect_token"]
 
@@ -32,19 +33,14 @@ def introspect_token(form: dict[str, str], client: OAuthClient, sessions: Sessio
     if client.client_type != "resource":
         raise InvalidClientError(description="Introspection needs a resource client",
                                  status_code=401)
-    # Section 2.1: token is REQUIRED; token_type_hint is OPTIONAL and, as in RFC 7009,
-    # the shape of a Latchkey token already says which kind it is.
-    value = form.get("token")
-    if not value:
-        raise InvalidRequestError(description="Missing token")
+    # Section 2.1: token is REQUIRED, token_type_hint OPTIONAL (forms.token_parameter);
+    # an expired access token is inactive: verification refuses it.
     try:
-        if value.startswith("lkr_"):
-            refresh = RefreshToken.parse(value)
-            found = sessions.introspect(refresh.user_id, refresh.session_id, refresh=refresh)
+        token = token_parameter(form, tokens, allow_expired=False)
+        if isinstance(token, RefreshToken):
+            found = sessions.introspect(token.user_id, token.session_id, refresh=token)
         else:
-            # An expired access token is inactive: verification refuses it.
-            claims = tokens.verify_access_token(value)
-            found = sessions.introspect(claims.user_id, claims.session_id, claims=claims)
+            found = sessions.introspect(token.user_id, token.session_id, claims=token)
     except ApiError as exc:
         if exc.status == 401:
             return dict(INACTIVE)
