@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, extension, hardening, observability, throttle
+from . import errors, extension, hardening, oauth, observability, throttle
 from .access_log import init_app as init_access_log
 from .api import account, admin_sessions, auth, ops, sessions, wellknown
 from .config import load_settings
@@ -39,6 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # Off by default: a surface that is not served cannot be probed, and /openapi.json
         # lists only what is (the CLI covers the same operations).
         app.register_blueprint(admin_sessions.bp)
+    oauth.init_app(app, svc)
     observability.init_app(app, svc)
     throttle.init_app(app, svc, redis_url)  # after the blueprints: it wraps their views
     if settings.trusted_proxy_count:

@@ -1,10 +1,14 @@
-"""Operator commands of ``latchkey-server``: users, sessions and signing keys (D5, T5).
+"""Operator commands of ``latchkey-server``: users, sessions, signing keys and OAuth
+clients (D5, T5, R2).
 
     latchkey-server users create --username NAME [--role user|admin] [--password-stdin]
     latchkey-server sessions list --user NAME [--json]
     latchkey-server sessions revoke --user NAME (--session ID | --all)
     latchkey-server sessions sweep
     latchkey-server keys rotate
+    latchkey-server clients create --name NAME --type public|resource
+    latchkey-server clients list
+    latchkey-server clients delete CLIENT_ID
 
 These commands are for whoever can run them with the server's configuration, that is,
 who can read the instance directory (keys, mode 0700) and reach its Redis; the HTTP view
@@ -34,6 +38,8 @@ from typing import Any
 from .config import load_settings
 from .errors import ApiError
 from .extension import Services, services
+from .oauth import registry
+from .oauth.clients import CLIENT_TYPES
 from .passwords import USERNAME_RE, PasswordPolicy
 from .redis_connection import EmbeddedRedisNotFound, resolve_redis_url
 from .serialise import session_json
@@ -80,6 +86,20 @@ def register_commands(sub: Any) -> None:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     rotate = keys_sub.add_parser("rotate", help="make a new signing key current (audited)")
     rotate.set_defaults(handler=keys_rotate)
+
+    clients = sub.add_parser("clients", help="manage OAuth clients (docs/OAUTH.md)")
+    clients_sub = clients.add_subparsers(dest="clients_command", required=True)
+    new = clients_sub.add_parser(
+        "create", help="register a client; print its id (and a resource client's secret, "
+                       "shown once) as JSON (audited)")
+    new.add_argument("--name", required=True)
+    new.add_argument("--type", required=True, choices=CLIENT_TYPES, dest="client_type")
+    new.set_defaults(handler=clients_create)
+    clients_sub.add_parser("list", help="list the registered clients as JSON lines "
+                                        "(audited)").set_defaults(handler=clients_list)
+    gone = clients_sub.add_parser("delete", help="remove a client (audited)")
+    gone.add_argument("client_id", metavar="CLIENT_ID")
+    gone.set_defaults(handler=clients_delete)
 
 
 # -- plumbing ----------------------------------------------------------------------
@@ -241,6 +261,56 @@ def keys_rotate(args: argparse.Namespace) -> int:
         retention = svc.settings.signing_key_retention_seconds
         _audit(svc, "keys_rotate", kid=key.kid, retention_seconds=retention)
         print(key.kid)
+        return 0
+
+    return _run(run, args)
+
+
+# -- OAuth clients -----------------------------------------------------------------
+MAX_CLIENT_NAME = 100
+
+
+def clients_create(args: argparse.Namespace) -> int:
+    """Register an OAuth client; print ``{"client_id", "client_secret"}`` (API.md)."""
+
+    def run(svc: Services, args: argparse.Namespace) -> int:
+        name = args.name.strip()
+        if not name or len(name) > MAX_CLIENT_NAME or not name.isprintable():
+            raise AdminError(f"a client name is 1-{MAX_CLIENT_NAME} printable characters")
+        new = registry().create(name, args.client_type)
+        _audit(svc, "clients_create", client_id=new.client_id, client_type=new.client_type)
+        out: dict[str, str] = {"client_id": new.client_id}
+        if new.client_secret is not None:
+            out["client_secret"] = new.client_secret  # shown once, stored as a keyed hash
+        print(json.dumps(out))
+        return 0
+
+    return _run(run, args)
+
+
+def clients_list(args: argparse.Namespace) -> int:
+    """Print the registered clients, one JSON object per line (never a secret)."""
+
+    def run(svc: Services, args: argparse.Namespace) -> int:
+        records = registry().list()
+        _audit(svc, "clients_list", count=len(records))
+        for record in records:
+            print(json.dumps({"client_id": record.client_id, "name": record.name,
+                              "type": record.client_type, "created_at": record.created_at}))
+        return 0
+
+    return _run(run, args)
+
+
+def clients_delete(args: argparse.Namespace) -> int:
+    """Remove a registered client: its tokens stop refreshing and introspecting at once."""
+
+    def run(svc: Services, args: argparse.Namespace) -> int:
+        deleted = registry().delete(args.client_id)
+        _audit(svc, "clients_delete", client_id=args.client_id, deleted=deleted)
+        if not deleted:
+            raise AdminError("no client with that id")
+        print("deleted 1 client")
         return 0
 
     return _run(run, args)

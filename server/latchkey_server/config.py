@@ -22,15 +22,17 @@ absolute and access-token defaults are Latchkey's choice, justified in docs/CONF
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ENV_PREFIX", "PROFILES", "SETTINGS", "ConfigError", "SettingSpec", "Settings",
-           "cluster_seed_nodes", "load_settings", "metrics_networks", "setting"]
+__all__ = ["CLIENT_ID_RE", "ENV_PREFIX", "PROFILES", "SETTINGS", "ConfigError", "SettingSpec",
+           "Settings", "cluster_seed_nodes", "is_loopback_host", "load_settings",
+           "metrics_networks", "setting"]
 
 ENV_PREFIX = "LATCHKEY_"
 
@@ -166,7 +168,17 @@ class Settings:
     hmac_secret_file: Path | None = setting(  # noqa: RUF009 - setting() is a field
         "HMAC_SECRET_FILE", None, doc="≥ 32 bytes (raw or hex) for refresh-token hashing")
 
-    issuer: str = setting("ISSUER", "latchkey", doc="JWT `iss`")
+    issuer: str = setting(
+        "ISSUER", "", shown_default="`http://<host>:<port>` when the host is loopback",
+        doc="the public base URL: the access tokens' `iss`, the RFC 8414 metadata's `issuer` "
+            "and the base of its endpoint URLs (https; http only for a loopback host; no "
+            "query, fragment or trailing slash). Unset, it is derived for the quick start "
+            "from `HOST` and `PORT`, and start-up fails on a non-loopback host: a verifier "
+            "must see the URL clients use (docs/OAUTH.md)")
+    default_client_id: str = setting(
+        "DEFAULT_CLIENT_ID", "latchkey-app",
+        doc="the built-in public OAuth client `/v1` logins are issued to: the access "
+            "token's `client_id`, and the client that may refresh them at `/oauth/token`")
     audience: str = setting("AUDIENCE", "latchkey-api", doc="JWT `aud`")
     key_retention_seconds: int = setting(
         "KEY_RETENTION", 0, unit="seconds", shown_default="access TTL + 60", minimum=0,
@@ -375,11 +387,54 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"binding_policy must be one of {', '.join(BINDING_POLICIES)}")
     if not s.host.strip():
         raise ConfigError("host cannot be empty")
+    _validate_issuer(s.issuer)
+    if not CLIENT_ID_RE.fullmatch(s.default_client_id):
+        raise ConfigError("default_client_id must be 1-64 letters, digits or ._-")
     _validate_cluster(s)
     try:
         metrics_networks(s)
     except ValueError as exc:
         raise ConfigError("metrics_allowed_networks must be a list of networks") from exc
+
+
+# Client ids (the built-in one and registered ones): short, URL- and header-safe.
+CLIENT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """Say whether ``host`` names this machine only (where plain http is acceptable)."""
+    host = host.strip().strip("[]").lower()
+    if host in _LOOPBACK_HOSTS:
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _derived_issuer(host: str, port: int) -> str:
+    """Return the quick start's issuer: the loopback URL the server is bound to.
+
+    Anything else would be a guess at the URL clients use (a proxy, a DNS name), and a
+    wrong ``iss`` makes every verifier refuse every token, so it must be configured.
+    """
+    if not is_loopback_host(host):
+        raise ConfigError("set LATCHKEY_ISSUER to the server's public https URL: it cannot "
+                          "be derived for a non-loopback host")
+    host = host.strip()
+    return f"http://[{host.strip('[]')}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _validate_issuer(issuer: str) -> None:
+    """Check RFC 8414 section 2's rules for an issuer, and https off loopback."""
+    url = urlsplit(issuer)
+    if url.scheme not in ("https", "http") or not url.hostname:
+        raise ConfigError("issuer must be an absolute https URL")
+    if url.scheme == "http" and not is_loopback_host(url.hostname):
+        raise ConfigError("issuer must use https (http only on a loopback host)")
+    if url.query or url.fragment or "?" in issuer or "#" in issuer or issuer.endswith("/"):
+        raise ConfigError("issuer must have no query, fragment or trailing slash")
 
 
 def _validate_cluster(s: Settings) -> None:
@@ -442,5 +497,7 @@ def load_settings(
             continue
         merged[attr] = _coerce(_BY_NAME[attr], raw)
     settings = replace(Settings(), **merged)
+    if not settings.issuer:
+        settings = replace(settings, issuer=_derived_issuer(settings.host, settings.port))
     _validate(settings)
     return settings

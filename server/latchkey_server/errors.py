@@ -53,6 +53,7 @@ __all__ = [
     "UnsupportedMediaType",
     "UsernameTaken",
     "WeakPassword",
+    "WrongClient",
     "init_app",
     "problem_response",
 ]
@@ -114,6 +115,13 @@ class InvalidCredentials(ApiError):
 class InvalidToken(ApiError):
     status, code, title = 401, "invalid_token", "The token is invalid"
     bearer_challenge = True
+
+
+class WrongClient(InvalidToken):
+    """A refresh token presented by a client it was not issued to (RFC 6749 section 6)."""
+
+    def __init__(self) -> None:
+        super().__init__("The refresh token was issued to another client")
 
 
 class TokenExpired(ApiError):

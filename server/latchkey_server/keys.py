@@ -253,6 +253,7 @@ class HmacKeys:
         self.refresh_hash = self._derive(secret, b"latchkey/refresh-token-hash/v1")
         self.refresh_successor = self._derive(secret, b"latchkey/refresh-successor/v1")
         self.log_pseudonym = self._derive(secret, b"latchkey/log-pseudonym/v1")
+        self.client_secret_hash = self._derive(secret, b"latchkey/client-secret-hash/v1")
 
     @staticmethod
     def _derive(secret: bytes, label: bytes) -> bytes:

@@ -31,6 +31,20 @@ def _ok(schema_ref: str, status: int = 200, description: str = "OK") -> dict[str
                           "content": {"application/json": {"schema": {"$ref": schema_ref}}}}}
 
 
+_OAUTH_ERROR = {"$ref": "#/components/responses/OAuthError"}
+
+
+def _oauth_errors(*statuses: int) -> dict[str, Any]:
+    """RFC 6749 section 5.2 errors of the OAuth endpoints; 405 is the app's problem+json
+    (no route matched, so no OAuth handler applies)."""
+    return {**{str(s): _OAUTH_ERROR for s in statuses}, "405": _PROBLEM}
+
+
+def _form_body(schema_ref: str) -> dict[str, Any]:
+    return {"required": True, "content": {
+        "application/x-www-form-urlencoded": {"schema": {"$ref": schema_ref}}}}
+
+
 _BEARER = [{"bearer": []}]
 # Sent on every request so the server can compare it with the session's device (D3).
 _DEVICE_ID = {"name": "X-Device-Id", "in": "header", "required": False,
@@ -120,6 +134,42 @@ def _paths() -> dict[str, Any]:
         "/.well-known/jwks.json": {"get": {
             "operationId": "jwks", "tags": ["wellknown"], "security": [],
             "responses": {**_ok("#/components/schemas/Jwks"), **_problems(400, 405, 429)},
+        }},
+        "/.well-known/oauth-authorization-server": {"get": {
+            "operationId": "oauthMetadata", "tags": ["oauth"], "security": [],
+            "description": "RFC 8414 authorization server metadata; every URL derives from "
+                           "LATCHKEY_ISSUER (docs/OAUTH.md).",
+            "responses": {**_ok("#/components/schemas/OAuthMetadata"),
+                          **_problems(400, 405, 429)},
+        }},
+        "/oauth/token": {"post": {
+            "operationId": "oauthToken", "tags": ["oauth"],
+            "security": [{}, {"clientBasic": []}],
+            "description": "RFC 6749 section 6: grant_type=refresh_token for a public "
+                           "client named by client_id (or Basic with an empty secret). "
+                           "The same session rules as /v1/auth/refresh.",
+            "parameters": [_DEVICE_ID],
+            "requestBody": _form_body("#/components/schemas/OAuthTokenRequest"),
+            "responses": {**_ok("#/components/schemas/TokenResponse"),
+                          **_oauth_errors(400, 401, 413, 429, 503)},
+        }},
+        "/oauth/revoke": {"post": {
+            "operationId": "oauthRevoke", "tags": ["oauth"],
+            "security": [{}, {"clientBasic": []}],
+            "description": "RFC 7009: a refresh or access token ends its session; 200 also "
+                           "for unknown or already-dead tokens.",
+            "requestBody": _form_body("#/components/schemas/OAuthTokenParameter"),
+            "responses": {"200": {"description": "Revoked, or nothing to revoke"},
+                          **_oauth_errors(400, 401, 413, 429, 503)},
+        }},
+        "/oauth/introspect": {"post": {
+            "operationId": "oauthIntrospect", "tags": ["oauth"],
+            "security": [{"clientBasic": []}],
+            "description": "RFC 7662 for resource clients (HTTP Basic). Counts as activity "
+                           "of the session.",
+            "requestBody": _form_body("#/components/schemas/OAuthTokenParameter"),
+            "responses": {**_ok("#/components/schemas/Introspection"),
+                          **_oauth_errors(400, 401, 413, 429, 503)},
         }},
         "/healthz": {"get": {
             "operationId": "healthz", "tags": ["ops"], "security": [],
@@ -275,6 +325,57 @@ def _schemas() -> dict[str, Any]:
         "Jwks": {"type": "object", "required": ["keys"],
                  "properties": {"keys": {"type": "array", "items": {"type": "object"}}}},
         "Status": {"type": "object", "properties": {"status": {"type": s}}},
+        **_oauth_schemas(),
+    }
+
+
+def _oauth_schemas() -> dict[str, Any]:
+    s, i = "string", "integer"
+    return {
+        "OAuthError": {
+            "type": "object", "required": ["error"],
+            "properties": {"error": {"type": s}, "error_description": {"type": s}},
+        },
+        "OAuthTokenRequest": {
+            "type": "object", "required": ["grant_type", "refresh_token"],
+            "properties": {"grant_type": {"const": "refresh_token"},
+                           "refresh_token": {"type": s,
+                                             "pattern": "^lkr_[A-Za-z0-9_-]{102}$"},
+                           "client_id": {"type": s, "pattern": "^[A-Za-z0-9._-]{1,64}$"}},
+        },
+        "OAuthTokenParameter": {
+            "type": "object", "required": ["token"],
+            "properties": {"token": {"type": s, "maxLength": 4096},
+                           "token_type_hint": {"type": s,
+                                               "enum": ["access_token", "refresh_token"]},
+                           "client_id": {"type": s, "pattern": "^[A-Za-z0-9._-]{1,64}$"}},
+        },
+        "Introspection": {
+            "type": "object", "required": ["active"],
+            "description": "Inactive: exactly {\"active\": false}. A refresh token has no iat.",
+            "properties": {
+                "active": {"type": "boolean"}, "sub": {"type": s}, "sid": {"type": s},
+                "client_id": {"type": s}, "iss": {"type": s}, "aud": {"type": s},
+                "exp": {"type": i}, "iat": {"type": i},
+                "token_type": {"type": s, "enum": ["access_token", "refresh_token"]},
+                "auth_level": {"type": s, "enum": ["normal", "elevated"]},
+                "auth_time": {"type": i},
+            },
+        },
+        "OAuthMetadata": {
+            "type": "object",
+            "required": ["issuer", "token_endpoint", "jwks_uri", "response_types_supported",
+                         "grant_types_supported", "revocation_endpoint",
+                         "introspection_endpoint"],
+            "properties": {name: {"type": s} for name in (
+                "issuer", "token_endpoint", "jwks_uri", "revocation_endpoint",
+                "introspection_endpoint")} | {name: {"type": "array", "items": {"type": s}}
+                                              for name in (
+                "response_types_supported", "grant_types_supported",
+                "token_endpoint_auth_methods_supported",
+                "revocation_endpoint_auth_methods_supported",
+                "introspection_endpoint_auth_methods_supported")},
+        },
     }
 
 
@@ -299,8 +400,15 @@ def openapi_document(*, admin_http: bool = False) -> dict[str, Any]:
                 "description": "RFC 9457 problem details",
                 "content": {"application/problem+json": {
                     "schema": {"$ref": "#/components/schemas/Problem"}}},
+            }, "OAuthError": {
+                "description": "RFC 6749 section 5.2 error (the OAuth endpoints)",
+                "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/OAuthError"}}},
             }},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "bearerFormat": "JWT"}},
+                                           "bearerFormat": "JWT"},
+                                "clientBasic": {"type": "http", "scheme": "basic",
+                                                "description": "client_id:client_secret "
+                                                               "of a resource client"}},
         },
     }

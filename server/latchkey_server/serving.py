@@ -134,6 +134,9 @@ def _scrub(msg: Any, args: tuple[Any, ...]) -> str:
 def prepare_shared_state(settings: Settings) -> EmbeddedRedis | None:
     """Create keys and (if no Redis URL is set) start the embedded Redis for all workers."""
     ensure_key_material(settings)
+    # Workers build their app from the environment, which lacks the --host/--port flags
+    # the quick start's issuer is derived from: hand them the issuer itself.
+    os.environ["LATCHKEY_ISSUER"] = settings.issuer
     url, embedded = resolve_redis_url(settings)
     if embedded is not None:
         # Workers build their app from the environment: point them at this one Redis.

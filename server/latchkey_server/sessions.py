@@ -1,9 +1,11 @@
 """Issue, rotate, revoke, end and verify sessions: the one place that decides (L1, L3, L4, D3).
 
 Every face of Latchkey calls this service: the ``/v1`` views, the guard of protected
-views, the transport hardening (a token in a URL), the admin CLI and the admin HTTP view;
-an OAuth face (token endpoint, RFC 7009 revocation, introspection) is meant to be a
-second set of thin adapters over the same methods. Each operation is one store script
+views, the transport hardening (a token in a URL), the admin CLI and the admin HTTP view,
+and the OAuth face (``oauth/``: the token endpoint calls :meth:`SessionService.rotate`,
+RFC 7009 revocation :meth:`SessionService.revoke`, introspection
+:meth:`SessionService.introspect`), so a session refreshed on either face is the same
+session under the same rules. Each operation is one store script
 (``store.py``); the service turns the script's reply into a typed result or a typed error
 (``errors.py``) and writes the life-cycle and security events for whatever the script
 did, so "which event does ending a session raise?" is answered here only
@@ -24,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from .config import Settings
-from .errors import InvalidToken, RefreshTokenReused, SessionExpired, SessionRevoked
+from .errors import (
+    InvalidToken,
+    RefreshTokenReused,
+    SessionExpired,
+    SessionRevoked,
+    WrongClient,
+)
 from .events import EventLog
 from .serialise import rfc3339
 from .store import (
@@ -40,6 +48,7 @@ from .tokens import AccessClaims, RefreshToken, TokenService, new_session_id, ne
 __all__ = [
     "MAX_LINEAGE_STEPS",
     "Client",
+    "Introspection",
     "Principal",
     "SessionService",
     "TokenGrant",
@@ -85,11 +94,26 @@ class TokenGrant:
     session_id: str
     access_token: str = field(repr=False)
     refresh_token: RefreshToken = field(repr=False)
-    expires_in: int  # the access token's lifetime, s
+    expires_in: int  # the access token's lifetime, s: never beyond absolute_expires_in
     idle_timeout: int  # s
     absolute_expires_in: int  # s left until the session's absolute limit
     auth_level: str
     auth_time: int
+    client_id: str
+
+
+@dataclass(frozen=True)
+class Introspection:
+    """A token whose session is live now, as RFC 7662 describes it (times in s)."""
+
+    user_id: str
+    session_id: str
+    client_id: str
+    auth_level: str
+    auth_time: int
+    issued_at: int | None  # None for a refresh token: when it was minted is not kept
+    expires_at: int
+    token_type: str  # "access_token" or "refresh_token"
 
 
 class SessionService:
@@ -113,13 +137,16 @@ class SessionService:
     # -- issue (L4) -----------------------------------------------------------------
     def issue(self, *, user_id: str, auth_level: str, client: Client, device_name: str = "",
               replaces: str = "", replaced_reason: str = "", end_others_reason: str = "",
-              new_password_hash: str = "", verified_password_hash: str = "") -> TokenGrant:
+              new_password_hash: str = "", verified_password_hash: str = "",
+              client_id: str | None = None) -> TokenGrant:
         """Create a fresh session (new id, new tokens) for an authenticated user.
 
         Step-up and password change pass ``replaces`` (and password change a new password
         hash and ``end_others_reason``): the store does it all in one atomic script (L4),
         and raises ``SessionRevoked``/``SessionExpired`` if the session to replace ended
         meanwhile, ``InvalidCredentials`` if the verified password hash changed.
+        ``client_id`` is the OAuth client the session belongs to (default: the built-in
+        client of ``/v1`` logins); only it may refresh the session's tokens.
         """
         session_id = new_session_id()
         refresh = self._tokens.new_refresh_token(user_id, session_id)
@@ -131,6 +158,7 @@ class SessionService:
             user_agent=client.user_agent, ip=client.ip, replaces=replaces,
             replaced_reason=replaced_reason, end_others_reason=end_others_reason,
             new_password_hash=new_password_hash, verified_password_hash=verified_password_hash,
+            client_id=client_id,
         )
         self._log_ended(user_id, created.ended)
         self._events.lifecycle("session_created", session_id=session_id, user_id=user_id,
@@ -138,15 +166,18 @@ class SessionService:
         if new_password_hash:
             self._events.lifecycle("password_changed", user_id=user_id)
         return self._grant(refresh, auth_level, auth_time,
-                           self._settings.absolute_timeout_seconds)
+                           self._settings.absolute_timeout_seconds, client_id)
 
     # -- rotate (L3, D3) ------------------------------------------------------------
-    def rotate(self, token: RefreshToken, client: Client) -> TokenGrant:
+    def rotate(self, token: RefreshToken, client: Client, *,
+               client_id: str | None = None) -> TokenGrant:
         """Exchange a refresh token for its successor, or raise why not.
 
         The store script decides rotation, the grace-window retry, reuse after the
         window, the idle and absolute limits and the device binding, atomically; an older
         ancestor of the chain is recognised here by recomputing the lineage.
+        ``client_id`` is the OAuth client presenting the token (default: the built-in
+        one, as on ``/v1``); a token issued to another client is ``WrongClient``.
         """
         successor = self._tokens.successor(token)
         result = self._store.rotate_refresh(
@@ -155,7 +186,11 @@ class SessionService:
             successor_hash=self._tokens.refresh_hash(successor),
             presented_generation=token.generation, device_id=client.device_id,
             user_agent=client.user_agent, binding_fingerprint=client.fingerprint,
+            client_id=client_id,
         )
+        # 0. Another client's token (RFC 6749 section 6): refused, nothing changed.
+        if result.outcome is Rotation.WRONG_CLIENT:
+            raise WrongClient()
         # 1. The current token, or a retry of the previous one inside the grace window.
         if result.outcome in (Rotation.ROTATED, Rotation.REPLAYED):
             if result.binding_changed:
@@ -165,7 +200,7 @@ class SessionService:
                 self._events.lifecycle("session_refreshed", session_id=token.session_id,
                                        user_id=token.user_id, generation=successor.generation)
             return self._grant(successor, result.auth_level, result.auth_time,
-                               result.absolute_left_ms // 1000)
+                               result.absolute_left_ms // 1000, client_id)
         # 2. The session is over: expired, ended by someone, or ended now by binding.
         if result.outcome is Rotation.ENDED:
             self._refuse_ended(token.user_id, token.session_id, client, result.state,
@@ -228,16 +263,46 @@ class SessionService:
         self._refuse_ended(claims.user_id, claims.session_id, client, check.state,
                            check.reason, check.just_ended, check.binding_changed)
 
+    def introspect(self, user_id: str, session_id: str, *, claims: AccessClaims | None = None,
+                   refresh: RefreshToken | None = None) -> Introspection | None:
+        """Say whether a token's session is live now (RFC 7662), or ``None``.
+
+        It counts as activity (the idle clock is touched, as by a protected request), so
+        a backend serving the user keeps the session alive; binding is not applied, since
+        the caller is a resource server, not the user's device. A refresh token is
+        active while it is the session's current one (or the previous one inside its
+        grace window). An ended or expired session is inactive without an event here:
+        the resource server asking is not the holder of the token.
+        """
+        check = self._store.verify_touch(
+            user_id, session_id, binding_policy="off",
+            refresh_hash=self._tokens.refresh_hash(refresh) if refresh else "")
+        if check.state is not SessionState.LIVE:
+            if check.just_ended:
+                self._log_ended(user_id, [EndedSession(session_id, check.reason)])
+            return None
+        if claims is not None:
+            return Introspection(user_id, session_id, claims.client_id, check.auth_level,
+                                 check.auth_time, claims.issued_at, claims.expires_at,
+                                 "access_token")
+        # A refresh token lasts as long as its session may: its absolute end.
+        return Introspection(user_id, session_id, self._store.client_of(check),
+                             check.auth_level, check.auth_time, None,
+                             check.absolute_ms // 1000, "refresh_token")
+
     # -- end (L1, D5) ---------------------------------------------------------------
     def revoke(self, user_id: str, session_id: str, reason: str, *,
-               refresh_hash: str = "") -> Revocation:
+               refresh_hash: str = "", only_client: str | None = None) -> Revocation:
         """End one session with ``reason`` (``logout``, ``remote``, ``admin``, ``leak``...).
 
         With ``refresh_hash`` it ends only if that is one of the session's refresh tokens
-        (logout by refresh token, a leaked refresh token). Idempotent: an ended session
-        answers ``ENDED``, an unknown one ``UNKNOWN``, and neither raises an event.
+        (logout by refresh token, a leaked refresh token); with ``only_client`` only if
+        the session was issued to that client (RFC 7009), else ``WRONG_CLIENT``.
+        Idempotent: an ended session answers ``ENDED``, an unknown one ``UNKNOWN``, and
+        neither raises an event.
         """
-        outcome = self._store.revoke_session(user_id, session_id, reason, refresh_hash)
+        outcome = self._store.revoke_session(user_id, session_id, reason, refresh_hash,
+                                             only_client=only_client)
         if outcome is Revocation.REVOKED:
             self._log_ended(user_id, [EndedSession(session_id, reason)])
         return outcome
@@ -296,13 +361,20 @@ class SessionService:
         raise SessionRevoked(reason or None)
 
     def _grant(self, refresh: RefreshToken, auth_level: str, auth_time: int,
-               absolute_left_seconds: int) -> TokenGrant:
+               absolute_left_seconds: int, client_id: str | None) -> TokenGrant:
+        """Mint the access token for a session's new refresh token: its ``exp`` is capped
+        at the session's absolute end (R3), so ``expires_in`` never exceeds
+        ``absolute_expires_in``."""
+        absolute_left = max(0, absolute_left_seconds)
+        lifetime = self._tokens.access_token_lifetime(absolute_left)
+        client_id = client_id or self._settings.default_client_id
         access = self._tokens.issue_access_token(refresh.user_id, refresh.session_id,
-                                                 auth_level, auth_time)
+                                                 auth_level, auth_time, client_id=client_id,
+                                                 lifetime_seconds=lifetime)
         return TokenGrant(
             user_id=refresh.user_id, session_id=refresh.session_id, access_token=access,
-            refresh_token=refresh, expires_in=self._settings.access_token_ttl_seconds,
+            refresh_token=refresh, expires_in=lifetime,
             idle_timeout=self._settings.idle_timeout_seconds,
-            absolute_expires_in=max(0, absolute_left_seconds), auth_level=auth_level,
-            auth_time=auth_time,
+            absolute_expires_in=absolute_left, auth_level=auth_level,
+            auth_time=auth_time, client_id=client_id,
         )

@@ -6,11 +6,17 @@ Key layout (``{...}`` is the Redis Cluster hash tag)::
                                           c created, role) and every session of the
                                           user, one field ``s:<session id>`` each
     lk:{n:<username lowercased>}   string username -> user id (uniqueness without case)
+    lk:{clients}                   hash   the OAuth client registry: one field per
+                                          client id, a JSON value (name, type, keyed
+                                          hash of the secret, created)
 
 A user's record and all of their sessions are one key in one cluster slot, so each
 script (create, verify-and-touch, rotate, revoke, and the multi-session operations built
 on them) is atomic and a single round trip, on one Redis or on a cluster. Only the
-username index lives elsewhere, and only registration and login read it.
+username index lives elsewhere, and only registration and login read it. The client
+registry is one small hash in one slot: registrations are rare, ``clients list`` is one
+HGETALL, and the OAuth endpoints read one field per request (so a client created while
+the server runs works at once, in every worker).
 
 One field per session instead of one key per session is what keeps a live session at
 193 bytes of Redis memory with ``RECOMMENDED_REDIS_CONFIG`` (305-337 on Redis defaults,
@@ -27,7 +33,9 @@ packed with Redis's ``struct`` library by the scripts (``lua/_prelude.lua``), bi
     then strings, each after its length (B: up to 255 bytes, H: up to 65535):
     B current refresh hash, B previous refresh hash, H device id, H device name,
     H user agent, H client address, B binding fingerprint last reported (D3, so one
-    change is reported once), B reason it ended
+    change is reported once), B reason it ended, B the OAuth client it was issued to
+    ('' for the built-in client of ``/v1`` logins, so that costs one byte; records
+    written before the field existed decode as the built-in client's)
 
 Only the scripts pack and unpack it; Python sees what the scripts return. Ended sessions
 are marked, not deleted, and kept for a retention period so that a replay of one of their
@@ -51,7 +59,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
 from typing import Any, NamedTuple, ParamSpec, TypeVar
@@ -68,6 +76,7 @@ from .errors import (
 )
 
 __all__ = [
+    "ClientRecord",
     "CreatedSession",
     "EndedSession",
     "Pruned",
@@ -116,6 +125,8 @@ def recommended_redis_args() -> list[str]:
 RATE_LIMIT_KEY_PREFIX = f"{KEY_PREFIX}:rl"
 # The stream of security events (D4) a security team consumes; capped with MAXLEN ~.
 SECURITY_STREAM_KEY = f"{KEY_PREFIX}:security-events"
+# The OAuth client registry: one hash, one field per client (see the module docstring).
+CLIENTS_KEY = f"{KEY_PREFIX}:{{clients}}"
 
 
 def _user_tag(user_id: str) -> str:
@@ -220,6 +231,7 @@ class Rotation(StrEnum):
     ENDED = "ended"        # the session is over (perhaps just now); see state and reason
     REUSED = "reused"      # the previous token after the window: the session was ended
     CHECK = "check"        # an older generation: the caller checks its lineage
+    WRONG_CLIENT = "wrong_client"  # issued to another client: nothing changed
     UNKNOWN = "unknown"    # no such session, or not a token of it
 
 
@@ -229,6 +241,7 @@ class Revocation(StrEnum):
     REVOKED = "revoked"  # the session was live and is now ended
     ENDED = "ended"      # it was already over
     UNKNOWN = "unknown"  # no such session (or the refresh hash is not one of it)
+    WRONG_CLIENT = "wrong_client"  # issued to another client than the one asking
 
 
 # A session's end reasons that mean it expired rather than was ended by someone.
@@ -274,6 +287,8 @@ class SessionCheck:
     # Which bound fields (device_id, user_agent) this request changed: to report now
     # (live session, first time seen) or why enforcement just ended it.
     binding_changed: str = ""
+    absolute_ms: int = 0  # a live session's absolute end, Redis time
+    client_id: str = ""  # as stored: '' for the built-in client (``SessionStore`` maps it)
 
     @classmethod
     def from_reply(cls, reply: list[Any]) -> SessionCheck:
@@ -282,7 +297,8 @@ class SessionCheck:
         if state is SessionState.LIVE:
             # reply[5] is Redis's clock, which no caller needs.
             return cls(state, "", reply[1], int(reply[2]), reply[3], reply[4],
-                       username=reply[6], binding_changed=reply[7])
+                       username=reply[6], binding_changed=reply[7],
+                       absolute_ms=int(reply[8]), client_id=reply[9])
         return cls(state, reply[1] if len(reply) > 1 else "", just_ended=len(reply) > 2,
                    binding_changed=reply[3] if len(reply) > 3 else "")
 
@@ -335,6 +351,30 @@ class RotationResult:
         return cls(outcome)
 
 
+@dataclass(frozen=True)
+class ClientRecord:
+    """One registered OAuth client; ``secret_hash`` is a keyed hash, never the secret."""
+
+    client_id: str
+    name: str
+    client_type: str  # "public" or "resource"
+    created_at: str
+    secret_hash: str = field(default="", repr=False)
+
+    def to_json(self) -> str:
+        """Encode the record as the registry stores it."""
+        return json.dumps({"name": self.name, "type": self.client_type,
+                           "created": self.created_at, "secret_hash": self.secret_hash},
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, client_id: str, raw: str) -> ClientRecord:
+        """Decode a stored record."""
+        data = json.loads(raw)
+        return cls(client_id, data["name"], data["type"], data["created"],
+                   data.get("secret_hash", ""))
+
+
 class Pruned(NamedTuple):
     """What pruning one user's records did."""
 
@@ -369,6 +409,16 @@ class SessionStore:
         self._end_sessions = _Script(client, "end_sessions")
         self._list_sessions = _Script(client, "list_sessions")
         self._prune_sessions = _Script(client, "prune_sessions")
+
+    def _stored_client(self, client_id: str | None) -> str:
+        """Return a client id as session records hold it: '' for the built-in client."""
+        if client_id is None or client_id == self._settings.default_client_id:
+            return ""
+        return client_id
+
+    def client_of(self, check: SessionCheck) -> str:
+        """Return the client id a checked session was issued to."""
+        return check.client_id or self._settings.default_client_id
 
     # -- health ---------------------------------------------------------------------
     @_store_call
@@ -434,6 +484,7 @@ class SessionStore:
         end_others_reason: str = "",
         new_password_hash: str = "",
         verified_password_hash: str = "",
+        client_id: str | None = None,
     ) -> CreatedSession:
         """Create a session under the concurrency policy; return it and what it ended.
 
@@ -466,6 +517,7 @@ class SessionStore:
             "end_others_reason": end_others_reason,
             "new_password_hash": new_password_hash,
             "verified_password_hash": verified_password_hash,
+            "client_id": self._stored_client(client_id),
         })])
         if int(created) == -1:
             raise InvalidCredentials("The password was changed meanwhile")
@@ -478,38 +530,53 @@ class SessionStore:
 
     @_store_call
     def verify_touch(self, user_id: str, session_id: str, *, device_id: str = "",
-                     user_agent: str = "", binding_fingerprint: str = "") -> SessionCheck:
+                     user_agent: str = "", binding_fingerprint: str = "",
+                     binding_policy: str | None = None, refresh_hash: str = "",
+                     ) -> SessionCheck:
         """Check a session is live on server time, apply the binding policy to this
-        request's device id and user agent, and mark the session used: one round trip."""
+        request's device id and user agent, and mark the session used: one round trip.
+
+        Introspection passes ``binding_policy="off"`` (the caller is a resource server,
+        not the device) and, for a refresh token, its ``refresh_hash``.
+        """
+        policy = self._settings.binding_policy if binding_policy is None else binding_policy
         return SessionCheck.from_reply(self._verify_touch(
             keys=[user_key(user_id)],
-            args=[session_id, self._idle_ms, self._retention_ms,
-                  self._settings.binding_policy, device_id, user_agent, binding_fingerprint],
+            args=[session_id, self._idle_ms, self._retention_ms, policy, device_id,
+                  user_agent, binding_fingerprint, refresh_hash],
         ))
 
     @_store_call
     def rotate_refresh(self, *, user_id: str, session_id: str, presented_hash: str,
                        successor_hash: str, presented_generation: int, device_id: str = "",
-                       user_agent: str = "", binding_fingerprint: str = "") -> RotationResult:
+                       user_agent: str = "", binding_fingerprint: str = "",
+                       client_id: str | None = None) -> RotationResult:
         """Present a refresh token: rotate, replay inside grace, or detect reuse; apply the
-        binding policy to this request's device id and user agent: one round trip."""
+        binding policy to this request's device id and user agent: one round trip.
+
+        ``client_id`` is the client presenting it (``None``: the built-in one); a token
+        issued to another client answers ``WRONG_CLIENT`` and changes nothing.
+        """
         s = self._settings
         return RotationResult.from_reply(self._rotate_refresh(
             keys=[user_key(user_id)],
             args=[session_id, presented_hash, successor_hash, presented_generation,
                   self._idle_ms, s.refresh_reuse_grace_seconds * 1000, self._retention_ms,
-                  s.binding_policy, device_id, user_agent, binding_fingerprint],
+                  s.binding_policy, device_id, user_agent, binding_fingerprint,
+                  self._stored_client(client_id)],
         ))
 
     @_store_call
     def revoke_session(self, user_id: str, session_id: str, reason: str,
-                       refresh_hash: str = "") -> Revocation:
+                       refresh_hash: str = "", *, only_client: str | None = None,
+                       ) -> Revocation:
         """End one session with a reason (only if ``refresh_hash``, when given, is one of
-        its refresh tokens)."""
-        return Revocation(self._revoke_session(
-            keys=[user_key(user_id)],
-            args=[session_id, reason, self._retention_ms, refresh_hash, self._idle_ms],
-        ))
+        its refresh tokens, and if ``only_client``, when given, is the client it was
+        issued to: RFC 7009 revocation)."""
+        args: list[Any] = [session_id, reason, self._retention_ms, refresh_hash, self._idle_ms]
+        if only_client is not None:
+            args.append(self._stored_client(only_client))
+        return Revocation(self._revoke_session(keys=[user_key(user_id)], args=args))
 
     @_store_call
     def end_sessions(self, user_id: str, *, current_session_id: str = "", scope: str = "all",
@@ -536,6 +603,29 @@ class SessionStore:
                             min(int(absolute), int(last) + self._idle_ms),
                             level, name, agent, ip)
                 for sid, created, last, absolute, level, name, agent, ip in reply[1:]]
+
+    # -- OAuth clients --------------------------------------------------------------
+    @_store_call
+    def add_client(self, record: ClientRecord) -> bool:
+        """Register a client; return False if its id is taken."""
+        return bool(self.client.hsetnx(CLIENTS_KEY, record.client_id, record.to_json()))
+
+    @_store_call
+    def get_client(self, client_id: str) -> ClientRecord | None:
+        """Return a registered client, or ``None``."""
+        raw = self.client.hget(CLIENTS_KEY, client_id)
+        return ClientRecord.from_json(client_id, raw) if raw else None
+
+    @_store_call
+    def list_clients(self) -> list[ClientRecord]:
+        """Return every registered client, by id."""
+        return [ClientRecord.from_json(cid, raw)
+                for cid, raw in sorted(self.client.hgetall(CLIENTS_KEY).items())]
+
+    @_store_call
+    def delete_client(self, client_id: str) -> bool:
+        """Remove a client; return False if there was none."""
+        return bool(self.client.hdel(CLIENTS_KEY, client_id))
 
     # -- sweeping -------------------------------------------------------------------
     @_store_call

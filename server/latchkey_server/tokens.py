@@ -10,7 +10,11 @@ predecessor with a server-keyed HMAC, so a retry of the previous token inside th
 window gets the *same* successor back without the store ever holding a usable token (T4),
 and an old token's descendants can be recomputed to recognise reuse of any ancestor.
 
-Access tokens are EdDSA JWTs whose algorithm the server pins. Verifying an Ed25519
+Access tokens are RFC 9068 JWT access tokens (header ``typ: at+jwt``, claims ``iss`` = the
+issuer URL, ``client_id``, ``exp`` never past the session's absolute end), signed with
+EdDSA (Ed25519), whose algorithm the server pins. ``alg`` stays ``EdDSA`` rather than RFC
+9864's ``Ed25519``: PyJWT and Authlib verify only ``EdDSA`` today (docs/OAUTH.md has the
+test and what a verifier configures). Verifying an Ed25519
 signature costs ~160 µs here, more than the rest of a protected request, so a verified
 token's claims are cached by the exact token string: a signature result for given bytes
 never changes, ``exp`` is re-checked on every hit, and revocation is checked in the store
@@ -38,6 +42,7 @@ from .errors import InvalidToken, TokenExpired
 from .keys import HmacKeys, KeyRing, b64url
 
 __all__ = [
+    "ACCESS_TOKEN_TYP",
     "AccessClaims",
     "RefreshToken",
     "TokenService",
@@ -66,7 +71,12 @@ MAX_JWT_LENGTH = 2048
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{20,}")
 # The shortest string either token pattern can match: anything shorter is not a token.
 MIN_TOKEN_LENGTH = 38
-_REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "jti", "iat", "exp", "auth_level", "auth_time")
+_REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "client_id", "jti", "iat", "exp", "auth_level",
+                    "auth_time")
+# RFC 9068 section 2.1: the media type of a JWT access token, which verifiers must check
+# (section 4) so that no other JWT of ours (or an ID token) is taken for one.
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a media type, not a secret
+_ACCESS_TOKEN_TYPS = frozenset({ACCESS_TOKEN_TYP, "application/at+jwt"})
 AUTH_LEVELS = ("normal", "elevated")
 
 
@@ -187,6 +197,8 @@ class AccessClaims:
     auth_time: int
     expires_at: int
     jti: str
+    client_id: str
+    issued_at: int
 
 
 class TokenService:
@@ -225,24 +237,41 @@ class TokenService:
         return hashes
 
     # -- access tokens --------------------------------------------------------------
+    def access_token_lifetime(self, session_left_seconds: int) -> int:
+        """Return the lifetime of an access token for a session with this much time left.
+
+        The configured TTL, but never past the session's absolute end (R3): a service
+        that verifies only the signature must not accept a token of a session that ended.
+        """
+        return max(0, min(self._settings.access_token_ttl_seconds, session_left_seconds))
+
     def issue_access_token(
-        self, user_id: str, session_id: str, auth_level: str, auth_time: int
+        self, user_id: str, session_id: str, auth_level: str, auth_time: int, *,
+        client_id: str | None = None, lifetime_seconds: int | None = None,
     ) -> str:
-        """Sign an access token carrying exactly the claims in API.md."""
+        """Sign an RFC 9068 access token carrying exactly the claims in API.md.
+
+        ``lifetime_seconds`` comes from :meth:`access_token_lifetime` (default: the full
+        TTL); ``client_id`` defaults to the built-in client that ``/v1`` logins belong to.
+        """
         now = int(time.time())
         key = self._keyring.current
+        if lifetime_seconds is None:
+            lifetime_seconds = self._settings.access_token_ttl_seconds
         claims = {
             "iss": self._settings.issuer,
             "aud": self._settings.audience,
             "sub": user_id,
             "sid": session_id,
+            "client_id": client_id or self._settings.default_client_id,
             "jti": uuid.uuid4().hex,
             "iat": now,
-            "exp": now + self._settings.access_token_ttl_seconds,
+            "exp": now + lifetime_seconds,
             "auth_level": auth_level,
             "auth_time": int(auth_time),
         }
-        return jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
+        return jwt.encode(claims, key.private_key, algorithm="EdDSA",
+                          headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYP})
 
     def verify_access_token(self, token: Any, *, allow_expired: bool = False) -> AccessClaims:
         """Check shape, signature (cached), claims and expiry; raise a typed error.
@@ -272,8 +301,10 @@ class TokenService:
         except jwt.PyJWTError as exc:
             raise InvalidToken() from exc
         kid = header.get("kid")
-        # Pin the algorithm: the header must say EdDSA, and only EdDSA is accepted.
-        if header.get("alg") != "EdDSA" or not isinstance(kid, str):
+        # Pin the algorithm: the header must say EdDSA, and only EdDSA is accepted; and
+        # the type (RFC 9068 section 4): only an access token is one.
+        if (header.get("alg") != "EdDSA" or not isinstance(kid, str)
+                or header.get("typ") not in _ACCESS_TOKEN_TYPS):
             raise InvalidToken()
         key = self._keyring.verification_key(kid)
         if key is None:
@@ -291,7 +322,9 @@ class TokenService:
             raise InvalidToken() from exc
         if (not _is_user_id(claims["sub"]) or parse_session_id(claims["sid"]) is None
                 or claims["auth_level"] not in AUTH_LEVELS
-                or not isinstance(claims["exp"], int) or not isinstance(claims["auth_time"], int)):
+                or not isinstance(claims["client_id"], str)
+                or not all(isinstance(claims[name], int) for name in ("exp", "iat", "auth_time"))):
             raise InvalidToken()
         return AccessClaims(claims["sub"], claims["sid"], claims["auth_level"],
-                            claims["auth_time"], claims["exp"], str(claims["jti"]))
+                            claims["auth_time"], claims["exp"], str(claims["jti"]),
+                            claims["client_id"], claims["iat"])

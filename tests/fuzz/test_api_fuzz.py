@@ -25,11 +25,17 @@ MIN_TOTAL_CASES = 1000
 # A schema-valid password can still be common or contain the username: that 422
 # weak_password is a documented semantic refusal no JSON Schema can express, so it is an
 # accepted answer to valid data on the two operations that take a new password.
+# On the OAuth endpoints, a schema-valid token that names no session, or a request
+# without the client's credentials, is RFC 6749's 400 invalid_grant / invalid_client.
 FUZZ_CONFIG = schemathesis.Config.from_dict({
     "operations": [{
         "include-path-regex": "^/v1/auth/(register|password)$",
         "checks": {"positive_data_acceptance": {
             "expected-statuses": ["2xx", "401", "403", "409", "422", "429"]}},
+    }, {
+        "include-path-regex": "^/oauth/",
+        "checks": {"positive_data_acceptance": {
+            "expected-statuses": ["2xx", "400", "401", "429"]}},
     }],
 })
 

@@ -19,7 +19,10 @@ def embedded_redis_pids(instance: Path) -> list[int]:
 def test_sessions_survive_a_restart_of_server_and_embedded_store(server_factory,
                                                                  tmp_path: Path) -> None:
     instance = tmp_path / "durable"
-    first = server_factory(embedded=True, instance_path=instance, workers=2)
+    # The restart comes up on another free port; the issuer (derived from the port on
+    # loopback) must stay the same, as it does for a server restarted on its own port.
+    issuer = "http://127.0.0.1:8000"
+    first = server_factory(embedded=True, instance_path=instance, workers=2, issuer=issuer)
     assert len(embedded_redis_pids(instance)) == 1
     _, tokens = sign_in(first)
     with first.client() as http:
@@ -32,7 +35,7 @@ def test_sessions_survive_a_restart_of_server_and_embedded_store(server_factory,
     assert embedded_redis_pids(instance) == [], "redis-server outlived the server"
     assert (instance / "redis" / "latchkey.aof").stat().st_size > 0
 
-    second = server_factory(embedded=True, instance_path=instance, workers=2)
+    second = server_factory(embedded=True, instance_path=instance, workers=2, issuer=issuer)
     with second.client() as http:
         bearer = {"Authorization": f"Bearer {current['access_token']}"}
         me = http.get("/v1/me", headers=bearer)

@@ -54,8 +54,9 @@ def test_environment_overrides_profile_and_is_validated():
 _SAMPLES = {"profile": "high", "binding_policy": "enforce", "key_retention_seconds": "600",
             "redis_url": "redis://10.0.0.1:7000/0", "metrics_allowed_networks": "10.0.0.0/8",
             "redis_cluster_nodes": "10.0.0.2:7001", "host": "10.1.2.3", "port": "9000",
-            "log_level": "DEBUG"}
-_COMPANIONS = {"redis_cluster": {"LATCHKEY_REDIS_URL": "redis://10.0.0.1:7000/0"},
+            "log_level": "DEBUG", "issuer": "https://auth.example.com"}
+_COMPANIONS = {"host": {"LATCHKEY_ISSUER": "https://auth.example.com"},
+               "redis_cluster": {"LATCHKEY_REDIS_URL": "redis://10.0.0.1:7000/0"},
                "redis_cluster_nodes": {"LATCHKEY_REDIS_URL": "redis://10.0.0.1:7000/0",
                                        "LATCHKEY_REDIS_CLUSTER": "true"}}
 
@@ -111,7 +112,7 @@ def test_profile_timeouts_default_to_the_medium_profile():
 
 def test_serving_flags_win_over_their_variables_and_are_validated_alike():
     env = {"LATCHKEY_HOST": "10.1.2.3", "LATCHKEY_PORT": "9000", "LATCHKEY_WORKERS": "3",
-           "LATCHKEY_THREADS": "4"}
+           "LATCHKEY_THREADS": "4", "LATCHKEY_ISSUER": "https://auth.example.com"}
     from_env = serving_settings(build_parser().parse_args([]), env)
     assert (from_env.host, from_env.port, from_env.workers, from_env.threads) == (
         "10.1.2.3", 9000, 3, 4)
@@ -181,8 +182,8 @@ def test_access_token_has_exactly_the_contract_claims_and_no_pii(service):
     header = jwt.get_unverified_header(token)
     claims = jwt.decode(token, options={"verify_signature": False})
     assert header["alg"] == "EdDSA" and header["kid"]
-    assert set(claims) == {"iss", "aud", "sub", "sid", "jti", "iat", "exp", "auth_level",
-                           "auth_time"}
+    assert set(claims) == {"iss", "aud", "sub", "sid", "client_id", "jti", "iat", "exp",
+                           "auth_level", "auth_time"}
     assert claims["sub"] == uid and claims["sid"] == sid
     assert service.verify_access_token(token).session_id == sid
 

@@ -1,10 +1,12 @@
-"""Publish the public signing keys so other services can verify access tokens (T5)."""
+"""Publish what other services need to trust Latchkey: the public signing keys (T5) and
+the RFC 8414 authorization server metadata (R2)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
 from ..extension import services
+from ..oauth.rfc8414 import metadata
 
 __all__ = ["bp"]
 
@@ -18,3 +20,9 @@ def jwks() -> Response:
     # Short cache: verifiers refetch soon after a rotation; retired keys stay listed anyway.
     resp.headers["Cache-Control"] = "public, max-age=300"
     return resp
+
+
+@bp.get("/oauth-authorization-server")
+def oauth_authorization_server() -> Response:
+    """Return the RFC 8414 metadata: the issuer and the OAuth endpoints' URLs."""
+    return jsonify(metadata(services().settings))

@@ -20,12 +20,19 @@ local SESSION_FIXED = '>BBI4I6I6I6I6I4'
 -- client-supplied string (device id and name, user agent, address) gets two bytes: it may
 -- be up to 128 or 256 characters of UTF-8. struct wraps a length that does not fit its
 -- prefix, which would corrupt the record, so encode_session refuses one instead.
+-- The last, 'ci', is the OAuth client the session was issued to ('' for the built-in
+-- client of /v1 logins, so the common case costs one byte); records written before it
+-- existed lack it and decode as the built-in client's.
 local SESSION_STRINGS = {{'rc', 'B'}, {'rp', 'B'}, {'d', 'H'}, {'dn', 'H'}, {'ua', 'H'},
-  {'ip', 'H'}, {'bx', 'B'}, {'r', 'B'}}
+  {'ip', 'H'}, {'bx', 'B'}, {'r', 'B'}, {'ci', 'B'}}
 local LENGTH_LIMITS = {B = 255, H = 65535}
 local SESSION_FORMAT = SESSION_FIXED
-for _, string_field in ipairs(SESSION_STRINGS) do
+local SESSION_FORMAT_BEFORE_CLIENT = SESSION_FIXED
+for i, string_field in ipairs(SESSION_STRINGS) do
   SESSION_FORMAT = SESSION_FORMAT .. string_field[2] .. 'c0'
+  if i < #SESSION_STRINGS then
+    SESSION_FORMAT_BEFORE_CLIENT = SESSION_FORMAT
+  end
 end
 local STATE_NAMES = {'live', 'revoked', 'expired'}
 local STATE_CODES = {live = 1, revoked = 2, expired = 3}
@@ -37,12 +44,14 @@ local function session_field(sid)
 end
 
 local function decode_session(raw)
-  local v = {struct.unpack(SESSION_FORMAT, raw)}
+  local ok, v = pcall(function() return {struct.unpack(SESSION_FORMAT, raw)} end)
+  if not ok then v = {struct.unpack(SESSION_FORMAT_BEFORE_CLIENT, raw)} end
   local s = {st = STATE_NAMES[v[1]], lv = LEVEL_NAMES[v[2]], g = v[3], c = v[4], l = v[5],
     a = v[6], t = v[7], at = v[8]}
   for i, string_field in ipairs(SESSION_STRINGS) do
     s[string_field[1]] = v[8 + i]
   end
+  if not ok then s.ci = '' end
   return s
 end
 

@@ -14,6 +14,7 @@
 --   keep_ended           ended records to keep per user
 --   refresh_hash, auth_level ('normal'|'elevated'), auth_time (s)
 --   device_id, device_name ('' keeps the replaced session's), user_agent, ip
+--   client_id            the OAuth client it is issued to ('' for the built-in one)
 --   replaces             a session to replace (step-up, password change), or ''
 --   replaced_reason      the reason it ends with
 --   end_others_reason    a reason to end every other session (password change), or ''
@@ -73,5 +74,6 @@ end
 
 save_session(KEYS[1], sid, {st = 'live', lv = req.auth_level, g = 0, c = now, l = now,
   a = now + abs_ttl, t = 0, at = req.auth_time, rc = req.refresh_hash, rp = '',
-  d = req.device_id, dn = device_name, ua = req.user_agent, ip = req.ip, bx = '', r = ''})
+  d = req.device_id, dn = device_name, ua = req.user_agent, ip = req.ip, bx = '', r = '',
+  ci = req.client_id})
 return {now, ended}

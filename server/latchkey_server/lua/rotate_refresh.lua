@@ -6,17 +6,21 @@
 -- KEYS[1] the user's record (holds the session).
 -- ARGV: 1 sid, 2 presented hash, 3 successor hash, 4 presented generation,
 --       5 idle_ms, 6 grace_ms, 7 retention_ms, 8 binding policy (off|report|enforce),
---       9 the request's device id, 10 its user agent, 11 their fingerprint
+--       9 the request's device id, 10 its user agent, 11 their fingerprint,
+--       12 the OAuth client presenting it ('' for the built-in one)
 -- Returns {'rotated'|'replayed', ms left to absolute, auth_level, auth_time,
 --          binding change to report now ('' if none or already reported)},
 --         {'ended', state, reason[, 'now' when this call ended it[, changed]]},
 --         {'reused'}, {'check', current generation, current hash, previous hash, state,
---         reason}, or {'unknown'}.
+--         reason}, {'wrong_client'} (nothing changed), or {'unknown'}.
 local sid = ARGV[1]
 local now = now_ms()
 local idle, retention = tonumber(ARGV[5]), tonumber(ARGV[7])
 local s = load_session(KEYS[1], sid, now, idle, retention)
 if not s then return {'unknown'} end
+-- 0. A refresh token is bound to the client it was issued to (RFC 6749 section 6):
+-- another client's attempt changes nothing, not even reuse detection.
+if s.ci ~= ARGV[12] then return {'wrong_client'} end
 local presented, successor = ARGV[2], ARGV[3]
 local generation = tonumber(ARGV[4])
 local is_current, is_previous = presented == s.rc, s.rp ~= '' and presented == s.rp

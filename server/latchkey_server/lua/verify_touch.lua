@@ -2,9 +2,12 @@
 -- touch its idle clock: all in one round trip, atomically.
 -- KEYS[1] the user's record (holds the session, and the username a profile view shows).
 -- ARGV: 1 sid, 2 idle_ms, 3 retention_ms, 4 binding policy (off|report|enforce),
---       5 the request's device id, 6 its user agent, 7 their fingerprint
+--       5 the request's device id, 6 its user agent, 7 their fingerprint,
+--       8 a refresh hash or '' (introspection of a refresh token: it must be the current
+--         one, or the previous one inside its grace window, else the answer is unknown)
 -- Returns {'live', auth_level, auth_time, device_id, user_agent, now_ms, username,
---          binding change to report now ('' if none or already reported)}
+--          binding change to report now ('' if none or already reported),
+--          absolute expiry (ms), client id ('' for the built-in client)}
 --      or {'revoked'|'expired', reason[, 'now' when this call ended it[, changed]]}
 --      or {'unknown'}.
 local sid = ARGV[1]
@@ -14,6 +17,10 @@ local s = decode_session(f[1])
 local now = now_ms()
 local idle, retention = tonumber(ARGV[2]), tonumber(ARGV[3])
 if past_retention(s, now, idle, retention) then return {'unknown'} end
+local refresh = ARGV[8] or ''
+if refresh ~= '' and refresh ~= s.rc and not (refresh == s.rp and now <= s.t) then
+  return {'unknown'}
+end
 if s.st ~= 'live' then return {s.st, s.r} end
 local why = expiry_reason(s.a, s.l, idle, now)
 if why then
@@ -32,4 +39,4 @@ if now - s.l >= 1000 then
   s.l, dirty = now, true
 end
 if dirty then save_session(KEYS[1], sid, s) end
-return {'live', s.lv, s.at, s.d, s.ua, now, f[2] or '', report}
+return {'live', s.lv, s.at, s.d, s.ua, now, f[2] or '', report, s.a, s.ci}
