@@ -13,8 +13,9 @@ and an old token's descendants can be recomputed to recognise reuse of any ances
 Access tokens are EdDSA JWTs whose algorithm the server pins. Verifying an Ed25519
 signature costs ~160 µs here, more than the rest of a protected request, so a verified
 token's claims are cached by the exact token string: a signature result for given bytes
-never changes, ``exp`` is re-checked on every hit, and revocation is checked in the store
-on every request regardless.
+never changes, ``exp`` is re-checked on every hit, the signing key is asked on every hit
+whether it still verifies (a withdrawn key's tokens are refused from the next request on,
+cached or not), and revocation is checked in the store on every request regardless.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import jwt
 
@@ -150,6 +151,13 @@ class AccessClaims:
     jti: str
 
 
+class _Verified(NamedTuple):
+    """A cache entry: the claims a signature proved and the key that made it."""
+
+    kid: str
+    claims: AccessClaims
+
+
 class TokenService:
     """Issue and verify tokens with the server's keys."""
 
@@ -214,7 +222,11 @@ class TokenService:
         if (not isinstance(token, str) or len(token) > MAX_JWT_LENGTH
                 or not _JWT_RE.fullmatch(token)):
             raise InvalidToken("The access token is malformed")
-        claims = self._verify_cached(token)
+        kid, claims = self._verify_cached(token)
+        # The signature stays true but its key may since have been withdrawn: ask the key
+        # ring on every hit (a dict lookup behind a memory read, keys.py::KeyRing._synced).
+        if self._keyring.verification_key(kid) is None:
+            raise InvalidToken()
         if not allow_expired and claims.expires_at <= time.time():
             raise TokenExpired()
         return claims
@@ -223,7 +235,7 @@ class TokenService:
         """Return the claims of a genuine token even past ``exp`` (to revoke a leak)."""
         return self.verify_access_token(token, allow_expired=True)
 
-    def _verify_signature(self, token: str) -> AccessClaims:
+    def _verify_signature(self, token: str) -> _Verified:
         """Verify one token fully; failures raise, so only successes are cached.
 
         Not caching failures keeps a flood of forged tokens from evicting good entries.
@@ -254,5 +266,6 @@ class TokenService:
                 or claims["auth_level"] not in AUTH_LEVELS
                 or not isinstance(claims["exp"], int) or not isinstance(claims["auth_time"], int)):
             raise InvalidToken()
-        return AccessClaims(claims["sub"], claims["sid"], claims["auth_level"],
-                            claims["auth_time"], claims["exp"], str(claims["jti"]))
+        return _Verified(kid, AccessClaims(claims["sub"], claims["sid"], claims["auth_level"],
+                                           claims["auth_time"], claims["exp"],
+                                           str(claims["jti"])))
