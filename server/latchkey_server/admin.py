@@ -6,7 +6,7 @@
     latchkey-server sessions sweep
     latchkey-server keys list [--json]
     latchkey-server keys rotate
-    latchkey-server keys withdraw KID
+    latchkey-server keys withdraw -- KID      (``--``: a kid may start with '-')
 
 These commands are for whoever can run them with the server's configuration, that is,
 who can read the instance directory (keys, mode 0700) and reach its Redis; the HTTP view
@@ -91,7 +91,9 @@ def register_commands(sub: Any) -> None:
     rotate.set_defaults(handler=keys_rotate)
     withdraw = keys_sub.add_parser(
         "withdraw", help="withdraw a compromised signing key at once (audited)")
-    withdraw.add_argument("kid", metavar="KID", help="the key's kid (keys list, a token header)")
+    withdraw.add_argument("kid", metavar="KID",
+                          help="the key's kid (keys list, a token header); write `-- KID`, "
+                               "since one kid in 64 starts with '-'")
     withdraw.set_defaults(handler=keys_withdraw)
 
 

@@ -162,14 +162,25 @@ def _locked(keys_dir: Path, *, exclusive: bool) -> Iterator[None]:
     """Hold the key directory's lock: writers exclusively, a reloading reader shared.
 
     A reader loading the manifest while a withdrawal deletes a private key would find a
-    listed key without its file; two ``keys`` commands at once would lose one's edit.
+    listed key without its file; two ``keys`` commands at once would lose one's edit. A
+    reader on a read-only key directory (a volume another host writes) goes without the
+    lock; ``KeyRing.reload`` retries the one race that leaves.
     """
-    fd = os.open(keys_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fd: int | None = None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fd = os.open(keys_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        if exclusive:
+            raise
+        with contextlib.suppress(OSError):
+            fd = os.open(keys_dir / _LOCK, os.O_RDONLY)
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the lock
 
 
 def _status_of(entry: dict[str, Any]) -> KeyStatus:
@@ -324,7 +335,15 @@ class KeyRing:
         if self._from_file:
             return
         with self._lock:
-            self._ring = self._load()
+            for attempt in range(3):
+                try:
+                    self._ring = self._load()
+                    return
+                except FileNotFoundError:
+                    # A private key deleted between reading the manifest and its file
+                    # (only possible without the lock): the manifest has changed again.
+                    if attempt == 2:
+                        raise
 
     def _synced(self) -> _Ring:
         """Return the ring, reloaded first if another process changed the manifest."""
@@ -471,8 +490,13 @@ def ensure_signing_key(settings: Settings) -> None:
     if settings.signing_key_file is not None:
         return
     keys_dir = settings.instance_path / "keys"
-    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     manifest = keys_dir / _MANIFEST
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+        # The common case, and the only one a read-only key directory allows: nothing to do.
+        if (_with_status(_read_entries(manifest), KeyStatus.NEXT)
+                and (keys_dir / _GENERATION).stat().st_size >= _GENERATION_BYTES):
+            return
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _locked(keys_dir, exclusive=True):
         _ensure_generation_file(keys_dir)
         now = time.time()

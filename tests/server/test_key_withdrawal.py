@@ -177,7 +177,7 @@ def test_a_withdrawn_key_is_refused_on_the_very_next_request_in_every_worker(ser
         eventually(lambda: all(seen.values()))
         started_at = time.monotonic()
         try:
-            r = keys_command(server, "withdraw", old_kid)
+            r = keys_command(server, "withdraw", "--", old_kid)
         finally:
             done_at[0] = time.monotonic()
             done.set()
@@ -215,7 +215,7 @@ def test_a_withdrawn_key_is_refused_on_the_very_next_request_in_every_worker(ser
 
 def test_keys_withdraw_refuses_an_unknown_kid_without_a_traceback(server_factory):
     server = server_factory()
-    r = keys_command(server, "withdraw", "no-such-kid")
+    r = keys_command(server, "withdraw", "--", "no-such-kid")
     assert r.returncode == 1 and "no signing key has that kid" in r.stderr
     assert "Traceback" not in r.stderr
     listed = keys_command(server, "list", "--json")
@@ -230,7 +230,7 @@ def test_the_sdk_stays_signed_in_across_a_withdrawal_with_one_refresh(server_fac
     username = Api(server.base_url).register()
 
     def withdraw_current(client: Any) -> None:
-        r = keys_command(server, "withdraw", kid(client._core.tokens.access_token))
+        r = keys_command(server, "withdraw", "--", kid(client._core.tokens.access_token))
         assert r.returncode == 0, r.stderr
 
     if kind == "sync":
