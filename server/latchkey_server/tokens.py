@@ -165,7 +165,7 @@ class TokenService:
         self._settings = settings
         self._keyring = keyring
         self._hmac = hmac_keys
-        self._verify_cached = lru_cache(maxsize=settings.jwt_cache_size)(self._verify_signature)
+        self._verify_cached = lru_cache(maxsize=settings.jwt_cache_size)(self._verify_and_note_key)
 
     # -- refresh tokens -------------------------------------------------------------
     def new_refresh_token(self, user_id: str, session_id: str) -> RefreshToken:
@@ -235,7 +235,12 @@ class TokenService:
         """Return the claims of a genuine token even past ``exp`` (to revoke a leak)."""
         return self.verify_access_token(token, allow_expired=True)
 
-    def _verify_signature(self, token: str) -> _Verified:
+    def _verify_and_note_key(self, token: str) -> _Verified:
+        """Verify a token and keep its ``kid`` beside the claims, for the check on each hit."""
+        claims = self._verify_signature(token)
+        return _Verified(jwt.get_unverified_header(token)["kid"], claims)
+
+    def _verify_signature(self, token: str) -> AccessClaims:
         """Verify one token fully; failures raise, so only successes are cached.
 
         Not caching failures keeps a flood of forged tokens from evicting good entries.
@@ -266,6 +271,5 @@ class TokenService:
                 or claims["auth_level"] not in AUTH_LEVELS
                 or not isinstance(claims["exp"], int) or not isinstance(claims["auth_time"], int)):
             raise InvalidToken()
-        return _Verified(kid, AccessClaims(claims["sub"], claims["sid"], claims["auth_level"],
-                                           claims["auth_time"], claims["exp"],
-                                           str(claims["jti"])))
+        return AccessClaims(claims["sub"], claims["sid"], claims["auth_level"],
+                            claims["auth_time"], claims["exp"], str(claims["jti"]))

@@ -20,7 +20,9 @@ import httpx
 import pytest
 from latchkey_client import AsyncLatchkeyClient, LatchkeyClient
 from latchkey_server.config import load_settings
-from latchkey_server.keys import KeyRing, KeyStatus
+from latchkey_server.errors import InvalidToken
+from latchkey_server.keys import HmacKeys, KeyRing, KeyStatus
+from latchkey_server.tokens import TokenService, new_session_id, new_user_id
 
 from tests.conftest import PASSWORD, Api, ServerProcess
 from tests.server.test_key_rotation import audit_lines, eventually, jwks_kids, keys_command, kid
@@ -59,6 +61,26 @@ def test_another_process_sees_a_withdrawal_on_its_very_next_use(tmp_path):
     operator.withdraw(old.kid)
     assert worker.verification_key(old.kid) is None
     assert worker.current.kid == operator.current.kid != old.kid
+
+
+def test_a_token_cached_as_verified_is_refused_once_its_key_is_withdrawn(tmp_path):
+    """The verified-token cache keeps the signature result, never the trust in its key."""
+    settings = load_settings({}, {"instance_path": tmp_path})
+    ring = KeyRing(settings)
+    tokens = TokenService(settings, ring, HmacKeys(settings))
+    token = tokens.issue_access_token(new_user_id(), new_session_id(), "normal",
+                                      int(time.time()))
+    tokens.verify_access_token(token)
+    tokens.verify_access_token(token)  # a cache hit
+    ring_at(tmp_path).withdraw(kid(token))  # another process: the operator's command
+    with pytest.raises(InvalidToken):
+        tokens.verify_access_token(token)
+    with pytest.raises(InvalidToken):
+        tokens.verify_access_token(token, allow_expired=True)
+    fresh = tokens.issue_access_token(new_user_id(), new_session_id(), "normal",
+                                      int(time.time()))
+    assert kid(fresh) == ring.current.kid != kid(token)
+    assert tokens.verify_access_token(fresh).expires_at > time.time()
 
 
 def test_withdrawing_the_next_or_a_retired_key_keeps_the_current_one(tmp_path):
