@@ -5,8 +5,9 @@ For each request to the session's own origin the flow:
 1. refuses a URL with a token-like query parameter (S2);
 2. ends the session locally if its absolute lifetime has passed, even offline (L6);
 3. refreshes ahead of expiry, measured on the monotonic clock from ``expires_in`` (S3);
-4. sends with ``Authorization: Bearer``; on one 401 ``token_expired`` refreshes once and
-   resends; on ``session_expired``/``session_revoked`` wipes local tokens and tells the app.
+4. sends with ``Authorization: Bearer``; on one 401 ``token_expired`` or ``invalid_token``
+   refreshes once and resends; on ``session_expired``/``session_revoked`` wipes local tokens
+   and tells the app.
 
 Requests to any other origin go out untouched, without ``Authorization``.
 
@@ -80,6 +81,10 @@ _log = logging.getLogger("latchkey_client.auth")
 DEFAULT_REFRESH_REPLAY_SECONDS = 20.0
 
 _SESSION_ENDING_CODES = frozenset({"session_expired", "session_revoked", "refresh_token_reused"})
+# An access token of ours refused as expired, or as invalid (its signing key was withdrawn,
+# RFC 6750 s3.1: the client MAY get a new token and retry): one refresh and one resend. A
+# refresh token the server no longer accepts ends the session there.
+_REFRESH_AND_RESEND_CODES = frozenset({"token_expired", "invalid_token"})
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,8 @@ class LatchkeyAuth(httpx.Auth):
         return code
 
     def _bearer_flow(self, request: httpx.Request) -> Generator[_Flow, Any, None]:
-        """Attach a fresh token, send, and on one 401 ``token_expired`` refresh and resend.
+        """Attach a fresh token, send, and on one 401 ``token_expired``/``invalid_token``
+        refresh and resend.
 
         Sans-I/O, like httpx's ``auth_flow``: it yields the request to send, or a
         :class:`_Fresh` asking its driver for tokens (which may mean a refresh). The driver
@@ -192,7 +198,8 @@ class LatchkeyAuth(httpx.Auth):
         self._bind(request)
         clip_to_deadline(request, deadline)
         response = yield request
-        if response.status_code != 401 or self._after_response(response) != "token_expired":
+        if (response.status_code != 401
+                or self._after_response(response) not in _REFRESH_AND_RESEND_CODES):
             return
         tokens = yield _Fresh(stale=tokens, deadline=deadline)
         request.headers["Authorization"] = f"Bearer {tokens.access_token}"
@@ -242,7 +249,7 @@ class LatchkeyAuth(httpx.Auth):
 
     def _needs_refresh(self, tokens: Tokens, stale: Tokens | None) -> bool:
         if stale is not None:
-            # Forced (the server said token_expired): refresh unless someone already did.
+            # Forced (the server refused the token): refresh unless someone already did.
             return tokens.generation == stale.generation
         return not self._core.access_fresh(tokens)
 

@@ -5,7 +5,9 @@ clients (D5, T5, R2).
     latchkey-server sessions list --user NAME [--json]
     latchkey-server sessions revoke --user NAME (--session ID | --all)
     latchkey-server sessions sweep
+    latchkey-server keys list [--json]
     latchkey-server keys rotate
+    latchkey-server keys withdraw -- KID      (``--``: a kid may start with '-')
     latchkey-server clients create --name NAME --type public|resource
     latchkey-server clients list
     latchkey-server clients delete CLIENT_ID
@@ -32,12 +34,14 @@ import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from .config import load_settings
 from .errors import ApiError
 from .extension import Services, services
+from .keys import JWKS_MAX_AGE_SECONDS
 from .oauth import registry
 from .oauth.clients import CLIENT_TYPES
 from .passwords import USERNAME_RE, PasswordPolicy
@@ -84,8 +88,19 @@ def register_commands(sub: Any) -> None:
 
     keys = sub.add_parser("keys", help="manage the token signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    rotate = keys_sub.add_parser("rotate", help="make a new signing key current (audited)")
+    key_list = keys_sub.add_parser("list", help="list the signing keys and their status "
+                                                "(audited)")
+    key_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    key_list.set_defaults(handler=keys_list)
+    rotate = keys_sub.add_parser(
+        "rotate", help="promote the next signing key to current, publish a new next (audited)")
     rotate.set_defaults(handler=keys_rotate)
+    withdraw = keys_sub.add_parser(
+        "withdraw", help="withdraw a compromised signing key at once (audited)")
+    withdraw.add_argument("kid", metavar="KID",
+                          help="the key's kid (keys list, a token header); write `-- KID`, "
+                               "since one kid in 64 starts with '-'")
+    withdraw.set_defaults(handler=keys_withdraw)
 
     clients = sub.add_parser("clients", help="manage OAuth clients (docs/OAUTH.md)")
     clients_sub = clients.add_subparsers(dest="clients_command", required=True)
@@ -250,17 +265,76 @@ def sessions_sweep(args: argparse.Namespace) -> int:
 
 
 # -- keys --------------------------------------------------------------------------
+def _when(timestamp: float | None) -> str:
+    return "-" if timestamp is None else time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                       time.gmtime(timestamp))
+
+
+def keys_list(args: argparse.Namespace) -> int:
+    """Print every signing key the manifest records: kid, status and times."""
+
+    def run(svc: Services, args: argparse.Namespace) -> int:
+        entries = svc.keyring.listing()
+        _audit(svc, "keys_list", count=len(entries))
+        for entry in entries:
+            if args.json:
+                print(json.dumps(entry))
+            else:
+                print(f"{entry['kid']}  {entry['status']:<9}  created "
+                      f"{_when(entry.get('created_at'))}  retired "
+                      f"{_when(entry.get('retired_at'))}  withdrawn "
+                      f"{_when(entry.get('withdrawn_at'))}")
+        return 0
+
+    return _run(run, args)
+
+
 def keys_rotate(args: argparse.Namespace) -> int:
-    """Make a new signing key current; the old one keeps verifying until its tokens expire."""
+    """Promote the next key; the old one keeps verifying until its tokens expire."""
 
     def run(svc: Services, args: argparse.Namespace) -> int:
         try:
             key = svc.keyring.rotate()
         except ValueError as exc:
             raise AdminError(str(exc)) from exc
+        published_seconds = int(time.time() - key.created_at)
         retention = svc.settings.signing_key_retention_seconds
-        _audit(svc, "keys_rotate", kid=key.kid, retention_seconds=retention)
+        upcoming = svc.keyring.next
+        _audit(svc, "keys_rotate", kid=key.kid, next_kid=upcoming.kid if upcoming else None,
+               published_seconds=published_seconds, retention_seconds=retention)
+        if published_seconds < JWKS_MAX_AGE_SECONDS:
+            # Not refused: rotating early only costs verifiers that cached the JWKS one
+            # refetch when they meet the new kid (what they did before next keys existed).
+            print(f"latchkey-server: note: the promoted key was published {published_seconds} s "
+                  f"ago; verifiers may cache the JWKS for {JWKS_MAX_AGE_SECONDS} s, so some "
+                  "will refetch it on their first token signed by this key", file=sys.stderr)
         print(key.kid)
+        return 0
+
+    return _run(run, args)
+
+
+def keys_withdraw(args: argparse.Namespace) -> int:
+    """Withdraw a signing key at once: out of the JWKS, its tokens refused everywhere.
+
+    Sessions stay live: a client whose access token is refused refreshes and gets one
+    signed by the key that signs now (the next key, promoted if the withdrawn key was
+    current).
+    """
+
+    def run(svc: Services, args: argparse.Namespace) -> int:
+        try:
+            outcome = svc.keyring.withdraw(args.kid)
+        except ValueError as exc:
+            raise AdminError(str(exc)) from exc
+        _audit(svc, "keys_withdraw", kid=outcome.kid, already=outcome.already_withdrawn,
+               promoted=outcome.promoted, current_kid=outcome.current.kid,
+               next_kid=outcome.next.kid if outcome.next else None)
+        if outcome.already_withdrawn:
+            print(f"{outcome.kid} was already withdrawn")
+        else:
+            print(f"withdrew {outcome.kid}; {outcome.current.kid} signs"
+                  + (" (promoted)" if outcome.promoted else ""))
         return 0
 
     return _run(run, args)

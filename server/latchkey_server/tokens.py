@@ -17,8 +17,9 @@ EdDSA (Ed25519), whose algorithm the server pins. ``alg`` stays ``EdDSA`` rather
 test and what a verifier configures). Verifying an Ed25519
 signature costs ~160 µs here, more than the rest of a protected request, so a verified
 token's claims are cached by the exact token string: a signature result for given bytes
-never changes, ``exp`` is re-checked on every hit, and revocation is checked in the store
-on every request regardless.
+never changes, ``exp`` is re-checked on every hit, the signing key is asked on every hit
+whether it still verifies (a withdrawn key's tokens are refused from the next request on,
+cached or not), and revocation is checked in the store on every request regardless.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import jwt
 
@@ -201,6 +202,13 @@ class AccessClaims:
     issued_at: int
 
 
+class _Verified(NamedTuple):
+    """A cache entry: the claims a signature proved and the key that made it."""
+
+    kid: str
+    claims: AccessClaims
+
+
 class TokenService:
     """Issue and verify tokens with the server's keys."""
 
@@ -208,7 +216,7 @@ class TokenService:
         self._settings = settings
         self._keyring = keyring
         self._hmac = hmac_keys
-        self._verify_cached = lru_cache(maxsize=settings.jwt_cache_size)(self._verify_signature)
+        self._verify_cached = lru_cache(maxsize=settings.jwt_cache_size)(self._verify_and_note_key)
 
     # -- refresh tokens -------------------------------------------------------------
     def new_refresh_token(self, user_id: str, session_id: str) -> RefreshToken:
@@ -282,7 +290,11 @@ class TokenService:
         if (not isinstance(token, str) or len(token) > MAX_JWT_LENGTH
                 or not _JWT_RE.fullmatch(token)):
             raise InvalidToken("The access token is malformed")
-        claims = self._verify_cached(token)
+        kid, claims = self._verify_cached(token)
+        # The signature stays true but its key may since have been withdrawn: ask the key
+        # ring on every hit (a dict lookup behind a memory read, keys.py::KeyRing._synced).
+        if self._keyring.verification_key(kid) is None:
+            raise InvalidToken()
         if not allow_expired and claims.expires_at <= time.time():
             raise TokenExpired()
         return claims
@@ -290,6 +302,11 @@ class TokenService:
     def claims_ignoring_expiry(self, token: str) -> AccessClaims:
         """Return the claims of a genuine token even past ``exp`` (to revoke a leak)."""
         return self.verify_access_token(token, allow_expired=True)
+
+    def _verify_and_note_key(self, token: str) -> _Verified:
+        """Verify a token and keep its ``kid`` beside the claims, for the check on each hit."""
+        claims = self._verify_signature(token)
+        return _Verified(jwt.get_unverified_header(token)["kid"], claims)
 
     def _verify_signature(self, token: str) -> AccessClaims:
         """Verify one token fully; failures raise, so only successes are cached.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from ..extension import services
+from ..keys import JWKS_MAX_AGE_SECONDS
 from ..oauth.rfc8414 import metadata
 
 __all__ = ["bp"]
@@ -15,10 +16,14 @@ bp = Blueprint("wellknown", __name__, url_prefix="/.well-known")
 
 @bp.get("/jwks.json")
 def jwks() -> Response:
-    """Return the JWKS: the current key and retired keys whose tokens may still be live."""
+    """Return the JWKS: the current key, the next key, and retired keys still verifying.
+
+    Withdrawn keys are never listed. The next key is here before it signs, so a verifier
+    holding this document for its whole max-age still knows the key of every token a
+    rotation in that time produces; retired keys stay listed while their tokens live.
+    """
     resp = jsonify(services().keyring.jwks())
-    # Short cache: verifiers refetch soon after a rotation; retired keys stay listed anyway.
-    resp.headers["Cache-Control"] = "public, max-age=300"
+    resp.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE_SECONDS}"
     return resp
 
 
