@@ -63,6 +63,7 @@ class AsyncLatchkeyClient(ClientBase):
 
     async def restore(self) -> SessionInfo | None:
         """Resume a stored session (``stay_signed_in=True``) now; ``None`` if there is none."""
+        self._core.retry_storage()  # a store locked at start-up may be open now
         if not self._core.signed_in:
             return None
         await self._auth.ensure_fresh_async()

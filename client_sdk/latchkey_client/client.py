@@ -70,6 +70,7 @@ class LatchkeyClient(ClientBase):
 
         Optional: the first authenticated call would refresh anyway.
         """
+        self._core.retry_storage()  # a store locked at start-up may be open now
         if not self._core.signed_in:
             return None
         self._auth.ensure_fresh_sync()
