@@ -85,6 +85,8 @@ class LatchkeyDemoApp(App):
     device_name = StringProperty("")
     #: The idle warning while it is open (``None`` otherwise).
     idle_warning = ObjectProperty(None, allownone=True)
+    #: ``client.on_resume`` is checking the session after a return from the background.
+    resuming = BooleanProperty(False)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -176,10 +178,16 @@ class LatchkeyDemoApp(App):
         client = self.client
         if client is None:
             return
+        self.resuming = True
         self.worker.submit(client.on_resume, on_done=lambda info: self._on_resumed(client, info),
-                           on_error=self._on_quiet_error)
+                           on_error=self._on_resume_failed)
+
+    def _on_resume_failed(self, error: BaseException) -> None:
+        self.resuming = False
+        self._on_quiet_error(error)
 
     def _on_resumed(self, client: LatchkeyClient, info: Any) -> None:
+        self.resuming = False
         if client is not self.client or info is None:
             return  # signed out (the event explains it) or never signed in
         if self.screen != "home":
