@@ -15,9 +15,9 @@ import contextlib
 import os
 import shutil
 import sys
-import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -30,7 +30,7 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(ROOT))
     from devserver import running_server
-    from render_screenshots import _free_port, _seed
+    from render_screenshots import _free_port, _seed, prepare_environment
 
     from tests.netproxy import LoopbackProxy
 
@@ -41,18 +41,8 @@ def main() -> None:
 
     from latchkey_demo.phone_tour import PHONE_DENSITY, PHONE_SIZE
 
-    os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
-    os.environ.setdefault("KIVY_NO_ARGS", "1")
     os.environ["KIVY_METRICS_DENSITY"] = str(PHONE_DENSITY)
-    os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
-    kivy_home = Path(tempfile.mkdtemp(prefix="latchkey-kivy-"))
-    os.environ["KIVY_HOME"] = str(kivy_home)
-    (kivy_home / "config").mkdir()
-    os.environ["XDG_CONFIG_HOME"] = str(kivy_home / "config")
-    os.environ["LATCHKEY_DEMO_STORAGE"] = "file"
-    os.environ["LATCHKEY_DEMO_FILE_PASSPHRASE"] = uuid.uuid4().hex
-    os.environ["LATCHKEY_DEMO_DEVICE_NAME"] = "Ada's phone"
-    os.environ["LATCHKEY_DEMO_CHECK_SECONDS"] = "0"
+    kivy_home = prepare_environment(check_seconds=0)
     args.out.mkdir(parents=True, exist_ok=True)
 
     with contextlib.ExitStack() as stack:
@@ -66,7 +56,7 @@ def main() -> None:
     shutil.rmtree(kivy_home, ignore_errors=True)
 
 
-def _render(username: str, proxy: object, size: tuple[int, int], out: Path) -> None:
+def _render(username: str, proxy: Any, size: tuple[int, int], out: Path) -> None:
     from kivy.config import Config
 
     Config.set("graphics", "width", str(size[0]))
@@ -74,20 +64,15 @@ def _render(username: str, proxy: object, size: tuple[int, int], out: Path) -> N
     from kivy.core.window import Window
     from latchkey_demo.app import LatchkeyDemoApp
     from latchkey_demo.phone_tour import phone_tour
-    from latchkey_demo.scripting import run_scripted, settle
+    from latchkey_demo.scripting import run_scripted
+    from render_screenshots import screenshooter
 
     Window.size = size
-    shots = Path(tempfile.mkdtemp(prefix="latchkey-phone-png-"))
-
-    async def shoot(name: str) -> None:
-        await settle(0.6)
-        saved = Window.screenshot(name=str(shots / f"{name}.png"))
-        shutil.move(saved, out / f"{name}.png")
-        print(f"wrote {out / (name + '.png')}")
+    shoot, shots = screenshooter(out)
 
     async def script(app: LatchkeyDemoApp) -> None:
         await phone_tour(app, username=username, password=PASSWORD,
-                         go_offline=proxy.go_offline, go_online=proxy.go_online,  # type: ignore[attr-defined]
+                         go_offline=proxy.go_offline, go_online=proxy.go_online,
                          shoot=shoot)
 
     run_scripted(LatchkeyDemoApp(), script)

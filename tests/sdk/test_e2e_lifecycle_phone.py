@@ -12,13 +12,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
 import pytest
 from latchkey_client import EventName, SignOutReason
 
 from tests.conftest import ServerProcess
 
-from .conftest import PASSWORD, Sdk, SdkClient, make_user
+from .conftest import PASSWORD, Sdk, SdkClient, make_user, me_status
 
 REFRESH = "/v1/auth/refresh"
 
@@ -52,11 +51,6 @@ def signed_in(sdk: Sdk, target: Any, server: ServerProcess, **options: Any) -> S
     client = sdk(target, **options)
     client.login(username=make_user(server), password=PASSWORD)
     return client
-
-
-def me_status(server: ServerProcess, access_token: str | None) -> int:
-    return httpx.get(server.base_url + "/v1/me",
-                     headers={"Authorization": f"Bearer {access_token}"}).status_code
 
 
 def statuses(proxy: Any, path: str) -> list[int | None]:

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from latchkey_client import (
     EncryptedFileStorage,
@@ -27,17 +26,17 @@ from latchkey_client import (
 
 from tests.conftest import ServerProcess
 
-from .conftest import PASSWORD, Sdk, make_user
+from .conftest import PASSWORD, Sdk, make_user, me_status
 from .storage_locks import FileStoreLock, restore_backup
-
-
-def me_status(server: ServerProcess, access_token: str | None) -> int:
-    return httpx.get(server.base_url + "/v1/me",
-                     headers={"Authorization": f"Bearer {access_token}"}).status_code
 
 
 def stored(path: Path, key: bytes, name: str = "refresh_token") -> str | None:
     return EncryptedFileStorage(path, key=key).load(name)
+
+
+def kept_on_file(sdk: Sdk, target: Any, path: Path, key: bytes) -> Any:
+    """A client that stays signed in with the encrypted file at ``path``."""
+    return sdk(target, storage=EncryptedFileStorage(path, key=key), stay_signed_in=True)
 
 
 def events_of(client: Any) -> list[tuple[str, str | None]]:
@@ -51,14 +50,12 @@ def test_a_store_locked_at_start_is_not_a_sign_out_and_the_session_is_read_once_
     live_server: ServerProcess, file_store_path: Path, sdk: Sdk
 ) -> None:
     key = os.urandom(32)
-    with sdk(live_server, storage=EncryptedFileStorage(file_store_path, key=key),
-             stay_signed_in=True) as first:
+    with kept_on_file(sdk, live_server, file_store_path, key) as first:
         first.login(username=make_user(live_server), password=PASSWORD)
         token = first._core.tokens.refresh_token
     lock = FileStoreLock(file_store_path)
     lock.lock()  # the phone rebooted and is not unlocked yet
-    phone = sdk(live_server, storage=EncryptedFileStorage(file_store_path, key=key),
-                stay_signed_in=True)
+    phone = kept_on_file(sdk, live_server, file_store_path, key)
     seen = events_of(phone)
     assert not phone.is_signed_in and phone.storage_unavailable
     assert phone.signed_out_reason is None  # not signed out: not known yet
@@ -76,8 +73,7 @@ def test_a_refresh_while_the_store_is_locked_keeps_the_session_and_stores_it_lat
     short_ttl_server: ServerProcess, file_store_path: Path, sdk: Sdk
 ) -> None:
     key = os.urandom(32)
-    phone = sdk(short_ttl_server, storage=EncryptedFileStorage(file_store_path, key=key),
-                stay_signed_in=True)
+    phone = kept_on_file(sdk, short_ttl_server, file_store_path, key)
     seen = events_of(phone)
     phone.login(username=make_user(short_ttl_server), password=PASSWORD)
     first = phone._core.tokens.refresh_token
@@ -101,8 +97,7 @@ def test_a_logout_while_the_store_is_locked_clears_it_before_pause_returns_once_
     live_server: ServerProcess, file_store_path: Path, sdk: Sdk
 ) -> None:
     key = os.urandom(32)
-    phone = sdk(live_server, storage=EncryptedFileStorage(file_store_path, key=key),
-                stay_signed_in=True)
+    phone = kept_on_file(sdk, live_server, file_store_path, key)
     phone.login(username=make_user(live_server), password=PASSWORD)
     lock = FileStoreLock(file_store_path)
     lock.lock()
@@ -149,16 +144,14 @@ def test_a_backup_restored_onto_a_new_phone_is_a_clean_sign_out_with_reason_stor
     live_server: ServerProcess, tmp_path: Path, sdk: Sdk
 ) -> None:
     old_phone_path = tmp_path / "old-phone.bin"
-    with sdk(live_server, storage=EncryptedFileStorage(old_phone_path, key=os.urandom(32)),
-             stay_signed_in=True) as old_phone:
+    with kept_on_file(sdk, live_server, old_phone_path, os.urandom(32)) as old_phone:
         user = make_user(live_server)
         old_phone.login(username=user, password=PASSWORD)
     # The new phone has the file from the backup but not the key, which never leaves a
     # device: the constructor must not raise.
     new_path = restore_backup(old_phone_path, tmp_path / "new-phone.bin")
     new_key = os.urandom(32)
-    phone = sdk(live_server, storage=EncryptedFileStorage(new_path, key=new_key),
-                stay_signed_in=True)
+    phone = kept_on_file(sdk, live_server, new_path, new_key)
     assert not phone.is_signed_in and not phone.storage_unavailable
     assert phone.signed_out_reason is SignOutReason.STORAGE_LOST
     assert not new_path.exists()  # the unreadable file is gone: a clean state
@@ -171,8 +164,7 @@ def test_a_store_lost_under_a_live_session_signs_out_and_revokes_it_on_the_serve
     short_ttl_server: ServerProcess, file_store_path: Path, sdk: Sdk
 ) -> None:
     key = os.urandom(32)
-    phone = sdk(short_ttl_server, storage=EncryptedFileStorage(file_store_path, key=key),
-                stay_signed_in=True)
+    phone = kept_on_file(sdk, short_ttl_server, file_store_path, key)
     seen = events_of(phone)
     user = make_user(short_ttl_server)
     phone.login(username=user, password=PASSWORD)
