@@ -259,14 +259,6 @@ class LatchkeyDemoApp(App):
         """Name the reason of a sign-out the app itself is about to cause."""
         self._local_reason = reason
 
-    def _end_locally(self, reason: SignOutReason) -> None:
-        """Sign out for a reason of the app's own (idle after a pause), then tell the user."""
-        client = self.client
-        self._local_reason = reason
-        self.show_signed_out(reason)
-        if client is not None:
-            self.worker.submit(client.logout, on_error=lambda _e: None)
-
     @mainthread
     def _on_sdk_signed_out(self, event: AuthEvent, client: LatchkeyClient) -> None:
         if client is not self.client:
