@@ -545,8 +545,7 @@ class ClientBase:
         try:
             yield
         except LatchkeyError as exc:
-            _log.info("%s on resume failed (%s); the session is kept", what,
-                      type(exc).__name__)
+            _log.info("%s on resume did not complete (%s)", what, type(exc).__name__)
 
     def _resumed(self) -> SessionInfo | None:
         """End ``on_resume``: a session read from storage just now gets its idle timer."""

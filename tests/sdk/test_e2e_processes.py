@@ -45,7 +45,9 @@ def started_workers(base_url: str, store: Path, key: bytes, tmp_path: Path, go: 
 def test_sibling_processes_sharing_a_store_refresh_once_per_expiry_for_all(
     server_factory: Callable[..., ServerProcess], tmp_path: Path, sdk: Sdk
 ) -> None:
-    server = server_factory(access_token_ttl=4, refresh_reuse_grace=1)
+    # 12 s access tokens, due at half their life: one expiry spans the whole run even on a
+    # loaded machine, so exactly one refresh is right.
+    server = server_factory(access_token_ttl=12, refresh_reuse_grace=1)
     key = os.urandom(32)
     store = tmp_path / "shared-tokens.bin"
     app = sdk(server, storage=EncryptedFileStorage(store, key=key), stay_signed_in=True,
@@ -53,7 +55,7 @@ def test_sibling_processes_sharing_a_store_refresh_once_per_expiry_for_all(
     app.login(username=make_user(server), password=PASSWORD)
     go = tmp_path / "go"
     procs = started_workers(server.base_url, store, key, tmp_path, go, 4)
-    time.sleep(2.1)  # the app's 4 s access token is now due (half its life)
+    time.sleep(6.1)  # the app's access token is now due (half its life), and the siblings'
     go.touch()
     reports = []
     for proc in procs:
