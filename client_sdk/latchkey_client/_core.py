@@ -29,6 +29,7 @@ from ._timing import refresh_due_at
 from .errors import (
     ApiError,
     InvalidTokenError,
+    NotSignedInError,
     SessionEndedError,
     SessionExpiredError,
     SessionRevokedError,
@@ -216,33 +217,41 @@ class SessionCore:
                 "the server sent a malformed token response", code="bad_response"
             ) from exc
         absolute = doc.get("absolute_expires_in")
+        lost = False
         with self._state_lock:
-            tokens = Tokens(
-                access_token=access,
-                refresh_token=refresh,
-                session_id=session_id,
-                access_due_at=refresh_due_at(
-                    received_at, expires_in, leeway_seconds=self.refresh_leeway_seconds
-                ),
-                access_expires_at=received_at + expires_in,
-                absolute_expires_at=None if absolute is None else received_at + float(absolute),
-                idle_timeout_seconds=float(doc.get("idle_timeout") or 0),
-                access_lifetime_seconds=expires_in,
-                auth_level=str(doc.get("auth_level", "normal")),
-                generation=self.tokens.generation + 1,
-            )
-            self.tokens = tokens
-            self.signed_out_reason = None
-            self.deferred.discard(_RESTORE)  # a new session replaces whatever was stored
-            lost = False
-            if self.stay_signed_in:
-                try:
-                    # A locked store defers the write: the session stays in memory and the
-                    # write is retried (a crash before it lands leaves the previous token
-                    # on disk, as a crash before the response would).
-                    self._persist()
-                except StorageLost:
-                    lost = True
+            # Signed out while this refresh was in flight (the idle logout on resume, say):
+            # the new pair must not bring the session back here.
+            wiped = event is EventName.REFRESHED and self.tokens.refresh_token is None
+            if not wiped:
+                tokens = Tokens(
+                    access_token=access,
+                    refresh_token=refresh,
+                    session_id=session_id,
+                    access_due_at=refresh_due_at(
+                        received_at, expires_in, leeway_seconds=self.refresh_leeway_seconds
+                    ),
+                    access_expires_at=received_at + expires_in,
+                    absolute_expires_at=(None if absolute is None
+                                         else received_at + float(absolute)),
+                    idle_timeout_seconds=float(doc.get("idle_timeout") or 0),
+                    access_lifetime_seconds=expires_in,
+                    auth_level=str(doc.get("auth_level", "normal")),
+                    generation=self.tokens.generation + 1,
+                )
+                self.tokens = tokens
+                self.signed_out_reason = None
+                self.deferred.discard(_RESTORE)  # a new session replaces what was stored
+                if self.stay_signed_in:
+                    try:
+                        # A locked store defers the write: the session stays in memory
+                        # and the write is retried (a crash before it lands leaves the
+                        # previous token on disk, as a crash before the response would).
+                        self._persist()
+                    except StorageLost:
+                        lost = True
+        if wiped:
+            self.add_pending(refresh)  # revoke the successor too, should the server honour it
+            raise NotSignedInError("signed out while a refresh was in flight")
         if lost:
             # The store can no longer keep this session: end it cleanly, and revoke the
             # refresh token the server has just issued (still in memory) when possible.

@@ -99,6 +99,7 @@ class LatchkeyDemoApp(App):
         self._ticker: Any = None
         self._checker: Any = None
         self._pending_jobs = 0
+        self._in_background = False
 
     @property
     def storage(self) -> Storage | None:
@@ -163,6 +164,7 @@ class LatchkeyDemoApp(App):
         revocation in secure storage, in case the OS kills the paused app.
         """
         self._stop_session_checks()
+        self._in_background = True
         if self.client is not None:
             self.client.on_pause()
         return True
@@ -175,6 +177,7 @@ class LatchkeyDemoApp(App):
         a due token and reads a session a locked store kept from us at start. It blocks,
         so it runs on the worker. Offline, the session is kept.
         """
+        self._in_background = False
         client = self.client
         if client is None:
             return
@@ -188,8 +191,10 @@ class LatchkeyDemoApp(App):
 
     def _on_resumed(self, client: LatchkeyClient, info: Any) -> None:
         self.resuming = False
-        if client is not self.client or info is None:
-            return  # signed out (the event explains it) or never signed in
+        if client is not self.client or info is None or self._in_background:
+            # Signed out (the event explains it), never signed in, or paused again
+            # before this check came back: the next resume checks again.
+            return
         if self.screen != "home":
             self.enter_signed_in("Welcome back — your session was restored.")
             return

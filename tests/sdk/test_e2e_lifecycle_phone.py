@@ -9,11 +9,12 @@ the async client.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import pytest
-from latchkey_client import EventName, SignOutReason
+from latchkey_client import EventName, LatchkeyError, SignOutReason
 
 from tests.conftest import ServerProcess
 
@@ -146,3 +147,31 @@ def test_network_loss_on_resume_never_signs_out(
     assert phone.get("/v1/me").status_code == 200  # refreshed now that it can
     assert reasons == []
     assert phone.logout().server_confirmed
+
+
+def test_a_logout_while_a_refresh_is_in_flight_is_not_undone_by_its_answer(
+    short_ttl_server: ServerProcess, proxy_to: Any, sdk: Sdk
+) -> None:
+    """The idle sign-out on resume can race a refresh another call started: the refresh's
+    late answer must not bring the session back on the device."""
+    proxy = proxy_to(short_ttl_server, delay_rate=1.0, delay_seconds=(1.5, 1.5),
+                     chaos_paths=frozenset({REFRESH}))
+    phone = signed_in(sdk, proxy, short_ttl_server)
+    outcome: list[str] = []
+
+    def refresh() -> None:
+        try:
+            phone.refresh_now()
+        except LatchkeyError as exc:
+            outcome.append(type(exc).__name__)
+        else:
+            outcome.append("refreshed")
+
+    racer = threading.Thread(target=refresh)
+    racer.start()
+    time.sleep(0.5)  # the server has rotated; its answer is still on the way
+    phone.logout()
+    racer.join(timeout=10)
+    assert outcome == ["NotSignedInError"]
+    assert not phone.is_signed_in and phone.signed_out_reason is SignOutReason.USER
+    assert phone.flush_pending_revocations() == 0  # the successor was sent for revocation
