@@ -18,6 +18,7 @@ import socket
 import sys
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +61,43 @@ def _remote_sign_out(url: str, username: str, password: str) -> None:
                   headers={"Authorization": f"Bearer {access}"}).raise_for_status()
 
 
+def prepare_environment(*, check_seconds: float) -> Path:
+    """Set the Kivy and demo variables of a headless render; return the Kivy home to remove.
+
+    An encrypted file stands in for the phone's Keystore/Keychain, so "Stay signed in" is
+    on offer as it is on a phone.
+    """
+    os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
+    os.environ.setdefault("KIVY_NO_ARGS", "1")
+    os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
+    kivy_home = Path(tempfile.mkdtemp(prefix="latchkey-kivy-"))
+    os.environ.setdefault("KIVY_HOME", str(kivy_home))
+    (kivy_home / "config").mkdir()
+    os.environ.setdefault("XDG_CONFIG_HOME", str(kivy_home / "config"))
+    os.environ["LATCHKEY_DEMO_STORAGE"] = "file"
+    os.environ["LATCHKEY_DEMO_FILE_PASSPHRASE"] = uuid.uuid4().hex
+    os.environ["LATCHKEY_DEMO_DEVICE_NAME"] = "Ada's phone"
+    os.environ["LATCHKEY_DEMO_CHECK_SECONDS"] = str(check_seconds)
+    return kivy_home
+
+
+def screenshooter(out: Path) -> tuple[Callable[[str], Awaitable[None]], Path]:
+    """Return ``shoot(name)``, which saves the window as ``out/<name>.png``, and its scratch
+    directory (Kivy numbers the files it writes; the move gives them their names)."""
+    from kivy.core.window import Window
+    from latchkey_demo.scripting import settle
+
+    shots = Path(tempfile.mkdtemp(prefix="latchkey-shots-png-"))
+
+    async def shoot(name: str) -> None:
+        await settle(0.6)
+        saved = Window.screenshot(name=str(shots / f"{name}.png"))
+        shutil.move(saved, out / f"{name}.png")
+        print(f"wrote {out / (name + '.png')}")
+
+    return shoot, shots
+
+
 def main() -> None:
     """Render the screenshots."""
     sys.path.insert(0, str(HERE))
@@ -70,20 +108,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
-    os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
-    os.environ.setdefault("KIVY_NO_ARGS", "1")
     os.environ.setdefault("KIVY_METRICS_DENSITY", "2")
-    os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
-    kivy_home = Path(tempfile.mkdtemp(prefix="latchkey-kivy-"))
-    os.environ.setdefault("KIVY_HOME", str(kivy_home))
-    (kivy_home / "config").mkdir()
-    os.environ.setdefault("XDG_CONFIG_HOME", str(kivy_home / "config"))
-    # An encrypted file stands in for the phone's Keystore/Keychain, so "Stay signed in"
-    # is on offer as it is on a phone.
-    os.environ["LATCHKEY_DEMO_STORAGE"] = "file"
-    os.environ["LATCHKEY_DEMO_FILE_PASSPHRASE"] = uuid.uuid4().hex
-    os.environ["LATCHKEY_DEMO_DEVICE_NAME"] = "Ada's phone"
-    os.environ["LATCHKEY_DEMO_CHECK_SECONDS"] = "1"
+    kivy_home = prepare_environment(check_seconds=1)
     args.out.mkdir(parents=True, exist_ok=True)
 
     with contextlib.ExitStack() as stack:
@@ -105,16 +131,10 @@ def _render(url: str, username: str, out: Path) -> None:
     Config.set("graphics", "height", str(height))
     from kivy.core.window import Window
     from latchkey_demo.app import LatchkeyDemoApp
-    from latchkey_demo.scripting import find, run_scripted, settle, tap, type_into, wait_until
+    from latchkey_demo.scripting import find, run_scripted, tap, type_into, wait_until
 
     Window.size = (width, height)
-    shots = Path(tempfile.mkdtemp(prefix="latchkey-shots-png-"))
-
-    async def shoot(name: str) -> None:
-        await settle(0.6)
-        saved = Window.screenshot(name=str(shots / f"{name}.png"))
-        shutil.move(saved, out / f"{name}.png")
-        print(f"wrote {out / (name + '.png')}")
+    shoot, shots = screenshooter(out)
 
     async def script(app: LatchkeyDemoApp) -> None:
         await wait_until(lambda: app.screen == "signin")

@@ -6,11 +6,12 @@ is written once here and the two clients only drive it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from typing import Any, Literal
 import httpx
 
 from . import __version__
-from ._core import REFRESH_KEY, LogoutResult, SessionCore
+from ._core import LogoutResult, SessionCore
 from ._steps import Plan, Send, Sleep, attempt_timeout, map_transport_error, never_sent
 from ._timing import Deadline, backoff_delay_seconds
 from .auth import DEFAULT_REFRESH_REPLAY_SECONDS, LatchkeyAuth
@@ -26,6 +27,7 @@ from .errors import (
     ApiError,
     ClientClosedError,
     ConfigurationError,
+    LatchkeyError,
     NetworkError,
     error_from_response,
     retry_after_seconds,
@@ -142,6 +144,7 @@ class ClientBase:
         user_agent: str | None = None,
         transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        share_access_token: bool = False,
     ) -> None:
         self._base_url = check_base_url(base_url)
         device_id, user_agent = check_device_id(device_id), check_user_agent(user_agent)
@@ -173,6 +176,7 @@ class ClientBase:
         self._core = SessionCore(
             storage=storage, stay_signed_in=stay_signed_in,
             refresh_leeway_seconds=refresh_leeway_seconds, clock=clock,
+            share_access_token=share_access_token,
         )
         self._idle: IdleTimer | AsyncIdleTimer | None = None
         self._idle_lock = threading.Lock()
@@ -244,6 +248,21 @@ class ClientBase:
     def pending_revocations(self) -> int:
         """How many logouts the server has not confirmed yet."""
         return len(self._core.pending)
+
+    @property
+    def storage_unavailable(self) -> bool:
+        """True while secure storage is locked and a write (or the stored session) waits.
+
+        The session goes on in memory meanwhile; the SDK retries on every call and on
+        resume. The ``storage_unavailable`` event fires when this turns true.
+        """
+        return self._core.storage_unavailable
+
+    @property
+    def signed_out_reason(self) -> SignOutReason | None:
+        """Why the last session of this client ended (``storage_lost`` included, which can
+        happen in the constructor, before any listener is there); ``None`` while signed in."""
+        return self._core.signed_out_reason
 
     def on(
         self, event: EventName | str, callback: Callable[[AuthEvent], None]
@@ -448,7 +467,7 @@ class ClientBase:
         if self._core.signed_in:
             self._core.wipe(SignOutReason.USER)
         if not self._core.stay_signed_in:
-            self._core.storage.clear(REFRESH_KEY)
+            self._core.forget_stored()
         return self._accept(response, EventName.SIGNED_IN)
 
     def _restored(self) -> SessionInfo | None:
@@ -511,6 +530,57 @@ class ClientBase:
 
     def _idle_warning(self, seconds_left: float) -> None:
         self._core.events.emit(AuthEvent(EventName.IDLE_WARNING, seconds_left=seconds_left))
+
+    # -- pause and resume (M3) ---------------------------------------------------------------
+
+    def _pause(self) -> None:
+        """Go to the background: note when, hold the idle timer, write what waits.
+
+        No network: the OS may freeze or kill the app at any moment after this returns,
+        and every pending revocation is in storage by then (if the store is not locked).
+        """
+        self._core.pause()
+        with self._idle_lock:
+            if self._idle is not None:
+                self._idle.pause()
+        self._core.retry_storage()
+
+    def _resume_step(self) -> Literal["idle", "check", "none"]:
+        """Begin ``on_resume``: count the time away, retry storage, say what comes next.
+
+        ``"idle"``: the idle limit passed while away, sign out (and revoke). ``"check"``:
+        a session is held, make sure it is fresh before the first request. ``"none"``.
+        """
+        away = self._core.resume()
+        self._core.retry_storage()
+        if not self._core.signed_in:
+            return "none"
+        left = self.idle_seconds_left()
+        if left is not None and left <= 0:
+            _log.info("resumed after the idle limit (away %.0f s)", away)
+            return "idle"
+        with self._idle_lock:
+            if self._idle is not None:
+                self._idle.pause(False)
+        return "check"
+
+    @contextlib.contextmanager
+    def _quietly(self, what: str) -> Iterator[None]:
+        """Let a resume step fail without an exception: the app learns by events.
+
+        Network loss never signs out (the session is kept and checked again on the next
+        call); a session the server ended has already been wiped and announced.
+        """
+        try:
+            yield
+        except LatchkeyError as exc:
+            _log.info("%s on resume did not complete (%s)", what, type(exc).__name__)
+
+    def _resumed(self) -> SessionInfo | None:
+        """End ``on_resume``: a session read from storage just now gets its idle timer."""
+        if self._core.signed_in and self._idle is None and self._core.tokens.access_token:
+            self._restart_idle_timer()
+        return self._core.session_info()
 
     def _stop_idle_timer(self, _event: AuthEvent | None = None) -> None:
         """Stop the idle timer: on sign-out (an event handler) and on close."""

@@ -6,6 +6,7 @@ with ``await`` and runs the idle timer as a task; nothing else differs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from types import TracebackType
 from typing import Any, Literal
@@ -15,7 +16,7 @@ import httpx
 from ._base import ClientBase, RemoteSession
 from ._core import LogoutResult
 from ._steps import Plan, T, run_async
-from .errors import LatchkeyError
+from .errors import LatchkeyError, StorageLost
 from .events import SessionInfo, SignOutReason
 from .idle import AsyncIdleTimer
 
@@ -41,7 +42,14 @@ class AsyncLatchkeyClient(ClientBase):
         return httpx.AsyncClient(**options)
 
     async def _run(self, plan: Plan[T]) -> T:
-        return await run_async(plan, self._http)
+        self._core.retry_storage()  # a write a locked store deferred goes first, if it can
+        try:
+            return await run_async(plan, self._http)
+        except StorageLost:
+            # Signed out already (storage_lost); revoke the token it held while we can.
+            with contextlib.suppress(LatchkeyError):
+                await run_async(self._flush_plan(), self._http)
+            raise
 
     # -- account and session ----------------------------------------------------------------
 
@@ -55,6 +63,7 @@ class AsyncLatchkeyClient(ClientBase):
 
     async def restore(self) -> SessionInfo | None:
         """Resume a stored session (``stay_signed_in=True``) now; ``None`` if there is none."""
+        self._core.retry_storage()  # a store locked at start-up may be open now
         if not self._core.signed_in:
             return None
         await self._auth.ensure_fresh_async(deadline=self._call_deadline())
@@ -129,6 +138,24 @@ class AsyncLatchkeyClient(ClientBase):
             _log.warning("idle sign-out could not reach the server; revocation pending")
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    async def on_pause(self) -> None:
+        """Call when the app goes to the background (see ``LatchkeyClient.on_pause``)."""
+        self._pause()
+
+    async def on_resume(self) -> SessionInfo | None:
+        """Call when the app comes back (see ``LatchkeyClient.on_resume``)."""
+        step = self._resume_step()
+        if step == "idle":
+            await self._idle_expired()
+            return None
+        if step == "check":
+            with self._quietly("refresh"):
+                await self._auth.ensure_fresh_async()
+        if self._core.pending:
+            with self._quietly("pending revocation"):
+                await run_async(self._flush_plan(), self._http)
+        return self._resumed()
 
     async def aclose(self) -> None:
         """Close connections and stop the idle timer (the session stays valid)."""

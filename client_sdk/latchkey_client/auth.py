@@ -66,6 +66,8 @@ from .errors import (
     SessionEndedError,
     SessionExpiredError,
     SessionRevokedError,
+    StorageLost,
+    StorageUnavailable,
     error_from_response,
     retry_after_seconds,
 )
@@ -265,7 +267,17 @@ class LatchkeyAuth(httpx.Auth):
         if not self._core.stay_signed_in or self._core.storage.lock_path is None:
             assert tokens.refresh_token is not None
             return tokens.refresh_token
-        stored = self._core.storage.load(REFRESH_KEY)
+        try:
+            stored = self._core.storage.load(REFRESH_KEY)
+        except StorageUnavailable:
+            # Locked: a sibling that rotated could not have stored its token either, so
+            # ours is the newest there is (and inside the grace window it would get the
+            # same successor back). The session is not ended for a locked store (M2).
+            assert tokens.refresh_token is not None
+            return tokens.refresh_token
+        except StorageLost:
+            self._core.storage_lost()
+            raise
         if stored is None:
             # Another process of this app logged out: so are we.
             self._core.wipe(SignOutReason.REMOTE)
@@ -275,7 +287,7 @@ class LatchkeyAuth(httpx.Auth):
             )
         if stored != tokens.refresh_token:
             _log.debug("another process rotated the refresh token; adopting it")
-            self._core.adopt_refresh_token(stored)
+            self._core.adopt_stored(stored)
         return stored
 
     def _fall_back(self, tokens: Tokens, stale: Tokens | None, error: NetworkError) -> Tokens:
@@ -347,6 +359,10 @@ class LatchkeyAuth(httpx.Auth):
             if plock is not None:
                 yield HoldProcessLock(plock)
             present = self._token_to_present(tokens)
+            if not self._needs_refresh(self._core.tokens, stale):
+                # A sibling process refreshed and shared its access token: one refresh
+                # per expiry serves every process (``share_access_token``).
+                return self._core.tokens
             doc, received_at = yield from self._replay_plan(present, deadline)
             return self._core.accept(doc, received_at=received_at, event=EventName.REFRESHED)
         except NetworkError as exc:

@@ -6,6 +6,7 @@ drives the plans with blocking I/O and runs the idle timer on a thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from types import TracebackType
 from typing import Any, Literal
@@ -15,7 +16,7 @@ import httpx
 from ._base import ClientBase, RemoteSession
 from ._core import LogoutResult
 from ._steps import Plan, T, run_sync
-from .errors import LatchkeyError
+from .errors import LatchkeyError, StorageLost
 from .events import SessionInfo, SignOutReason
 from .idle import IdleTimer
 
@@ -45,7 +46,14 @@ class LatchkeyClient(ClientBase):
         return httpx.Client(**options)
 
     def _run(self, plan: Plan[T]) -> T:
-        return run_sync(plan, self._http)
+        self._core.retry_storage()  # a write a locked store deferred goes first, if it can
+        try:
+            return run_sync(plan, self._http)
+        except StorageLost:
+            # Signed out already (storage_lost); revoke the token it held while we can.
+            with contextlib.suppress(LatchkeyError):
+                run_sync(self._flush_plan(), self._http)
+            raise
 
     # -- account and session ----------------------------------------------------------------
 
@@ -62,6 +70,7 @@ class LatchkeyClient(ClientBase):
 
         Optional: the first authenticated call would refresh anyway.
         """
+        self._core.retry_storage()  # a store locked at start-up may be open now
         if not self._core.signed_in:
             return None
         self._auth.ensure_fresh_sync(deadline=self._call_deadline())
@@ -144,6 +153,35 @@ class LatchkeyClient(ClientBase):
             _log.warning("idle sign-out could not reach the server; revocation pending")
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def on_pause(self) -> None:
+        """Call from the app's ``on_pause``: hold the idle timer, persist what waits.
+
+        No network and no waiting on it, so it returns at once; pending revocations are
+        in secure storage when it does, in case the OS kills the paused app.
+        """
+        self._pause()
+
+    def on_resume(self) -> SessionInfo | None:
+        """Call from the app's ``on_resume`` (blocks: run it off the UI thread).
+
+        Counts the time away, also asleep; signs out with reason ``idle`` (revoking on the
+        server) if the idle limit passed meanwhile; otherwise refreshes now if the access
+        token is due, so the first request goes out fresh; sends pending revocations.
+        Never raises for the network: offline, the session is kept. Returns the session,
+        or ``None`` when signed out.
+        """
+        step = self._resume_step()
+        if step == "idle":
+            self._idle_expired()
+            return None
+        if step == "check":
+            with self._quietly("refresh"):
+                self._auth.ensure_fresh_sync()
+        if self._core.pending:
+            with self._quietly("pending revocation"):
+                run_sync(self._flush_plan(), self._http)
+        return self._resumed()
 
     def close(self) -> None:
         """Close connections and stop the idle timer (the session stays valid)."""

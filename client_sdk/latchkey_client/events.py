@@ -1,4 +1,4 @@
-"""Tell the app when the session changes: signed in, refreshed, signed out, idle warning.
+"""Tell the app what happens to its session: sign-in, refresh, sign-out, idle, storage.
 
 Callbacks run on the thread (or event loop) that caused the change. A Kivy app hops to its
 UI thread with ``@mainthread``. A callback that raises is logged and skipped: an app bug in
@@ -25,6 +25,9 @@ class EventName(StrEnum):
     REFRESHED = "refreshed"
     SIGNED_OUT = "signed_out"
     IDLE_WARNING = "idle_warning"
+    #: Secure storage is locked or unreachable for now: the session goes on in memory and
+    #: the SDK writes (or reads) it once the store is back (``client.storage_unavailable``).
+    STORAGE_UNAVAILABLE = "storage_unavailable"
 
 
 class SignOutReason(StrEnum):
@@ -38,6 +41,7 @@ class SignOutReason(StrEnum):
     PASSWORD_CHANGE = "password_change"  # noqa: S105 - a reason name, not a password
     REMOTE = "remote"  # logged out from another device or another process of this app
     STEP_UP = "step_up"  # replaced by a re-authenticated session elsewhere
+    STORAGE_LOST = "storage_lost"  # secure storage lost the secret (key gone, restored backup)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ unattended session alive.
 
 Two drivers around one pure :class:`~latchkey_client._timing.IdleSchedule`: a daemon thread
 for the sync client and an asyncio task for the async one.
+
+While the app is paused (``client.on_pause()``) a timer neither warns nor signs out: a phone
+may freeze the process, and a sign-out half-done in the background helps no one. Time keeps
+counting, so on ``client.on_resume()`` the client sees the limit passed and signs out then.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class _IdleTimerBase:
         self._schedule = IdleSchedule(timeout_seconds, warn_before_seconds, clock())
         self._on_warning = on_warning
         self._on_expired = on_expired
+        self._paused = False
         self._start()
 
     def _start(self) -> None:
@@ -84,6 +89,12 @@ class IdleTimer(_IdleTimerBase):
         with self._cond:
             return self._schedule.seconds_left(self._clock())
 
+    def pause(self, paused: bool = True) -> None:
+        """Hold (``True``) or release (``False``) the warning and the sign-out."""
+        with self._cond:
+            self._paused = paused
+            self._cond.notify()
+
     def stop(self) -> None:
         """Stop the timer without signing out."""
         with self._cond:
@@ -97,6 +108,9 @@ class IdleTimer(_IdleTimerBase):
             with self._cond:
                 if self._stopped:
                     return
+                if self._paused:
+                    self._cond.wait()
+                    continue
                 kind, seconds = self._take_due(self._clock())
                 if kind == "wait":
                     self._cond.wait(timeout=seconds)
@@ -129,6 +143,11 @@ class AsyncIdleTimer(_IdleTimerBase):
         """Return the idle seconds left before sign-out."""
         return self._schedule.seconds_left(self._clock())
 
+    def pause(self, paused: bool = True) -> None:
+        """Hold (``True``) or release (``False``) the warning and the sign-out."""
+        self._paused = paused
+        self._wake.set()
+
     def stop(self) -> None:
         """Stop the timer without signing out."""
         if self._task is not asyncio.current_task():
@@ -136,6 +155,10 @@ class AsyncIdleTimer(_IdleTimerBase):
 
     async def _run(self) -> None:
         while True:
+            if self._paused:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             kind, seconds = self._take_due(self._clock())
             if kind == "wait":
                 self._wake.clear()

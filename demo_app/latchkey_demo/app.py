@@ -5,9 +5,10 @@ state on its Screen class and its look in ``kv/<flow>.kv``; the screens sit in
 ``kv/root.kv``. What stays here is what every flow shares:
 
 - navigation (:meth:`LatchkeyDemoApp.go`) and the one message line (:meth:`~.say`);
-- the life cycle: ``on_start`` restores a stored session, ``on_stop`` stops timers and the
-  worker, and ``on_pause`` / ``on_resume`` hold the mobile life-cycle policy (coming back
-  after the idle limit means signed out);
+- the life cycle: ``on_start`` restores a stored session (or says the store is locked),
+  ``on_stop`` stops timers and the worker, and ``on_pause`` / ``on_resume`` hand the
+  mobile life-cycle policy to the SDK's ``client.on_pause`` / ``client.on_resume``
+  (coming back after the idle limit means signed out, a due token is refreshed first);
 - the plumbing: the SDK client of the current sign-in, the worker its calls run on
   (:meth:`~.run`: a flow hands over a job and gets its outcome back on the UI thread), and
   the SDK's events (``signed_out`` with a reason, ``idle_warning``), which arrive on SDK
@@ -35,6 +36,7 @@ from latchkey_client import (
     EventName,
     LatchkeyClient,
     LatchkeyError,
+    NetworkError,
     SessionEndedError,
     SignOutReason,
     Storage,
@@ -44,7 +46,14 @@ from latchkey_client.idle import default_warning_seconds
 
 from . import platform_setup
 from .flows import KV_FILES, FlowScreen, IdleWarningPopup
-from .wording import describe_error, fingerprint, sign_out_message
+from .wording import (
+    OFFLINE_KEPT,
+    STORAGE_LOCKED_AT_START,
+    STORAGE_LOCKED_SIGNED_IN,
+    describe_error,
+    fingerprint,
+    sign_out_message,
+)
 from .worker import Worker
 
 __all__ = ["LatchkeyDemoApp"]
@@ -76,6 +85,8 @@ class LatchkeyDemoApp(App):
     device_name = StringProperty("")
     #: The idle warning while it is open (``None`` otherwise).
     idle_warning = ObjectProperty(None, allownone=True)
+    #: ``client.on_resume`` is checking the session after a return from the background.
+    resuming = BooleanProperty(False)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -84,12 +95,11 @@ class LatchkeyDemoApp(App):
         self.platform: platform_setup.DemoPlatform | None = None
         self.worker: Worker | None = None
         self._unsubscribe: list[Callable[[], None]] = []
-        self._paused_at: float | None = None
-        self._last_activity_at = 0.0
         self._local_reason: SignOutReason | None = None
         self._ticker: Any = None
         self._checker: Any = None
         self._pending_jobs = 0
+        self._in_background = False
 
     @property
     def storage(self) -> Storage | None:
@@ -117,10 +127,19 @@ class LatchkeyDemoApp(App):
         return root
 
     def on_start(self) -> None:
-        """Resume a stored session if there is one, else ask the user to sign in."""
+        """Resume a stored session if there is one, else ask the user to sign in.
+
+        A store still locked after a reboot is not "no session" (M2): the user is told to
+        unlock the phone, and the next resume reads the session. A store that lost it (a
+        backup restored onto a new phone) is a sign-out with its reason.
+        """
         client = self.new_client(stay_signed_in=True)
         if not client.is_signed_in:
             self.screen = "signin"
+            if client.storage_unavailable:
+                self.say(STORAGE_LOCKED_AT_START, "warning")
+            elif client.signed_out_reason is SignOutReason.STORAGE_LOST:
+                self.show_signed_out(SignOutReason.STORAGE_LOST)
             return
         self.screen = "splash"
         self.run(client.restore, "Restoring your session…", self._on_restored,
@@ -139,30 +158,48 @@ class LatchkeyDemoApp(App):
         self.screen = "signin"
 
     def on_pause(self) -> bool:
-        """Keep running in the background; note when we left (mobile life-cycle policy)."""
-        self._paused_at = self.clock()
+        """Keep running in the background; let the SDK hold its timers and persist.
+
+        ``client.on_pause`` does no network and returns at once, with every pending
+        revocation in secure storage, in case the OS kills the paused app.
+        """
         self._stop_session_checks()
+        self._in_background = True
+        if self.client is not None:
+            self.client.on_pause()
         return True
 
     def on_resume(self) -> None:
-        """Sign out if the user has been away longer than the idle limit, else re-check.
+        """Let the SDK check the session before anything else goes out.
 
-        The SDK's idle timer counts on ``time.monotonic``, which stands still while the
-        phone sleeps; the app measures the pause on the boot clock and applies the policy
-        itself. The server enforces its own limit regardless (L2): the check that follows
-        surfaces it.
+        ``client.on_resume`` counts the time away (also asleep), signs out with reason
+        ``idle`` if the limit passed (the ``signed_out`` event then shows why), refreshes
+        a due token and reads a session a locked store kept from us at start. It blocks,
+        so it runs on the worker. Offline, the session is kept.
         """
-        paused_at, self._paused_at = self._paused_at, None
+        self._in_background = False
         client = self.client
-        if client is None or not client.is_signed_in:
+        if client is None:
             return
-        limit = client.session.idle_timeout_seconds if client.session is not None else 0
-        away = self.clock() - (paused_at if paused_at is not None else self.clock())
-        idle = self.clock() - self._last_activity_at
-        if limit and (away >= limit or idle >= limit):
-            _log.info("resumed after the idle limit; signing out")
-            self._end_locally(SignOutReason.IDLE)
+        self.resuming = True
+        self.worker.submit(client.on_resume, on_done=lambda info: self._on_resumed(client, info),
+                           on_error=self._on_resume_failed)
+
+    def _on_resume_failed(self, error: BaseException) -> None:
+        self.resuming = False
+        self._on_quiet_error(error)
+
+    def _on_resumed(self, client: LatchkeyClient, info: Any) -> None:
+        self.resuming = False
+        if client is not self.client or info is None or self._in_background:
+            # Signed out (the event explains it), never signed in, or paused again
+            # before this check came back: the next resume checks again.
             return
+        if self.screen != "home":
+            self.enter_signed_in("Welcome back — your session was restored.")
+            return
+        if client.storage_unavailable:
+            self.say(STORAGE_LOCKED_SIGNED_IN, "warning")
         self._start_session_checks()
         self.check_session()
 
@@ -200,7 +237,6 @@ class LatchkeyDemoApp(App):
     def enter_signed_in(self, message: str) -> None:
         """Show Home for a session that has just begun (signed in, registered, restored)."""
         self._local_reason = None
-        self._last_activity_at = self.clock()
         self._reset_flows()
         self.update_session_facts()  # show the countdowns at once, not after the next tick
         self.screen = "home"
@@ -227,14 +263,6 @@ class LatchkeyDemoApp(App):
     def expect_sign_out(self, reason: SignOutReason) -> None:
         """Name the reason of a sign-out the app itself is about to cause."""
         self._local_reason = reason
-
-    def _end_locally(self, reason: SignOutReason) -> None:
-        """Sign out for a reason of the app's own (idle after a pause), then tell the user."""
-        client = self.client
-        self._local_reason = reason
-        self.show_signed_out(reason)
-        if client is not None:
-            self.worker.submit(client.logout, on_error=lambda _e: None)
 
     @mainthread
     def _on_sdk_signed_out(self, event: AuthEvent, client: LatchkeyClient) -> None:
@@ -277,9 +305,17 @@ class LatchkeyDemoApp(App):
                            on_done=lambda _me: self.update_session_facts(),
                            on_error=self._on_quiet_error)
 
+    @mainthread
+    def _on_storage_locked(self, client: LatchkeyClient) -> None:
+        if client is self.client and client.is_signed_in:
+            self.say(STORAGE_LOCKED_SIGNED_IN, "warning")
+
     def _on_quiet_error(self, error: BaseException) -> None:
         if isinstance(error, SessionEndedError):
             return  # the signed_out event explains it
+        if isinstance(error, NetworkError):
+            self.say(OFFLINE_KEPT, "warning")
+            return
         if isinstance(error, LatchkeyError):
             _log.info("session check failed: %s", type(error).__name__)
             return
@@ -300,7 +336,6 @@ class LatchkeyDemoApp(App):
         """Answer the idle warning: count as activity, and tell the server we are here."""
         if self.client is not None:
             self.client.touch()
-        self._last_activity_at = self.clock()
         self._close_idle_warning()
         self.check_session()
 
@@ -326,8 +361,7 @@ class LatchkeyDemoApp(App):
         """Count taps and key presses as activity (L6); never consume the event."""
         if self.client is not None and self.client.is_signed_in:
             self.client.touch()
-            self._last_activity_at = self.clock()
-        return False
+            return False
 
     def _tick(self, _dt: float) -> None:
         """Refresh the countdowns shown on screen (reads the SDK's timer; no network)."""
@@ -359,8 +393,12 @@ class LatchkeyDemoApp(App):
             device_id=self.platform.device_id,
             device_name=settings.device_name,
             user_agent=settings.user_agent,
+            # The app's clock (a boot clock: it counts the phone's sleep), read at each
+            # call so a test can move it; the SDK measures pauses and deadlines on it.
+            clock=lambda: self.clock(),
         )
         self._unsubscribe = [
+            client.on(EventName.STORAGE_UNAVAILABLE, lambda e: self._on_storage_locked(client)),
             client.on(EventName.SIGNED_OUT, lambda e: self._on_sdk_signed_out(e, client)),
             client.on(EventName.IDLE_WARNING, lambda e: self._on_sdk_idle_warning(e, client)),
         ]

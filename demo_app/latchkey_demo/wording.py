@@ -63,7 +63,23 @@ _SIGN_OUT_WORDS: dict[SignOutReason, str] = {
         "This session was replaced when your password was confirmed again. "
         "Please sign in again."
     ),
+    SignOutReason.STORAGE_LOST: (
+        "Your saved sign-in can no longer be read on this device (restored from a backup, "
+        "or the phone's security settings changed). Please sign in again."
+    ),
 }
+
+#: Shown while secure storage is locked: the session goes on, nothing was lost.
+STORAGE_LOCKED_SIGNED_IN = (
+    "Your phone's secure storage is locked. You stay signed in; your sign-in is saved "
+    "as soon as it unlocks."
+)
+STORAGE_LOCKED_AT_START = (
+    "Your phone's secure storage is still locked, so your saved sign-in cannot be read "
+    "yet. Unlock your phone and come back to the app: nothing was deleted."
+)
+#: Shown when the server cannot be reached after a resume: the session is kept.
+OFFLINE_KEPT = "You are offline. You stay signed in; the app checks again when it can."
 
 
 def sign_out_message(reason: SignOutReason | str | None) -> str:

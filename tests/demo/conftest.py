@@ -121,7 +121,7 @@ def run_demo(tmp_path: Path, display_env: dict[str, str]) -> Callable[..., DemoR
             "KIVY_NO_CONSOLELOG": "1",
             "KIVY_NO_FILELOG": "1",
             "KIVY_LOG_MODE": "PYTHON",
-            "KIVY_METRICS_DENSITY": "1",
+            "KIVY_METRICS_DENSITY": str(params.pop("density", 1)),
             "XDG_CONFIG_HOME": str(home / "config"),
             "LATCHKEY_DEMO_SERVER": server_url,
             "LATCHKEY_DEMO_STORAGE": storage,

@@ -371,10 +371,45 @@ async def expect_signin(app: LatchkeyDemoApp) -> None:
     OBSERVED["screen"] = app.screen
 
 
+@scenario
+async def phone_tour(app: LatchkeyDemoApp) -> None:
+    """At phone size: pause, locked storage, offline, a restored backup, a long pause.
+
+    The network is dropped by the proxy ``main`` put in front of the server; each step's
+    screen is saved (and its size checked by the test).
+    """
+    from kivy.core.window import Window
+    from latchkey_demo.phone_tour import PHONE_SIZE
+    from latchkey_demo.phone_tour import phone_tour as tour
+
+    Window.size = PHONE_SIZE
+    shots = Path(PARAMS["shots_dir"])
+    shots.mkdir(parents=True, exist_ok=True)
+
+    async def shoot(name: str) -> None:
+        await settle(0.4)
+        saved = Window.screenshot(name=str(shots / f"{name}.png"))
+        Path(saved).rename(shots / f"{name}.png")
+
+    OBSERVED.update(await tour(app, username=PARAMS["username"], password=PARAMS["password"],
+                               go_offline=PROXY[0].go_offline, go_online=PROXY[0].go_online,
+                               shoot=shoot))
+
+
+#: The proxy in front of the server, for scenarios that drop the network (``proxy`` param).
+PROXY: list[Any] = []
+
+
 def main() -> int:
     """Run the scenario named in the spec; write the result; return the exit status."""
     script = SCENARIOS[SPEC["scenario"]]
     status = 0
+    if PARAMS.get("proxy"):
+        sys.path.insert(0, str(ROOT))
+        from tests.netproxy import LoopbackProxy
+
+        PROXY.append(LoopbackProxy(PARAMS["server_url"], record=False).start())
+        os.environ["LATCHKEY_DEMO_SERVER"] = PROXY[0].base_url
     try:
         run_scripted(LatchkeyDemoApp(), script)
     except ScriptFailed as exc:

@@ -11,14 +11,25 @@ hold no token or session id (``conftest.run_demo``). The servers are the suite's
 from __future__ import annotations
 
 import contextlib
+import struct
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from latchkey_client import SignOutReason
 
 from tests.conftest import PASSWORD, Api, ServerProcess, free_port, unique_username
 
 from .conftest import DemoRun
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "demo_app"))
+from latchkey_demo.wording import (  # the demo is not an installed package
+    OFFLINE_KEPT,
+    STORAGE_LOCKED_AT_START,
+    STORAGE_LOCKED_SIGNED_IN,
+    sign_out_message,
+)
 
 pytestmark = pytest.mark.timeout(240)
 RunDemo = Callable[..., DemoRun]
@@ -191,3 +202,35 @@ def test_stay_signed_in_persists_the_refresh_token_only_when_switched_on(
 
     after_logout = run_demo("expect_signin", live_server.base_url, storage="file", home=home)
     assert after_logout.observed["screen"] == "signin"
+
+
+def test_on_phone_terms_pause_locked_storage_offline_and_a_restored_backup_never_lose_the_user(
+        run_demo: RunDemo, live_server: ServerProcess, api: Api, tmp_path: Path) -> None:
+    """The phone tour (``latchkey_demo/phone_tour.py``) at 1080 x 2340, density 2.75."""
+    username = api.register(unique_username("phone"))
+    shots = tmp_path / "shots"
+    run = run_demo("phone_tour", live_server.base_url, username=username, password=PASSWORD,
+                   storage="file", proxy=True, shots_dir=str(shots), density=2.75)
+    seen = run.observed
+    locked = seen["storage_locked"]
+    assert locked["screen"] == "home" and locked["signed_in"]
+    assert locked["notice"] == STORAGE_LOCKED_SIGNED_IN
+    assert seen["stored_after_unlock"]  # the deferred write landed once unlocked
+    offline = seen["offline"]
+    assert offline["screen"] == "home" and offline["signed_in"]
+    assert offline["notice"] == OFFLINE_KEPT
+    at_start = seen["locked_at_start"]
+    assert at_start["screen"] == "signin" and at_start["notice"] == STORAGE_LOCKED_AT_START
+    assert seen["unlocked_restored"]["screen"] == "home"
+    assert seen["unlocked_restored"]["notice"] == "Welcome back — your session was restored."
+    restored = seen["backup_restored"]
+    assert restored["screen"] == "signin" and not restored["signed_in"]
+    assert restored["notice"] == sign_out_message(SignOutReason.STORAGE_LOST)
+    assert seen["reason"] == "storage_lost" and seen["new_phone_file_removed"]
+    assert seen["idle_after_pause"]["notice"] == sign_out_message(SignOutReason.IDLE)
+    assert seen["idle_reason"] == "idle"
+    for png in sorted(shots.glob("phone-*.png")):
+        with png.open("rb") as f:
+            header = f.read(24)
+        assert struct.unpack(">II", header[16:24]) == (1080, 2340), png.name
+    assert len(list(shots.glob("phone-*.png"))) == 7

@@ -28,7 +28,8 @@ from tests.conftest import PASSWORD, Api, ServerProcess, unique_username
 
 from .proxy import LoopbackProxy
 
-__all__ = ["PASSWORD", "AsyncClientOnALoop", "Sdk", "SdkClient", "SyncClient", "make_user"]
+__all__ = ["PASSWORD", "AsyncClientOnALoop", "Sdk", "SdkClient", "SyncClient", "make_user",
+           "me_status"]
 
 
 class SyncClient(LatchkeyClient):
@@ -159,6 +160,12 @@ def make_user(server: ServerProcess) -> str:
         return api.register(unique_username("sdk"))
     finally:
         api.close()
+
+
+def me_status(server: ServerProcess, access_token: str | None) -> int:
+    """Ask the server itself whether ``access_token`` is still accepted (its status)."""
+    return httpx.get(server.base_url + "/v1/me",
+                     headers={"Authorization": f"Bearer {access_token}"}).status_code
 
 
 @pytest.fixture(scope="module")
