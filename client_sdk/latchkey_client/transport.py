@@ -44,8 +44,9 @@ TOKEN_QUERY_PARAMS = frozenset(
 MAX_DEVICE_ID_LENGTH = 128
 #: What a device id is: the server's rule, character for character
 #: (``latchkey_server.binding.DEVICE_ID_PATTERN``; ``tests/sdk/test_e2e_hardening.py``
-#: proves the two are the same). Printable ASCII, because it travels in a header.
-DEVICE_ID_PATTERN = rf"^[ -~]{{0,{MAX_DEVICE_ID_LENGTH}}}$"
+#: proves the two are the same). Printable ASCII with no space at either end, because it
+#: travels in a header.
+DEVICE_ID_PATTERN = rf"^(?:[!-~](?:[ -~]{{0,{MAX_DEVICE_ID_LENGTH - 2}}}[!-~])?)?$"
 _DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
 
 

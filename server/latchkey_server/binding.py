@@ -39,9 +39,11 @@ __all__ = [
 ]
 
 DEVICE_ID_HEADER = "X-Device-Id"
-# Printable ASCII: a header value is an identifier, not display text. openapi.py publishes
-# the same pattern, so the document and the server agree on what is valid.
-DEVICE_ID_PATTERN = rf"^[ -~]{{0,{MAX_DEVICE_FIELD}}}$"
+# Printable ASCII: a header value is an identifier, not display text. No space at either
+# end: no header can carry one (RFC 9110 5.5: servers strip it, h11 refuses to send it), so
+# such an id could never match its session again. openapi.py publishes the same pattern,
+# so the document and the server agree on what is valid.
+DEVICE_ID_PATTERN = rf"^(?:[!-~](?:[ -~]{{0,{MAX_DEVICE_FIELD - 2}}}[!-~])?)?$"
 DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
 
 
