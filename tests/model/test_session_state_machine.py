@@ -101,6 +101,15 @@ class SessionMachine(RuleBasedStateMachine):
             return True
         return False
 
+    def _refused_for_time(self, session: ModelSession, response: httpx.Response) -> bool:
+        """Accept a re-authentication refused because time ran out (the access token or
+        the session expired on the way); any other refusal fails the model."""
+        if response.status_code != 401:
+            return False
+        assert response.json()["code"] in ("session_expired", "token_expired"), response.text
+        self._end_if_expired(session, response)
+        return True
+
     # -- rules --------------------------------------------------------------------------
     @initialize()
     def sign_in_first(self) -> None:
@@ -190,10 +199,7 @@ class SessionMachine(RuleBasedStateMachine):
         session = data.draw(st.sampled_from(self._live()))
         r = self.http.post("/v1/auth/reauth", json={"password": self.password},
                            headers={"Authorization": f"Bearer {session.access_token}"})
-        if r.status_code == 401:
-            assert r.json()["code"] in ("session_expired", "token_expired"), r.text
-            if r.json()["code"] == "session_expired":
-                self._end_if_expired(session, r)
+        if self._refused_for_time(session, r):
             return
         assert r.status_code == 200, r.text
         assert r.json()["session_id"] != session.session_id
@@ -209,10 +215,7 @@ class SessionMachine(RuleBasedStateMachine):
                            json={"current_password": self.password,
                                  "new_password": new_password},
                            headers={"Authorization": f"Bearer {session.access_token}"})
-        if r.status_code == 401:
-            assert r.json()["code"] in ("session_expired", "token_expired"), r.text
-            if r.json()["code"] == "session_expired":
-                self._end_if_expired(session, r)
+        if self._refused_for_time(session, r):
             return
         assert r.status_code == 200, r.text
         self.password = new_password
