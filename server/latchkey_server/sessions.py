@@ -113,13 +113,18 @@ class SessionService:
     # -- issue (L4) -----------------------------------------------------------------
     def issue(self, *, user_id: str, auth_level: str, client: Client, device_name: str = "",
               replaces: str = "", replaced_reason: str = "", end_others_reason: str = "",
-              new_password_hash: str = "", verified_password_hash: str = "") -> TokenGrant:
+              new_password_hash: str = "", verified_password_hash: str = "",
+              verified_generation: str = "", rehashed_password_hash: str = "") -> TokenGrant:
         """Create a fresh session (new id, new tokens) for an authenticated user.
 
         Step-up and password change pass ``replaces`` (and password change a new password
         hash and ``end_others_reason``): the store does it all in one atomic script (L4),
         and raises ``SessionRevoked``/``SessionExpired`` if the session to replace ended
         meanwhile, ``InvalidCredentials`` if the verified password hash changed.
+        A login passes the credential generation it read with the hash it verified (and a
+        rehash to store): if a password change, logout-all or revoke-all committed since,
+        the script refuses the login (``InvalidCredentials``) rather than let a session
+        authorised by the old credential outlive it (L4).
         """
         session_id = new_session_id()
         refresh = self._tokens.new_refresh_token(user_id, session_id)
@@ -131,6 +136,8 @@ class SessionService:
             user_agent=client.user_agent, ip=client.ip, replaces=replaces,
             replaced_reason=replaced_reason, end_others_reason=end_others_reason,
             new_password_hash=new_password_hash, verified_password_hash=verified_password_hash,
+            verified_generation=verified_generation,
+            rehashed_password_hash=rehashed_password_hash,
         )
         self._log_ended(user_id, created.ended)
         self._events.lifecycle("session_created", session_id=session_id, user_id=user_id,

@@ -3,7 +3,9 @@
 Key layout (``{...}`` is the Redis Cluster hash tag)::
 
     lk:{u:<user_id>}:user          hash   the user (n username, p password hash,
-                                          c created, role) and every session of the
+                                          c created, role, g credential generation:
+                                          moved on by a password change, logout-all
+                                          and revoke-all) and every session of the
                                           user, one field ``s:<session id>`` each
     lk:{n:<username lowercased>}   string username -> user id (uniqueness without case)
 
@@ -86,7 +88,7 @@ R = TypeVar("R")
 
 KEY_PREFIX = "lk"
 # The fields of a user's record that are the user (the rest are sessions).
-USER_FIELDS = ("n", "p", "c", "role")
+USER_FIELDS = ("n", "p", "c", "role", "g")
 # Ended session records kept per user beyond which the oldest go before retention runs
 # out: a user who signs in and out all day must not grow one record without bound. A
 # replay of a token of a dropped record is refused as unknown instead of with its reason.
@@ -369,6 +371,7 @@ class SessionStore:
         self._end_sessions = _Script(client, "end_sessions")
         self._list_sessions = _Script(client, "list_sessions")
         self._prune_sessions = _Script(client, "prune_sessions")
+        self._set_password_hash = _Script(client, "set_password_hash")
 
     # -- health ---------------------------------------------------------------------
     @_store_call
@@ -411,9 +414,17 @@ class SessionStore:
                 if value is not None}
 
     @_store_call
-    def set_password_hash(self, user_id: str, password_hash: str) -> None:
-        """Replace a user's password hash (after a rehash or a password change)."""
-        self.client.hset(user_key(user_id), "p", password_hash)
+    def set_password_hash(self, user_id: str, password_hash: str, *, verified_hash: str,
+                          new_credential: bool = True) -> bool:
+        """Replace a user's password hash if it is still ``verified_hash``; say if it was.
+
+        A compare-and-set: no write of a hash may undo a change committed since the caller
+        read it. ``new_credential`` (a new password, not a rehash) moves the credential
+        generation on, so logins that verified the old password are refused.
+        """
+        return bool(self._set_password_hash(
+            keys=[user_key(user_id)],
+            args=[verified_hash, password_hash, "1" if new_credential else "0"]))
 
     # -- sessions -------------------------------------------------------------------
     @_store_call
@@ -434,11 +445,17 @@ class SessionStore:
         end_others_reason: str = "",
         new_password_hash: str = "",
         verified_password_hash: str = "",
+        verified_generation: str = "",
+        rehashed_password_hash: str = "",
     ) -> CreatedSession:
         """Create a session under the concurrency policy; return it and what it ended.
 
         With ``new_password_hash`` the password changes in the same atomic step, provided
         the stored hash is still ``verified_password_hash``; else ``InvalidCredentials``.
+        With ``verified_generation`` (a login) the user's credential generation must still
+        be the one read with the verified hash, else ``InvalidCredentials``: a password
+        change, logout-all or revoke-all committed meanwhile. ``rehashed_password_hash``
+        replaces the verified hash only if it is still stored (compare-and-set).
         With ``replaces`` and no ``device_name``, the new session keeps the replaced one's;
         if the session to replace is no longer live (a remote sign-out or a timeout raced
         the caller's request), nothing changes and ``SessionRevoked`` or
@@ -466,9 +483,11 @@ class SessionStore:
             "end_others_reason": end_others_reason,
             "new_password_hash": new_password_hash,
             "verified_password_hash": verified_password_hash,
+            "verified_generation": verified_generation,
+            "rehashed_password_hash": rehashed_password_hash,
         })])
         if int(created) == -1:
-            raise InvalidCredentials("The password was changed meanwhile")
+            raise InvalidCredentials("The credentials changed meanwhile; sign in again")
         if int(created) == -2:
             state, reason = ended
             if state == SessionState.EXPIRED:

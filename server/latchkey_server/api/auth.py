@@ -67,10 +67,13 @@ def login() -> Response:
     # Unknown user and wrong password: same answer, same argon2 work.
     if not svc.passwords.verify(user.get("p"), password) or not user_id:
         raise InvalidCredentials()
-    if svc.passwords.needs_rehash(user["p"]):
-        svc.store.set_password_hash(user_id, svc.passwords.hash(password))
+    # The session is created only if the credential is still the one verified here, and a
+    # rehash is stored only over the hash verified (both atomic in the store, L4).
+    rehash = svc.passwords.hash(password) if svc.passwords.needs_rehash(user["p"]) else ""
     grant = svc.sessions.issue(user_id=user_id, auth_level="normal", client=client,
-                               device_name=device_name)
+                               device_name=device_name, verified_password_hash=user["p"],
+                               verified_generation=user.get("g", "0"),
+                               rehashed_password_hash=rehash)
     return jsonify(token_json(grant))
 
 
