@@ -221,7 +221,7 @@ class Rotation(StrEnum):
     REPLAYED = "replayed"  # the previous token inside the grace window: the same successor
     ENDED = "ended"        # the session is over (perhaps just now); see state and reason
     REUSED = "reused"      # the previous token after the window: the session was ended
-    CHECK = "check"        # an older generation: the caller checks its lineage
+    CHECK = "check"        # a minted token of an older generation: an ancestor
     UNKNOWN = "unknown"    # no such session, or not a token of it
 
 

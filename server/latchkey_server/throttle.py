@@ -19,7 +19,10 @@ view. The budgets:
 - invalid tokens per client IP: 100 per minute by default. A token counts when one was
   presented (Bearer header or a refresh token in the body) and was refused as
   ``invalid_token`` (malformed, bad signature, unknown session); expired tokens do not
-  count, since refreshing after expiry is what clients are meant to do.
+  count, since refreshing after expiry is what clients are meant to do. A refresh token
+  whose MAC does not check (``tokens.py``: the server never minted it) is charged
+  *before* anything else is done with it (:func:`charge_unverified_token`), so a client
+  out of budget is refused without touching the store (H2).
 
 Only failures cost anything. Login and registration use Flask-Limiter's conditional
 deduction (``deduct_when``): one read of the counter before the view, one increment
@@ -51,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RequestLimit
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
@@ -65,7 +68,8 @@ from .store import RATE_LIMIT_KEY_PREFIX
 
 __all__ = ["ACCOUNT_FAILURES", "BUDGETS", "EXTENSION_KEY", "LOGIN_IP_FAILURES",
            "REGISTRATION_IP_FAILURES", "STEP_UP_FAILURES", "STEP_UP_IP_FAILURES",
-           "FailureBudget", "Throttle", "client_ip_key", "init_app", "limited"]
+           "FailureBudget", "Throttle", "charge_unverified_token", "client_ip_key", "init_app",
+           "limited"]
 
 EXTENSION_KEY = "latchkey_throttle"
 
@@ -244,6 +248,19 @@ class Throttle:
             self.services.events.security(event, **fields)
 
 
+def charge_unverified_token() -> None:
+    """Spend one unit of this client's invalid-token budget now, before any work on a
+    token the server cannot tell it minted; raise ``TooManyRequests`` if none is left.
+
+    The request is not charged again if the token is then refused.
+    """
+    throttle: Throttle = current_app.extensions[EXTENSION_KEY]
+    g.invalid_token_charged = True
+    retry_after = throttle.count_invalid_token()
+    if retry_after is not None:
+        raise TooManyRequests(retry_after, "Too many invalid tokens from this address")
+
+
 def _failed(*codes: str) -> Callable[[Response], bool]:
     """Return a ``deduct_when`` that counts only error responses with one of ``codes``."""
 
@@ -325,7 +342,7 @@ def init_app(app: Flask, svc: Services, redis_url: str) -> Throttle:
 
     @app.errorhandler(InvalidToken)
     def _invalid_token(error: InvalidToken) -> Response:
-        if _token_presented():
+        if _token_presented() and not g.get("invalid_token_charged"):
             try:
                 retry_after = throttle.count_invalid_token()
             except StorageError:

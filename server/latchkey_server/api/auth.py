@@ -82,6 +82,9 @@ def refresh() -> Response:
     """Rotate a refresh token (L3), all decisions made atomically in the store."""
     svc = services()
     token = RefreshToken.parse(json_body().get("refresh_token"))
+    if not svc.tokens.is_authentic(token):
+        # Not minted by us (or minted before the MAC): its budget is spent first (H2).
+        throttle.charge_unverified_token()
     return jsonify(token_json(svc.sessions.rotate(token, request_client())))
 
 
