@@ -225,6 +225,13 @@ class Settings:
     login_failures_per_ip_window_seconds: int = setting(
         "LOGIN_FAILURES_PER_IP_WINDOW", 900, unit="seconds", minimum=1,
         doc="the window of `LOGIN_FAILURES_PER_IP`")
+    registration_failures_per_name: int = setting(
+        "REGISTRATION_FAILURES_PER_NAME", 10, unit="failures", minimum=1,
+        doc="registrations of one taken name (any case) per window; a budget of its own, "
+            "so probing a name never spends its owner's login budget")
+    registration_failures_per_name_window_seconds: int = setting(
+        "REGISTRATION_FAILURES_PER_NAME_WINDOW", 3600, unit="seconds", minimum=1,
+        doc="the window of `REGISTRATION_FAILURES_PER_NAME`")
     registration_failures_per_ip: int = setting(
         "REGISTRATION_FAILURES_PER_IP", 100, unit="failures", minimum=1,
         doc="registrations that hit a taken name, per client IP per window")

@@ -46,6 +46,12 @@ class EventLog:
         """Return the log pseudonym of a user id."""
         return hmac.new(self._key, b"user:" + user_id.encode(), hashlib.sha256).hexdigest()[:16]
 
+    def device_ref(self, user_id: str, device_id: str) -> str:
+        """Return the pseudonym of one device of one user (a known device, D2)."""
+        # surrogatepass: the id is untrusted JSON text; a lone surrogate is no reason to fail.
+        name = f"device:{user_id}\0{device_id}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, name, hashlib.sha256).hexdigest()[:16]
+
     def add_sink(self, sink: Any) -> None:
         """Register a callable ``sink(event, fields)`` that also receives security events."""
         self._sinks.append(sink)

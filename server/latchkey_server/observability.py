@@ -38,7 +38,8 @@ __all__ = ["Metrics", "SecurityStreamSink", "init_app", "metrics", "render_metri
 
 _log = logging.getLogger("latchkey.observability")
 
-RATE_LIMIT_LABELS = ("account_failures", "login_ip_failures", "register_ip_failures",
+RATE_LIMIT_LABELS = ("account_failures", "known_device_failures", "login_ip_failures",
+                     "taken_name_failures", "register_ip_failures",
                      "step_up_failures", "step_up_ip_failures", "invalid_token_ip")
 
 

@@ -111,7 +111,8 @@ class SessionService:
     def issue(self, *, user_id: str, auth_level: str, client: Client, device_name: str = "",
               replaces: str = "", replaced_reason: str = "", end_others_reason: str = "",
               new_password_hash: str = "", verified_password_hash: str = "",
-              verified_generation: str = "", rehashed_password_hash: str = "") -> TokenGrant:
+              verified_generation: str = "", rehashed_password_hash: str = "",
+              remember_device: bool = False) -> TokenGrant:
         """Create a fresh session (new id, new tokens) for an authenticated user.
 
         Step-up and password change pass ``replaces`` (and password change a new password
@@ -121,7 +122,8 @@ class SessionService:
         A login passes the credential generation it read with the hash it verified (and a
         rehash to store): if a password change, logout-all or revoke-all committed since,
         the script refuses the login (``InvalidCredentials``) rather than let a session
-        authorised by the old credential outlive it (L4).
+        authorised by the old credential outlive it (L4). ``remember_device`` records the
+        client's device as one that signed in (its own login budget, D2).
         """
         session_id = new_session_id()
         refresh = self._tokens.new_refresh_token(user_id, session_id)
@@ -135,6 +137,8 @@ class SessionService:
             new_password_hash=new_password_hash, verified_password_hash=verified_password_hash,
             verified_generation=verified_generation,
             rehashed_password_hash=rehashed_password_hash,
+            known_device_ref=(self._events.device_ref(user_id, client.device_id)
+                              if remember_device and client.device_id else ""),
         )
         self._log_ended(user_id, created.ended)
         self._events.lifecycle("session_created", session_id=session_id, user_id=user_id,

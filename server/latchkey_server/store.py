@@ -5,7 +5,9 @@ Key layout (``{...}`` is the Redis Cluster hash tag)::
     lk:{u:<user_id>}:user          hash   the user (n username, p password hash,
                                           c created, role, g credential generation:
                                           moved on by a password change, logout-all
-                                          and revoke-all) and every session of the
+                                          and revoke-all), the devices that signed
+                                          in (``d:<device ref>``: last sign-in, ms;
+                                          D2 known devices) and every session of the
                                           user, one field ``s:<session id>`` each
     lk:{n:<username lowercased>}   string username -> user id (uniqueness without case)
 
@@ -95,6 +97,8 @@ USER_FIELDS = ("n", "p", "c", "role", "g")
 ENDED_SESSIONS_KEPT = 40
 # A session's field in its user's record (lua/_prelude.lua builds the same name).
 SESSION_FIELD_PREFIX = "s:"
+# A known device's field (create_session.lua writes it at each successful login).
+KNOWN_DEVICE_PREFIX = "d:"
 # Redis settings Latchkey's records are sized for; the embedded store starts with them,
 # and docs/OPERATIONS.md asks the same of an external Redis. A hash stays a compact
 # listpack only while every value is at most this long (Redis's default, 64 bytes, is
@@ -426,6 +430,11 @@ class SessionStore:
             keys=[user_key(user_id)],
             args=[verified_hash, password_hash, "1" if new_credential else "0"]))
 
+    @_store_call
+    def is_known_device(self, user_id: str, device_ref: str) -> bool:
+        """Say whether a device (by pseudonym) has signed in to this user before."""
+        return bool(self.client.hexists(user_key(user_id), KNOWN_DEVICE_PREFIX + device_ref))
+
     # -- sessions -------------------------------------------------------------------
     @_store_call
     def create_session(
@@ -447,6 +456,7 @@ class SessionStore:
         verified_password_hash: str = "",
         verified_generation: str = "",
         rehashed_password_hash: str = "",
+        known_device_ref: str = "",
     ) -> CreatedSession:
         """Create a session under the concurrency policy; return it and what it ended.
 
@@ -456,6 +466,7 @@ class SessionStore:
         be the one read with the verified hash, else ``InvalidCredentials``: a password
         change, logout-all or revoke-all committed meanwhile. ``rehashed_password_hash``
         replaces the verified hash only if it is still stored (compare-and-set).
+        ``known_device_ref`` records the device as one that signed in (D2).
         With ``replaces`` and no ``device_name``, the new session keeps the replaced one's;
         if the session to replace is no longer live (a remote sign-out or a timeout raced
         the caller's request), nothing changes and ``SessionRevoked`` or
@@ -485,6 +496,7 @@ class SessionStore:
             "verified_password_hash": verified_password_hash,
             "verified_generation": verified_generation,
             "rehashed_password_hash": rehashed_password_hash,
+            "known_device": known_device_ref,
         })])
         if int(created) == -1:
             raise InvalidCredentials("The credentials changed meanwhile; sign in again")

@@ -31,7 +31,7 @@ bp = Blueprint("auth", __name__, url_prefix="/v1/auth")
 
 
 @bp.post("/register")
-@throttle.limited(throttle.ACCOUNT_FAILURES, throttle.REGISTRATION_IP_FAILURES)
+@throttle.limited(throttle.TAKEN_NAME_FAILURES, throttle.REGISTRATION_IP_FAILURES)
 def register() -> tuple[Response, int]:
     """Create an account (when registration is enabled)."""
     svc = services()
@@ -73,7 +73,7 @@ def login() -> Response:
     grant = svc.sessions.issue(user_id=user_id, auth_level="normal", client=client,
                                device_name=device_name, verified_password_hash=user["p"],
                                verified_generation=user.get("g", "0"),
-                               rehashed_password_hash=rehash)
+                               rehashed_password_hash=rehash, remember_device=True)
     return jsonify(token_json(grant))
 
 

@@ -27,6 +27,8 @@
 --   verified_generation  the credential generation read with that hash ('' = unchecked)
 --   rehashed_password_hash  the verified password hashed anew, stored only if the hash
 --                        is still the verified one, or ''
+--   known_device         a login's device pseudonym, recorded as 'd:' .. it (a device
+--                        that has signed in: its own failure budget, D2), or ''
 -- Returns {created_at_ms, {ended sid, reason, ...}}; or, with nothing changed,
 -- {-1, {}} when the password hash or the credential generation is no longer the
 -- verified one, and
@@ -55,6 +57,7 @@ elseif req.rehashed_password_hash ~= '' and
     redis.call('HGET', KEYS[1], 'p') == req.verified_password_hash then
   redis.call('HSET', KEYS[1], 'p', req.rehashed_password_hash)
 end
+if req.known_device ~= '' then redis.call('HSET', KEYS[1], 'd:' .. req.known_device, now) end
 local ended = {}
 local device_name = req.device_name
 
