@@ -120,8 +120,13 @@ def recommended_redis_args() -> list[str]:
 # Flask-Limiter's counters (throttle.py) live under this prefix; limits adds its own
 # ``{...}`` hash tag per counter, so each one sits in one slot.
 RATE_LIMIT_KEY_PREFIX = f"{KEY_PREFIX}:rl"
-# The stream of security events (D4) a security team consumes; capped with MAXLEN ~.
+# The streams of security events (D4) a security team consumes, each capped with MAXLEN ~:
+# the alerts, which only a genuine token or an operator can raise, and the noise anyone
+# can (events.py), so that a flood of the one never evicts the other.
 SECURITY_STREAM_KEY = f"{KEY_PREFIX}:security-events"
+SECURITY_NOISE_STREAM_KEY = f"{KEY_PREFIX}:security-noise"
+# Per-source counters of the event budget (events.py), one per event, source and window.
+EVENT_BUDGET_KEY_PREFIX = f"{KEY_PREFIX}:evb"
 
 
 def _user_tag(user_id: str) -> str:
@@ -385,14 +390,28 @@ class SessionStore:
 
     # -- security events (D4) -------------------------------------------------------
     @_store_call
-    def append_security_event(self, fields: dict[str, str], max_length: int) -> str:
-        """Add one event to the security stream, trimmed to about ``max_length`` entries.
+    def append_security_event(self, fields: dict[str, str], max_length: int, *,
+                              alert: bool = True) -> str:
+        """Add one event to the alert (or the noise) stream, trimmed to about
+        ``max_length`` entries.
 
         ``MAXLEN ~`` lets Redis trim whole radix-tree nodes only, which keeps XADD O(1);
         the stream may hold slightly more than ``max_length`` entries.
         """
-        return self.client.xadd(SECURITY_STREAM_KEY, fields, maxlen=max_length,
-                                approximate=True)
+        return self.client.xadd(SECURITY_STREAM_KEY if alert else SECURITY_NOISE_STREAM_KEY,
+                                fields, maxlen=max_length, approximate=True)
+
+    @_store_call
+    def count_security_event(self, name: str, ttl_seconds: int) -> int:
+        """Count one event of a source in a window (``name``); return the count so far.
+
+        One key per counter, expiring with its window: INCR and EXPIRE in one pipeline.
+        """
+        key = f"{EVENT_BUDGET_KEY_PREFIX}:{{{name}}}"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, ttl_seconds)
+        return int(pipe.execute()[0])
 
     # -- users ----------------------------------------------------------------------
     @_store_call
