@@ -184,3 +184,27 @@ def test_a_rehash_racing_a_password_change_never_restores_the_old_password(
             restored += _login(on_old, username).status_code == 200
             assert _login(on_old, username, NEW_PASSWORD).status_code == 200
     assert restored == 0
+
+
+def test_admin_revoke_all_refuses_a_login_that_verified_the_password_before_it(
+        app: Any, client: Any) -> None:
+    # The admin CLI's `sessions revoke --all` runs SessionService.end_all, the script
+    # logout-all runs; a login that read the account before it cannot create a session.
+    from latchkey_server.errors import InvalidCredentials
+    from latchkey_server.extension import services
+    from latchkey_server.sessions import Client
+
+    username = unique_username("admin-race")
+    assert client.post("/v1/auth/register",
+                       json={"username": username, "password": PASSWORD}).status_code == 201
+    with app.app_context():
+        svc = services()
+        user_id = svc.store.user_id_for(username)
+        read = svc.store.get_user(user_id)  # what an in-flight login has verified
+        svc.sessions.end_all(user_id, scope="all", current_reason="admin",
+                             others_reason="admin")
+        with pytest.raises(InvalidCredentials):
+            svc.sessions.issue(user_id=user_id, auth_level="normal", client=Client(),
+                               verified_password_hash=read["p"],
+                               verified_generation=read.get("g", "0"))
+        assert svc.store.list_sessions(user_id) == []
