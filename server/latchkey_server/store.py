@@ -105,9 +105,9 @@ KNOWN_DEVICE_PREFIX = "d:"
 # below a password hash or one session record), which roughly halves the memory of a
 # user record and of each session in it (docs/PERFORMANCE.md). Lookups in a listpack are
 # linear, which is cheap at this size: with the default limits a record holds at most
-# 4 + 10 + 41 fields, so it also stays within ``hash-max-listpack-entries`` (128 entries,
-# two per field). The ziplist name is the one Redis 6.2 (the embedded binary) knows and
-# Redis 7 still accepts.
+# 5 + 10 + 41 fields and one per known device, so it stays within
+# ``hash-max-listpack-entries`` (128 entries, two per field) up to 8 known devices. The
+# ziplist name is the one Redis 6.2 (the embedded binary) knows and Redis 7 accepts.
 RECOMMENDED_REDIS_CONFIG = {"hash-max-ziplist-value": "1024"}
 
 

@@ -232,11 +232,13 @@ class Throttle:
             return name_ref
         svc = self.services
         user_id = svc.store.user_id_for(username)
-        if user_id and svc.store.is_known_device(user_id,
-                                                 svc.events.device_ref(user_id, device_id)):
-            g.known_device = True
-            return f"{name_ref}:device:{svc.events.device_ref(user_id, device_id)}"
-        return name_ref
+        if not user_id:
+            return name_ref
+        device_ref = svc.events.device_ref(user_id, device_id)
+        if not svc.store.is_known_device(user_id, device_ref):
+            return name_ref
+        g.known_device = True  # reported under its own label (on_breach)
+        return f"{name_ref}:device:{device_ref}"
 
     def signed_in_user_key(self) -> str:
         """Return the counter key of the user a Bearer token names (step-up, password change).
