@@ -43,7 +43,10 @@ PASSWORD = "correct horse battery staple"
 # seeing each other's 429s. Tests of the throttles set their own budgets explicitly.
 SHARED_CLIENT_IP_BUDGETS = {"LATCHKEY_INVALID_TOKENS_PER_IP": "100000",
                             "LATCHKEY_LOGIN_FAILURES_PER_IP": "100000",
-                            "LATCHKEY_REGISTRATION_FAILURES_PER_IP": "100000"}
+                            "LATCHKEY_REGISTRATION_FAILURES_PER_IP": "100000",
+                            # Security events are budgeted per source (one address here)
+                            # too; test_event_floods.py sets its own budget.
+                            "LATCHKEY_SECURITY_EVENTS_PER_SOURCE": "100000"}
 
 
 def free_port() -> int:

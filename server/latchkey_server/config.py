@@ -241,6 +241,13 @@ class Settings:
     login_failures_per_ip_window_seconds: int = setting(
         "LOGIN_FAILURES_PER_IP_WINDOW", 900, unit="seconds", minimum=1,
         doc="the window of `LOGIN_FAILURES_PER_IP`")
+    registration_failures_per_name: int = setting(
+        "REGISTRATION_FAILURES_PER_NAME", 10, unit="failures", minimum=1,
+        doc="registrations of one taken name (any case) per window; a budget of its own, "
+            "so probing a name never spends its owner's login budget")
+    registration_failures_per_name_window_seconds: int = setting(
+        "REGISTRATION_FAILURES_PER_NAME_WINDOW", 3600, unit="seconds", minimum=1,
+        doc="the window of `REGISTRATION_FAILURES_PER_NAME`")
     registration_failures_per_ip: int = setting(
         "REGISTRATION_FAILURES_PER_IP", 100, unit="failures", minimum=1,
         doc="registrations that hit a taken name, per client IP per window")
@@ -256,8 +263,15 @@ class Settings:
 
     security_stream_max_length: int = setting(
         "SECURITY_STREAM_MAX_LENGTH", 100000, unit="entries", minimum=1,
-        doc="approximate length the Redis stream of security events is trimmed to "
-            "(D4, `XADD MAXLEN ~`)")
+        doc="approximate length each Redis stream of security events (alerts, noise) is "
+            "trimmed to (D4, `XADD MAXLEN ~`)")
+    security_events_per_source: int = setting(
+        "SECURITY_EVENTS_PER_SOURCE", 3, unit="events", minimum=1,
+        doc="security events of one kind written per source (session, account or client "
+            "address) per window; after that only summaries with counts (H2)")
+    security_event_window_seconds: int = setting(
+        "SECURITY_EVENT_WINDOW", 60, unit="seconds", minimum=1,
+        doc="the window of `SECURITY_EVENTS_PER_SOURCE`")
     metrics_allowed_networks: str = setting(
         "METRICS_ALLOWED_NETWORKS",
         "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",

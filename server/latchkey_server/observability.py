@@ -3,9 +3,13 @@
 ``EventLog.security()`` is the one place security events are raised; it already writes
 the structured log line. ``init_app`` adds two sinks to it:
 
-- the Redis stream ``store.SECURITY_STREAM_KEY``, capped with ``MAXLEN ~``, that a
-  security team reads with a consumer group (docs/OPERATIONS.md shows how);
-- the counter ``latchkey_security_events_total{event}``.
+- the Redis streams ``store.SECURITY_STREAM_KEY`` (the alerts, ``events.ALERT_EVENTS``)
+  and ``store.SECURITY_NOISE_STREAM_KEY`` (what unauthenticated traffic can raise), each
+  capped with ``MAXLEN ~``, that a security team reads with a consumer group
+  (docs/OPERATIONS.md shows how): a flood of noise cannot evict an alert;
+- the counter ``latchkey_security_events_total{event}``, of every event raised.
+
+It also gives the event log its per-source budget, counted in the store (events.py).
 
 Every response is also counted and timed (RED): ``latchkey_http_responses_total{status}``
 and the histogram ``latchkey_http_request_duration_seconds{route,method,status}``, whose
@@ -41,7 +45,7 @@ from flask import Flask, Response, request
 
 from .access_log import elapsed_seconds
 from .errors import StoreUnavailable
-from .events import SECURITY_EVENTS
+from .events import ALERT_EVENTS, SECURITY_EVENTS
 from .extension import Services
 from .serialise import rfc3339
 
@@ -50,7 +54,8 @@ __all__ = ["DURATION_BUCKETS_SECONDS", "UNMATCHED_ROUTE", "Metrics", "SecuritySt
 
 _log = logging.getLogger("latchkey.observability")
 
-RATE_LIMIT_LABELS = ("account_failures", "login_ip_failures", "register_ip_failures",
+RATE_LIMIT_LABELS = ("account_failures", "known_device_failures", "login_ip_failures",
+                     "taken_name_failures", "register_ip_failures",
                      "step_up_failures", "step_up_ip_failures", "invalid_token_ip")
 
 # Most requests take 1-50 ms (a Redis round trip or two); fine buckets there. Logins and
@@ -154,15 +159,16 @@ class SecurityStreamSink:
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
         entry = {"event": event, "ts": rfc3339(timespec="milliseconds")}
         entry.update({k: _stream_value(v) for k, v in fields.items() if v is not None})
+        alert = event in ALERT_EVENTS or fields.get("alert") is True
         try:
-            self._store.append_security_event(entry, self._max_length)
+            self._store.append_security_event(entry, self._max_length, alert=alert)
         except StoreUnavailable:
             metrics().security_stream_errors.inc()
             _log.warning("security event not added to the stream: store unavailable",
                          extra={"event": "security_stream_error", "lk_security_event": event})
 
 
-def _count_security_event(event: str, fields: dict[str, Any]) -> None:
+def _count_security_event(event: str) -> None:
     metrics().security_events.labels(event=event).inc()
 
 
@@ -197,5 +203,8 @@ def render_metrics() -> Response:
 def init_app(app: Flask, svc: Services) -> None:
     """Attach the stream and metric sinks to the event log and count every response."""
     svc.events.add_sink(SecurityStreamSink(svc))
-    svc.events.add_sink(_count_security_event)
+    svc.events.add_counter(_count_security_event)
+    svc.events.set_budget(svc.store.count_security_event,
+                          svc.settings.security_events_per_source,
+                          svc.settings.security_event_window_seconds)
     app.after_request(_count_response)

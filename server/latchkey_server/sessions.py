@@ -13,9 +13,10 @@ did, so "which event does ending a session raise?" is answered here only
 
 It is framework-free: what the request says (device id, user agent, address) arrives as a
 ``Client``, never read from ``flask.request``; tokens arrive parsed (``RefreshToken``,
-``AccessClaims``). Refresh-token lineage and reuse are decided here too
-(``_is_ancestor``): the store script answers ``check`` for a token older than it can
-compare, and the service recomputes the chain.
+``AccessClaims``). Refresh-token reuse is decided here too: the store script answers
+``check`` for a minted token older than it can compare, and since the server mints one
+chain per session (``tokens.py``), such a token is an ancestor: nothing is recomputed,
+so no refresh costs more than one HMAC and one script, whatever its generation says (H2).
 """
 
 from __future__ import annotations
@@ -46,16 +47,12 @@ from .store import (
 from .tokens import AccessClaims, RefreshToken, TokenService, new_session_id, new_user_id
 
 __all__ = [
-    "MAX_LINEAGE_STEPS",
     "Client",
     "Introspection",
     "Principal",
     "SessionService",
     "TokenGrant",
 ]
-
-# Beyond this many generations, an old token's lineage is not recomputed (bounded CPU).
-MAX_LINEAGE_STEPS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +135,8 @@ class SessionService:
     def issue(self, *, user_id: str, auth_level: str, client: Client, device_name: str = "",
               replaces: str = "", replaced_reason: str = "", end_others_reason: str = "",
               new_password_hash: str = "", verified_password_hash: str = "",
-              client_id: str | None = None) -> TokenGrant:
+              client_id: str | None = None, verified_generation: str = "",
+              rehashed_password_hash: str = "", remember_device: bool = False) -> TokenGrant:
         """Create a fresh session (new id, new tokens) for an authenticated user.
 
         Step-up and password change pass ``replaces`` (and password change a new password
@@ -147,6 +145,11 @@ class SessionService:
         meanwhile, ``InvalidCredentials`` if the verified password hash changed.
         ``client_id`` is the OAuth client the session belongs to (default: the built-in
         client of ``/v1`` logins); only it may refresh the session's tokens.
+        A login passes the credential generation it read with the hash it verified (and a
+        rehash to store): if a password change, logout-all or revoke-all committed since,
+        the script refuses the login (``InvalidCredentials``) rather than let a session
+        authorised by the old credential outlive it (L4). ``remember_device`` records the
+        client's device as one that signed in (its own login budget, D2).
         """
         session_id = new_session_id()
         refresh = self._tokens.new_refresh_token(user_id, session_id)
@@ -159,6 +162,10 @@ class SessionService:
             replaced_reason=replaced_reason, end_others_reason=end_others_reason,
             new_password_hash=new_password_hash, verified_password_hash=verified_password_hash,
             client_id=client_id,
+            verified_generation=verified_generation,
+            rehashed_password_hash=rehashed_password_hash,
+            known_device_ref=(self._events.device_ref(user_id, client.device_id)
+                              if remember_device and client.device_id else ""),
         )
         self._log_ended(user_id, created.ended)
         self._events.lifecycle("session_created", session_id=session_id, user_id=user_id,
@@ -175,16 +182,25 @@ class SessionService:
 
         The store script decides rotation, the grace-window retry, reuse after the
         window, the idle and absolute limits and the device binding, atomically; an older
-        ancestor of the chain is recognised here by recomputing the lineage.
+        ancestor of the chain is recognised by its MAC (one chain is minted per session).
+
+        A token whose MAC does not check was never minted by this server, or was minted
+        before tokens carried a MAC (issue 13's upgrade): it is still compared, in O(1),
+        with the session's current and previous hashes, so a session of before the
+        upgrade refreshes once more into MAC'd tokens, but its generation is never
+        believed: it is never taken for an ancestor, and never reported as a leak.
+
         ``client_id`` is the OAuth client presenting the token (default: the built-in
         one, as on ``/v1``); a token issued to another client is ``WrongClient``.
         """
+        authentic = self._tokens.is_authentic(token)
         successor = self._tokens.successor(token)
         result = self._store.rotate_refresh(
             user_id=token.user_id, session_id=token.session_id,
             presented_hash=self._tokens.refresh_hash(token),
             successor_hash=self._tokens.refresh_hash(successor),
-            presented_generation=token.generation, device_id=client.device_id,
+            presented_generation=token.generation if authentic else -1,
+            device_id=client.device_id,
             user_agent=client.user_agent, binding_fingerprint=client.fingerprint,
             client_id=client_id,
         )
@@ -208,27 +224,18 @@ class SessionService:
         # 3. The previous token after the grace window: the script ended the session.
         if result.outcome is Rotation.REUSED:
             raise self._reuse_detected(token, client, revoked_now=True)
-        # 4. An older token of this session's own chain: it was copied. End the session.
-        if result.outcome is Rotation.CHECK and self._is_ancestor(
-            token, result.current_generation,
-            {h for h in (result.current_hash, result.previous_hash) if h},
-        ):
+        # 4. A minted token of an older generation (the script answers ``check`` only for
+        # those): an ancestor of this session's one chain. It was copied: end the session.
+        if result.outcome is Rotation.CHECK:
             outcome = self._store.revoke_session(token.user_id, token.session_id, "reuse")
             raise self._reuse_detected(token, client,
                                        revoked_now=outcome is Revocation.REVOKED)
-        # 5. Not a token of any session we hold.
-        self._events.security("unknown_session_token", session_id=token.session_id,
-                              user_id=token.user_id, ip=client.ip, kind="refresh")
+        # 5. Not a token of any session we hold. Minted by us, it means a restored store
+        # or a leaked key (an alert); never minted, it is a guess (noise, counted by D2).
+        if authentic:
+            self._events.security("unknown_session_token", session_id=token.session_id,
+                                  user_id=token.user_id, ip=client.ip, kind="refresh")
         raise InvalidToken()
-
-    def _is_ancestor(self, token: RefreshToken, current_generation: int,
-                     known_hashes: set[str]) -> bool:
-        """Return True if ``token`` is an older generation of the chain ending in
-        ``known_hashes`` (the session's current and previous refresh hashes)."""
-        if current_generation - token.generation > MAX_LINEAGE_STEPS:
-            return False
-        return bool(known_hashes & set(self._tokens.descendant_hashes(token,
-                                                                      current_generation)))
 
     def _reuse_detected(self, token: RefreshToken, client: Client,
                         revoked_now: bool) -> RefreshTokenReused:

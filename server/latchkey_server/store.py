@@ -3,7 +3,11 @@
 Key layout (``{...}`` is the Redis Cluster hash tag)::
 
     lk:{u:<user_id>}:user          hash   the user (n username, p password hash,
-                                          c created, role) and every session of the
+                                          c created, role, g credential generation:
+                                          moved on by a password change, logout-all
+                                          and revoke-all), the devices that signed
+                                          in (``d:<device ref>``: last sign-in, ms;
+                                          D2 known devices) and every session of the
                                           user, one field ``s:<session id>`` each
     lk:{n:<username lowercased>}   string username -> user id (uniqueness without case)
     lk:{clients}                   hash   the OAuth client registry: one field per
@@ -95,22 +99,24 @@ R = TypeVar("R")
 
 KEY_PREFIX = "lk"
 # The fields of a user's record that are the user (the rest are sessions).
-USER_FIELDS = ("n", "p", "c", "role")
+USER_FIELDS = ("n", "p", "c", "role", "g")
 # Ended session records kept per user beyond which the oldest go before retention runs
 # out: a user who signs in and out all day must not grow one record without bound. A
 # replay of a token of a dropped record is refused as unknown instead of with its reason.
 ENDED_SESSIONS_KEPT = 40
 # A session's field in its user's record (lua/_prelude.lua builds the same name).
 SESSION_FIELD_PREFIX = "s:"
+# A known device's field (create_session.lua writes it at each successful login).
+KNOWN_DEVICE_PREFIX = "d:"
 # Redis settings Latchkey's records are sized for; the embedded store starts with them,
 # and docs/OPERATIONS.md asks the same of an external Redis. A hash stays a compact
 # listpack only while every value is at most this long (Redis's default, 64 bytes, is
 # below a password hash or one session record), which roughly halves the memory of a
 # user record and of each session in it (docs/PERFORMANCE.md). Lookups in a listpack are
 # linear, which is cheap at this size: with the default limits a record holds at most
-# 4 + 10 + 41 fields, so it also stays within ``hash-max-listpack-entries`` (128 entries,
-# two per field). The ziplist name is the one Redis 6.2 (the embedded binary) knows and
-# Redis 7 still accepts.
+# 5 + 10 + 41 fields and one per known device, so it stays within
+# ``hash-max-listpack-entries`` (128 entries, two per field) up to 8 known devices. The
+# ziplist name is the one Redis 6.2 (the embedded binary) knows and Redis 7 accepts.
 RECOMMENDED_REDIS_CONFIG = {"hash-max-ziplist-value": "1024"}
 
 
@@ -123,10 +129,15 @@ def recommended_redis_args() -> list[str]:
 # Flask-Limiter's counters (throttle.py) live under this prefix; limits adds its own
 # ``{...}`` hash tag per counter, so each one sits in one slot.
 RATE_LIMIT_KEY_PREFIX = f"{KEY_PREFIX}:rl"
-# The stream of security events (D4) a security team consumes; capped with MAXLEN ~.
+# The streams of security events (D4) a security team consumes, each capped with MAXLEN ~:
+# the alerts, which only a genuine token or an operator can raise, and the noise anyone
+# can (events.py), so that a flood of the one never evicts the other.
 SECURITY_STREAM_KEY = f"{KEY_PREFIX}:security-events"
 # The OAuth client registry: one hash, one field per client (see the module docstring).
 CLIENTS_KEY = f"{KEY_PREFIX}:{{clients}}"
+SECURITY_NOISE_STREAM_KEY = f"{KEY_PREFIX}:security-noise"
+# Per-source counters of the event budget (events.py), one per event, source and window.
+EVENT_BUDGET_KEY_PREFIX = f"{KEY_PREFIX}:evb"
 
 
 def _user_tag(user_id: str) -> str:
@@ -230,7 +241,7 @@ class Rotation(StrEnum):
     REPLAYED = "replayed"  # the previous token inside the grace window: the same successor
     ENDED = "ended"        # the session is over (perhaps just now); see state and reason
     REUSED = "reused"      # the previous token after the window: the session was ended
-    CHECK = "check"        # an older generation: the caller checks its lineage
+    CHECK = "check"        # a minted token of an older generation: an ancestor
     WRONG_CLIENT = "wrong_client"  # issued to another client: nothing changed
     UNKNOWN = "unknown"    # no such session, or not a token of it
 
@@ -409,6 +420,7 @@ class SessionStore:
         self._end_sessions = _Script(client, "end_sessions")
         self._list_sessions = _Script(client, "list_sessions")
         self._prune_sessions = _Script(client, "prune_sessions")
+        self._set_password_hash = _Script(client, "set_password_hash")
 
     def _stored_client(self, client_id: str | None) -> str:
         """Return a client id as session records hold it: '' for the built-in client."""
@@ -428,14 +440,28 @@ class SessionStore:
 
     # -- security events (D4) -------------------------------------------------------
     @_store_call
-    def append_security_event(self, fields: dict[str, str], max_length: int) -> str:
-        """Add one event to the security stream, trimmed to about ``max_length`` entries.
+    def append_security_event(self, fields: dict[str, str], max_length: int, *,
+                              alert: bool = True) -> str:
+        """Add one event to the alert (or the noise) stream, trimmed to about
+        ``max_length`` entries.
 
         ``MAXLEN ~`` lets Redis trim whole radix-tree nodes only, which keeps XADD O(1);
         the stream may hold slightly more than ``max_length`` entries.
         """
-        return self.client.xadd(SECURITY_STREAM_KEY, fields, maxlen=max_length,
-                                approximate=True)
+        return self.client.xadd(SECURITY_STREAM_KEY if alert else SECURITY_NOISE_STREAM_KEY,
+                                fields, maxlen=max_length, approximate=True)
+
+    @_store_call
+    def count_security_event(self, name: str, ttl_seconds: int) -> int:
+        """Count one event of a source in a window (``name``); return the count so far.
+
+        One key per counter, expiring with its window: INCR and EXPIRE in one pipeline.
+        """
+        key = f"{EVENT_BUDGET_KEY_PREFIX}:{{{name}}}"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, ttl_seconds)
+        return int(pipe.execute()[0])
 
     # -- users ----------------------------------------------------------------------
     @_store_call
@@ -461,9 +487,22 @@ class SessionStore:
                 if value is not None}
 
     @_store_call
-    def set_password_hash(self, user_id: str, password_hash: str) -> None:
-        """Replace a user's password hash (after a rehash or a password change)."""
-        self.client.hset(user_key(user_id), "p", password_hash)
+    def set_password_hash(self, user_id: str, password_hash: str, *, verified_hash: str,
+                          new_credential: bool = True) -> bool:
+        """Replace a user's password hash if it is still ``verified_hash``; say if it was.
+
+        A compare-and-set: no write of a hash may undo a change committed since the caller
+        read it. ``new_credential`` (a new password, not a rehash) moves the credential
+        generation on, so logins that verified the old password are refused.
+        """
+        return bool(self._set_password_hash(
+            keys=[user_key(user_id)],
+            args=[verified_hash, password_hash, "1" if new_credential else "0"]))
+
+    @_store_call
+    def is_known_device(self, user_id: str, device_ref: str) -> bool:
+        """Say whether a device (by pseudonym) has signed in to this user before."""
+        return bool(self.client.hexists(user_key(user_id), KNOWN_DEVICE_PREFIX + device_ref))
 
     # -- sessions -------------------------------------------------------------------
     @_store_call
@@ -485,11 +524,19 @@ class SessionStore:
         new_password_hash: str = "",
         verified_password_hash: str = "",
         client_id: str | None = None,
+        verified_generation: str = "",
+        rehashed_password_hash: str = "",
+        known_device_ref: str = "",
     ) -> CreatedSession:
         """Create a session under the concurrency policy; return it and what it ended.
 
         With ``new_password_hash`` the password changes in the same atomic step, provided
         the stored hash is still ``verified_password_hash``; else ``InvalidCredentials``.
+        With ``verified_generation`` (a login) the user's credential generation must still
+        be the one read with the verified hash, else ``InvalidCredentials``: a password
+        change, logout-all or revoke-all committed meanwhile. ``rehashed_password_hash``
+        replaces the verified hash only if it is still stored (compare-and-set).
+        ``known_device_ref`` records the device as one that signed in (D2).
         With ``replaces`` and no ``device_name``, the new session keeps the replaced one's;
         if the session to replace is no longer live (a remote sign-out or a timeout raced
         the caller's request), nothing changes and ``SessionRevoked`` or
@@ -518,9 +565,12 @@ class SessionStore:
             "new_password_hash": new_password_hash,
             "verified_password_hash": verified_password_hash,
             "client_id": self._stored_client(client_id),
+            "verified_generation": verified_generation,
+            "rehashed_password_hash": rehashed_password_hash,
+            "known_device": known_device_ref,
         })])
         if int(created) == -1:
-            raise InvalidCredentials("The password was changed meanwhile")
+            raise InvalidCredentials("The credentials changed meanwhile; sign in again")
         if int(created) == -2:
             state, reason = ended
             if state == SessionState.EXPIRED:

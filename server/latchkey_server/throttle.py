@@ -9,7 +9,13 @@ limiter is built per app in :func:`init_app` (no global client), which wraps eve
 view. The budgets:
 
 - failed logins per account (the username's keyed pseudonym): tight, 10 per 15 minutes by
-  default; failed registrations of a taken name count against the same account budget;
+  default. A login from a device that has signed in to the account before (its device
+  id, recorded by the store at each successful login) is counted per account *and
+  device* instead (``known_device_failures``): an attack on the account, from however
+  many addresses and in whatever case, cannot lock out the owner's own phone (OWASP:
+  lockout must not become a denial of service of the owner);
+- registrations of a taken name, per name in any case (``taken_name_failures``): a
+  budget of their own, so probing a name never spends its owner's login budget;
 - failed logins per client IP and failed registrations (a taken name: username probing)
   per client IP: generous, because mobile carriers put thousands of users behind one
   address (CGNAT);
@@ -19,7 +25,10 @@ view. The budgets:
 - invalid tokens per client IP: 100 per minute by default. A token counts when one was
   presented (Bearer header or a refresh token in the body) and was refused as
   ``invalid_token`` (malformed, bad signature, unknown session); expired tokens do not
-  count, since refreshing after expiry is what clients are meant to do.
+  count, since refreshing after expiry is what clients are meant to do. A refresh token
+  whose MAC does not check (``tokens.py``: the server never minted it) is charged
+  *before* anything else is done with it (:func:`charge_unverified_token`), so a client
+  out of budget is refused without touching the store (H2).
 
 Only failures cost anything. Login and registration use Flask-Limiter's conditional
 deduction (``deduct_when``): one read of the counter before the view, one increment
@@ -51,13 +60,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RequestLimit
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
 
 from . import observability
 from .api.inputs import json_body
+from .binding import request_device_id
 from .config import Settings, cluster_seed_nodes
 from .errors import ApiError, InvalidToken, TooManyRequests, problem_response
 from .extension import Services
@@ -66,7 +76,9 @@ from .store import RATE_LIMIT_KEY_PREFIX
 
 __all__ = ["ACCOUNT_FAILURES", "BUDGETS", "EXTENSION_KEY", "LOGIN_IP_FAILURES",
            "REGISTRATION_IP_FAILURES", "STEP_UP_FAILURES", "STEP_UP_IP_FAILURES",
-           "FailureBudget", "Throttle", "client_ip_key", "init_app", "limited"]
+           "TAKEN_NAME_FAILURES",
+           "FailureBudget", "Throttle", "charge_unverified_token", "client_ip_key", "init_app",
+           "limited"]
 
 EXTENSION_KEY = "latchkey_throttle"
 
@@ -76,6 +88,7 @@ _BUDGETS_ATTR = "_latchkey_failure_budgets"
 # Whom a budget counts per: the client's address, the account a login names, or the user
 # a Bearer token names.
 _PER_IP, _PER_ACCOUNT, _PER_SIGNED_IN_USER = "ip", "account", "signed_in_user"
+_PER_NAME = "name"  # the username a registration asks for, any case
 
 
 @dataclass(frozen=True)
@@ -104,8 +117,12 @@ class FailureBudget:
 
 ACCOUNT_FAILURES = FailureBudget(
     "account_failures", _PER_ACCOUNT, "login_failures_per_account",
-    "login_failures_per_account_window_seconds", ("invalid_credentials", "username_taken"),
+    "login_failures_per_account_window_seconds", ("invalid_credentials",),
     shared_scope="account")
+TAKEN_NAME_FAILURES = FailureBudget(
+    "taken_name_failures", _PER_NAME, "registration_failures_per_name",
+    "registration_failures_per_name_window_seconds", ("username_taken",),
+    shared_scope="taken_name")
 LOGIN_IP_FAILURES = FailureBudget(
     "login_ip_failures", _PER_IP, "login_failures_per_ip",
     "login_failures_per_ip_window_seconds", ("invalid_credentials",))
@@ -121,8 +138,8 @@ STEP_UP_FAILURES = FailureBudget(
 STEP_UP_IP_FAILURES = FailureBudget(
     "step_up_ip_failures", _PER_IP, "login_failures_per_ip",
     "login_failures_per_ip_window_seconds", ("invalid_credentials",))
-BUDGETS = (ACCOUNT_FAILURES, LOGIN_IP_FAILURES, REGISTRATION_IP_FAILURES, STEP_UP_FAILURES,
-           STEP_UP_IP_FAILURES)
+BUDGETS = (ACCOUNT_FAILURES, TAKEN_NAME_FAILURES, LOGIN_IP_FAILURES, REGISTRATION_IP_FAILURES,
+           STEP_UP_FAILURES, STEP_UP_IP_FAILURES)
 
 _View = TypeVar("_View", bound=Callable[..., Any])
 
@@ -185,8 +202,8 @@ class Throttle:
     # -> its budget, so a refusal is reported under the budget's label.
     budgets_by_scope: dict[str, FailureBudget] = field(default_factory=dict)
 
-    def account_key(self) -> str:
-        """Return the counter key of the account a login or registration names.
+    def name_key(self) -> str:
+        """Return the counter key of the username a login or registration names.
 
         A keyed pseudonym of the lower-cased username, so Redis holds no usernames in
         counter keys; malformed input shares one key (it fails validation anyway).
@@ -195,6 +212,33 @@ class Throttle:
         if not isinstance(username, str) or not 0 < len(username) <= 64:
             return "-"
         return self.services.events.user_ref("username:" + username.lower())
+
+    def account_key(self) -> str:
+        """Return the counter key of a login's account: per account, or per account and
+        device when the device has signed in to that account before.
+
+        The known-device check costs two reads, on logins only, before the argon2 work.
+        """
+        name_ref = self.name_key()
+        body = request.get_json(silent=True)
+        device_id = body.get("device_id") if isinstance(body, dict) else None
+        if not isinstance(device_id, str) or not device_id:
+            try:
+                device_id = request_device_id()
+            except ApiError:
+                device_id = ""  # the view refuses the header; here it is just no device
+        username = body.get("username") if isinstance(body, dict) else None
+        if name_ref == "-" or not device_id or not isinstance(username, str):
+            return name_ref
+        svc = self.services
+        user_id = svc.store.user_id_for(username)
+        if not user_id:
+            return name_ref
+        device_ref = svc.events.device_ref(user_id, device_id)
+        if not svc.store.is_known_device(user_id, device_ref):
+            return name_ref
+        g.known_device = True  # reported under its own label (on_breach)
+        return f"{name_ref}:device:{device_ref}"
 
     def signed_in_user_key(self) -> str:
         """Return the counter key of the user a Bearer token names (step-up, password change).
@@ -215,7 +259,10 @@ class Throttle:
         key, scope = limit.request_args[-2], limit.request_args[-1]
         budget = self.budgets_by_scope.get(scope)
         g.retry_after_seconds = max(1, int(limit.reset_at - time.time()))
-        self._refused(budget.label if budget else scope, key, limit.limit, "brute_force",
+        label = budget.label if budget else scope
+        if budget is ACCOUNT_FAILURES and g.get("known_device"):
+            label = "known_device_failures"
+        self._refused(label, key, limit.limit, "brute_force",
                       per_account=budget is not None and budget.per != _PER_IP)
 
     def count_invalid_token(self) -> int | None:
@@ -244,6 +291,19 @@ class Throttle:
             self.services.events.security(event, **fields)
 
 
+def charge_unverified_token() -> None:
+    """Spend one unit of this client's invalid-token budget now, before any work on a
+    token the server cannot tell it minted; raise ``TooManyRequests`` if none is left.
+
+    The request is not charged again if the token is then refused.
+    """
+    throttle: Throttle = current_app.extensions[EXTENSION_KEY]
+    g.invalid_token_charged = True
+    retry_after = throttle.count_invalid_token()
+    if retry_after is not None:
+        raise TooManyRequests(retry_after, "Too many invalid tokens from this address")
+
+
 def _failed(*codes: str) -> Callable[[Response], bool]:
     """Return a ``deduct_when`` that counts only error responses with one of ``codes``."""
 
@@ -263,7 +323,7 @@ def _apply_budgets(app: Flask, throttle: Throttle) -> None:
     counter across its views; limits apply innermost first, in the order declared.
     """
     limiter, s = throttle.limiter, throttle.services.settings
-    key_funcs = {_PER_ACCOUNT: throttle.account_key,
+    key_funcs = {_PER_ACCOUNT: throttle.account_key, _PER_NAME: throttle.name_key,
                  _PER_SIGNED_IN_USER: throttle.signed_in_user_key}
     shared: dict[FailureBudget, Any] = {}
     for endpoint, view in list(app.view_functions.items()):
@@ -325,7 +385,7 @@ def init_app(app: Flask, svc: Services, redis_url: str) -> Throttle:
 
     @app.errorhandler(InvalidToken)
     def _invalid_token(error: InvalidToken) -> Response:
-        if _token_presented():
+        if _token_presented() and not g.get("invalid_token_charged"):
             try:
                 retry_after = throttle.count_invalid_token()
             except StorageError:

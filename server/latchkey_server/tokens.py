@@ -4,11 +4,17 @@ Tokens are untrusted input (T3): each parser checks length, alphabet and structu
 anything touches the store, and returns typed values, never raw strings, to the caller.
 
 Refresh tokens are opaque: ``lkr_`` + base64url(user id | session id | generation |
-256-bit secret). The ids let one store script find the session in its cluster slot without
-a lookup table; they are random and mean nothing. A successor is derived from its
+256-bit secret), the secret being 192 unpredictable bits and a 64-bit server MAC over
+everything before it. The ids let one store script find the session in its cluster slot
+without a lookup table; they are random and mean nothing. A successor is derived from its
 predecessor with a server-keyed HMAC, so a retry of the previous token inside the grace
-window gets the *same* successor back without the store ever holding a usable token (T4),
-and an old token's descendants can be recomputed to recognise reuse of any ancestor.
+window gets the *same* successor back without the store ever holding a usable token (T4).
+
+The MAC (``TokenService.is_authentic``, one HMAC) tells a token the server minted from
+one it never did, before anything else is done with it (H2): the generation field is the
+client's word, and only a minted token's may be believed. The server mints one chain per
+session, so a minted token of an older generation than the session's is an ancestor,
+known without recomputing anything.
 
 Access tokens are RFC 9068 JWT access tokens (header ``typ: at+jwt``, claims ``iss`` = the
 issuer URL, ``client_id``, ``exp`` never past the session's absolute end), signed with
@@ -57,7 +63,10 @@ __all__ = [
 
 USER_ID_BYTES = 16  # 128 bits
 SESSION_ID_BYTES = 24  # 192 bits
-REFRESH_SECRET_BYTES = 32  # 256 bits
+REFRESH_SECRET_BYTES = 32  # 256 bits: the unpredictable part, then the MAC
+REFRESH_MAC_BYTES = 8  # 64 bits: a forgery must be guessed online, under the D2 budget
+_REFRESH_NONCE_BYTES = REFRESH_SECRET_BYTES - REFRESH_MAC_BYTES
+_MAX_GENERATION = 2**32 - 1
 REFRESH_PREFIX = "lkr_"
 _REFRESH_RAW_BYTES = USER_ID_BYTES + SESSION_ID_BYTES + 4 + REFRESH_SECRET_BYTES
 _REFRESH_LEN = len(REFRESH_PREFIX) + (_REFRESH_RAW_BYTES * 4 + 2) // 3
@@ -216,33 +225,49 @@ class TokenService:
         self._settings = settings
         self._keyring = keyring
         self._hmac = hmac_keys
+        # Its own purpose-bound key, derived here so the token format owns it whole.
+        self._mac_key = hmac.new(hmac_keys.refresh_hash, b"latchkey/refresh-token-mac/v1",
+                                 hashlib.sha256).digest()
         self._verify_cached = lru_cache(maxsize=settings.jwt_cache_size)(self._verify_and_note_key)
 
     # -- refresh tokens -------------------------------------------------------------
     def new_refresh_token(self, user_id: str, session_id: str) -> RefreshToken:
         """Return the first refresh token of a session (generation 0, random secret)."""
-        return RefreshToken.build(user_id, session_id, 0, secrets.token_bytes(REFRESH_SECRET_BYTES))
+        return self._minted(user_id, session_id, 0,
+                            secrets.token_bytes(_REFRESH_NONCE_BYTES))
 
     def successor(self, token: RefreshToken) -> RefreshToken:
         """Return the one successor of ``token``: deterministic, unguessable without the key."""
+        if token.generation >= _MAX_GENERATION:
+            raise InvalidToken()  # no successor fits the format: never a minted chain
         secret = hmac.new(self._hmac.refresh_successor, token.value.encode(), hashlib.sha256)
-        return RefreshToken.build(
-            token.user_id, token.session_id, token.generation + 1, secret.digest()
-        )
+        return self._minted(token.user_id, token.session_id, token.generation + 1,
+                            secret.digest()[:_REFRESH_NONCE_BYTES])
+
+    def is_authentic(self, token: RefreshToken) -> bool:
+        """Say whether the server minted ``token``: one HMAC, before any other work (H2).
+
+        A token made before the MAC existed (issue 13) fails this too; sessions.py says
+        what it may still do.
+        """
+        raw = _b64decode(token.value[len(REFRESH_PREFIX):])
+        return hmac.compare_digest(self._mac(raw[:-REFRESH_MAC_BYTES]),
+                                   raw[-REFRESH_MAC_BYTES:])
+
+    def _mac(self, body: bytes) -> bytes:
+        return hmac.new(self._mac_key, body, hashlib.sha256).digest()[:REFRESH_MAC_BYTES]
+
+    def _minted(self, user_id: str, session_id: str, generation: int,
+                nonce: bytes) -> RefreshToken:
+        """Build a token whose secret ends in the MAC of everything before it."""
+        body = (_b64decode(user_id) + _b64decode(session_id) + generation.to_bytes(4, "big")
+                + nonce)
+        return RefreshToken.build(user_id, session_id, generation, nonce + self._mac(body))
 
     def refresh_hash(self, token: RefreshToken) -> str:
         """Return the keyed hash the store keeps instead of the token (T4)."""
         digest = hmac.new(self._hmac.refresh_hash, token.value.encode(), hashlib.sha256).digest()
         return b64url(digest[:16])
-
-    def descendant_hashes(self, token: RefreshToken, up_to_generation: int) -> list[str]:
-        """Return hashes of ``token``'s descendants up to a generation, for reuse detection."""
-        hashes = []
-        current = token
-        while current.generation < up_to_generation:
-            current = self.successor(current)
-            hashes.append(self.refresh_hash(current))
-        return hashes
 
     # -- access tokens --------------------------------------------------------------
     def access_token_lifetime(self, session_left_seconds: int) -> int:

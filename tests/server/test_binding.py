@@ -167,13 +167,17 @@ def test_a_changed_device_under_report_still_costs_one_redis_call(server_factory
 
 
 def _session_round_trips(commands: list[str]) -> int:
-    """Count the commands a request sent for its session, leaving out the security stream.
+    """Count the commands a request sent for its session, leaving out the security event.
 
-    A ``binding_changed`` event is also appended to the security stream (the one XADD the
-    server sends, ``observability.SecurityStreamSink``); that is the event's delivery, the
-    same for every security event, not the session decision this test counts.
+    A ``binding_changed`` event is counted against its source's budget (one INCRBY and
+    EXPIRE pipeline, ``store.SessionStore.count_security_event``) and appended to the
+    security stream (one XADD, ``observability.SecurityStreamSink``); that is the event's
+    delivery, the same for every security event, not the session decision this test counts.
     """
-    return sum(1 for command in commands if command != "XADD")
+    return sum(1 for command in commands if command not in _EVENT_DELIVERY)
+
+
+_EVENT_DELIVERY = frozenset({"XADD", "INCRBY", "EXPIRE"})
 
 
 @pytest.mark.parametrize("policy", ["report", "enforce"])

@@ -37,6 +37,8 @@ def throttled(d2_redis: RedisProcess,
         store_url=d2_redis.url, login_failures_per_account=ACCOUNT_BUDGET,
         login_failures_per_account_window=WINDOW_SECONDS, login_failures_per_ip=IP_BUDGET,
         login_failures_per_ip_window=WINDOW_SECONDS, registration_failures_per_ip=IP_BUDGET,
+        registration_failures_per_name=ACCOUNT_BUDGET,
+        registration_failures_per_name_window=WINDOW_SECONDS,
         invalid_tokens_per_ip=TOKEN_BUDGET, invalid_tokens_per_ip_window=WINDOW_SECONDS)
 
 
@@ -169,6 +171,7 @@ def test_each_view_spends_the_budgets_it_declares_under_todays_counter_scopes(ap
     applied = app.extensions[throttle.EXTENSION_KEY].budgets_by_scope
     assert applied == {
         "account": throttle.ACCOUNT_FAILURES,
+        "taken_name": throttle.TAKEN_NAME_FAILURES,
         "auth.login:ip": throttle.LOGIN_IP_FAILURES,
         "auth.register:ip": throttle.REGISTRATION_IP_FAILURES,
         "step_up": throttle.STEP_UP_FAILURES,

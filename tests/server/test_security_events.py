@@ -14,7 +14,7 @@ import httpx
 import jwt
 import pytest
 import redis
-from latchkey_server.store import SECURITY_STREAM_KEY
+from latchkey_server.store import SECURITY_NOISE_STREAM_KEY, SECURITY_STREAM_KEY
 
 from tests.conftest import RedisProcess, ServerProcess
 from tests.server.ops_support import metric_value, sign_in, wait_for, wipe_rate_limits
@@ -33,7 +33,10 @@ def server(d4_redis: RedisProcess,
            module_server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     return module_server_factory(
         store_url=d4_redis.url, refresh_reuse_grace=0, login_failures_per_account=2,
-        invalid_tokens_per_ip=3, security_stream_max_length=STREAM_MAX_LENGTH, workers=2)
+        invalid_tokens_per_ip=3, security_stream_max_length=STREAM_MAX_LENGTH, workers=2,
+        # These tests follow single events to the stream; the per-source budget has its
+        # own tests (test_event_floods.py).
+        security_events_per_source=100_000)
 
 
 @pytest.fixture
@@ -45,8 +48,9 @@ def stream(d4_redis: RedisProcess) -> redis.Redis:
 
 
 def events_named(stream: redis.Redis, name: str) -> list[dict[str, Any]]:
-    return [fields for _, fields in stream.xrange(SECURITY_STREAM_KEY)
-            if fields.get("event") == name]
+    """Return the entries of one event, from the alert stream and the noise stream."""
+    return [fields for key in (SECURITY_STREAM_KEY, SECURITY_NOISE_STREAM_KEY)
+            for _, fields in stream.xrange(key) if fields.get("event") == name]
 
 
 def log_events(server: ServerProcess, name: str) -> list[dict[str, Any]]:

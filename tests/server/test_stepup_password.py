@@ -162,7 +162,8 @@ def test_password_change_is_refused_if_the_hash_changed_since_it_was_verified(ap
         svc = services()
         user_id = svc.store.user_id_for(username)
         stale = svc.store.get_user(user_id)["p"]
-        svc.store.set_password_hash(user_id, svc.passwords.hash("someone else changed it"))
+        svc.store.set_password_hash(user_id, svc.passwords.hash("someone else changed it"),
+                                    verified_hash=stale)
         with pytest.raises(InvalidCredentials):
             svc.store.create_session(
                 user_id=user_id, session_id="s" * 32, refresh_hash="h", auth_level="normal",

@@ -31,7 +31,7 @@ bp = Blueprint("auth", __name__, url_prefix="/v1/auth")
 
 
 @bp.post("/register")
-@throttle.limited(throttle.ACCOUNT_FAILURES, throttle.REGISTRATION_IP_FAILURES)
+@throttle.limited(throttle.TAKEN_NAME_FAILURES, throttle.REGISTRATION_IP_FAILURES)
 def register() -> tuple[Response, int]:
     """Create an account (when registration is enabled)."""
     svc = services()
@@ -67,10 +67,13 @@ def login() -> Response:
     # Unknown user and wrong password: same answer, same argon2 work.
     if not svc.passwords.verify(user.get("p"), password) or not user_id:
         raise InvalidCredentials()
-    if svc.passwords.needs_rehash(user["p"]):
-        svc.store.set_password_hash(user_id, svc.passwords.hash(password))
+    # The session is created only if the credential is still the one verified here, and a
+    # rehash is stored only over the hash verified (both atomic in the store, L4).
+    rehash = svc.passwords.hash(password) if svc.passwords.needs_rehash(user["p"]) else ""
     grant = svc.sessions.issue(user_id=user_id, auth_level="normal", client=client,
-                               device_name=device_name)
+                               device_name=device_name, verified_password_hash=user["p"],
+                               verified_generation=user.get("g", "0"),
+                               rehashed_password_hash=rehash, remember_device=True)
     return jsonify(token_json(grant))
 
 
@@ -79,6 +82,9 @@ def refresh() -> Response:
     """Rotate a refresh token (L3), all decisions made atomically in the store."""
     svc = services()
     token = RefreshToken.parse(json_body().get("refresh_token"))
+    if not svc.tokens.is_authentic(token):
+        # Not minted by us (or minted before the MAC): its budget is spent first (H2).
+        throttle.charge_unverified_token()
     return jsonify(token_json(svc.sessions.rotate(token, request_client())))
 
 

@@ -2,7 +2,12 @@
 -- Optionally replace one session (step-up, password change) and end all others
 -- (password change), so no moment exists where both old and new are live.
 -- With a new password hash (password change), store it in the same step, but only if the
--- user's hash is still the one the caller verified (a concurrent change wins, not both).
+-- user's hash is still the one the caller verified (a concurrent change wins, not both),
+-- and move the credential generation on. A login passes the generation it read with the
+-- hash it verified: if a password change, logout-all or admin revoke-all moved it on
+-- since, the login is refused (L4: nothing authorised by an old credential outlives its
+-- change). A login's rehash (new argon2 parameters) is a compare-and-set against the
+-- verified hash, so it can never put an old password back.
 -- Records past retention are pruned on the way.
 -- KEYS[1] the user's record (holds the password hash and every session of the user).
 -- ARGV[1] one JSON object (store.py builds it; decoded with cjson), with the fields:
@@ -20,8 +25,14 @@
 --   end_others_reason    a reason to end every other session (password change), or ''
 --   new_password_hash    a new password hash to store, or ''
 --   verified_password_hash  the hash the caller verified (the change needs it unchanged)
+--   verified_generation  the credential generation read with that hash ('' = unchecked)
+--   rehashed_password_hash  the verified password hashed anew, stored only if the hash
+--                        is still the verified one, or ''
+--   known_device         a login's device pseudonym, recorded as 'd:' .. it (a device
+--                        that has signed in: its own failure budget, D2), or ''
 -- Returns {created_at_ms, {ended sid, reason, ...}}; or, with nothing changed,
--- {-1, {}} when the password hash is no longer the verified one, and
+-- {-1, {}} when the password hash or the credential generation is no longer the
+-- verified one, and
 -- {-2, {state, reason}} when the session to replace is no longer live (it was signed out
 -- remotely, or expired, after the caller's request was authenticated: that wins).
 local req = cjson.decode(ARGV[1])
@@ -35,10 +46,19 @@ if req.replaces ~= '' then
   local why = expiry_reason(replaced.a, replaced.l, idle, now)
   if why then return {-2, {'expired', why}} end
 end
+if req.verified_generation ~= '' and
+    (redis.call('HGET', KEYS[1], 'g') or '0') ~= req.verified_generation then
+  return {-1, {}}
+end
 if req.new_password_hash ~= '' then
   if redis.call('HGET', KEYS[1], 'p') ~= req.verified_password_hash then return {-1, {}} end
   redis.call('HSET', KEYS[1], 'p', req.new_password_hash)
+  redis.call('HINCRBY', KEYS[1], 'g', 1)
+elseif req.rehashed_password_hash ~= '' and
+    redis.call('HGET', KEYS[1], 'p') == req.verified_password_hash then
+  redis.call('HSET', KEYS[1], 'p', req.rehashed_password_hash)
 end
+if req.known_device ~= '' then redis.call('HSET', KEYS[1], 'd:' .. req.known_device, now) end
 local ended = {}
 local device_name = req.device_name
 

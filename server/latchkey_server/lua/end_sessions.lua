@@ -6,11 +6,15 @@
 -- ARGV: 1 ended records to keep, 2 caller's sid or '', 3 scope ('all' | 'others'),
 --       4 reason for the caller's session, 5 reason for every other session,
 --       6 idle_ms, 7 retention_ms
+-- The user's credential generation moves on too, so a login whose password check began
+-- before this commit is refused when it tries to create its session (create_session.lua):
+-- after logout-all returns, nothing authorised before it is live.
 -- Returns {ended sid, reason, ...}; idle/absolute reasons mean the session had expired.
 local current, scope = ARGV[2], ARGV[3]
 local idle, retention = tonumber(ARGV[6]), tonumber(ARGV[7])
 local now = now_ms()
 local ended = {}
+if redis.call('HEXISTS', KEYS[1], 'n') == 1 then redis.call('HINCRBY', KEYS[1], 'g', 1) end
 
 for _, s in ipairs(user_sessions(KEYS[1], now, idle, retention, true, tonumber(ARGV[1]))) do
   if s.st == 'live' then

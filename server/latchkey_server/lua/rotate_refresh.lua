@@ -4,7 +4,9 @@
 -- hand out a successor apply the device-binding policy (D3) first, exactly as a
 -- protected request does (apply_binding in the prelude): one round trip in every policy.
 -- KEYS[1] the user's record (holds the session).
--- ARGV: 1 sid, 2 presented hash, 3 successor hash, 4 presented generation,
+-- ARGV: 1 sid, 2 presented hash, 3 successor hash, 4 presented generation, or -1 when
+--       its MAC does not check (not minted by this server, or minted before the MAC:
+--       compared with the current and previous hashes, never answered 'check'),
 --       5 idle_ms, 6 grace_ms, 7 retention_ms, 8 binding policy (off|report|enforce),
 --       9 the request's device id, 10 its user agent, 11 their fingerprint,
 --       12 the OAuth client presenting it ('' for the built-in one)
@@ -27,7 +29,7 @@ local is_current, is_previous = presented == s.rc, s.rp ~= '' and presented == s
 
 -- 1. An older generation than we can compare directly: the caller checks its lineage.
 if not is_current and not is_previous then
-  if generation < s.g then
+  if generation >= 0 and generation < s.g then
     return {'check', s.g, s.rc, s.rp, s.st, s.r}
   end
   return {'unknown'}
