@@ -271,8 +271,10 @@ def init_app(app: Flask) -> None:
         else:
             api = cls()
         resp = problem_response(api)
-        if error.code == 405 and getattr(error, "valid_methods", None):
-            resp.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        # Only werkzeug's MethodNotAllowed carries valid_methods, and not always.
+        valid_methods = getattr(error, "valid_methods", None)
+        if error.code == 405 and valid_methods:
+            resp.headers["Allow"] = ", ".join(sorted(valid_methods))
         return resp
 
     @app.errorhandler(StorageError)

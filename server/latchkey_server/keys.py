@@ -67,7 +67,7 @@ class SigningKey:
     """One Ed25519 key pair with its thumbprint ``kid`` and life-cycle times."""
 
     kid: str
-    private_key: Ed25519PrivateKey | None
+    private_key: Ed25519PrivateKey
     public_key: Ed25519PublicKey
     created_at: float
     retired_at: float | None = None

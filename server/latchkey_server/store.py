@@ -54,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
-from typing import Any, NamedTuple, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
 import redis
 
@@ -384,8 +384,12 @@ class SessionStore:
         ``MAXLEN ~`` lets Redis trim whole radix-tree nodes only, which keeps XADD O(1);
         the stream may hold slightly more than ``max_length`` entries.
         """
-        return self.client.xadd(SECURITY_STREAM_KEY, fields, maxlen=max_length,
-                                approximate=True)
+        # The casts: redis-py types the fields dict invariantly (a dict[str, str] fits but is
+        # not a dict[FieldT, EncodableT]) and every reply as bytes | str, though a client
+        # made by redis_connection.connect decodes replies (decode_responses=True).
+        entry_id = self.client.xadd(SECURITY_STREAM_KEY, cast("dict[Any, Any]", fields),
+                                    maxlen=max_length, approximate=True)
+        return cast(str, entry_id)
 
     # -- users ----------------------------------------------------------------------
     @_store_call
@@ -401,12 +405,13 @@ class SessionStore:
     @_store_call
     def user_id_for(self, username: str) -> str | None:
         """Return the user id registered under ``username`` (any case), if any."""
-        return self.client.get(username_key(username))
+        return cast("str | None", self.client.get(username_key(username)))  # decoded reply
 
     @_store_call
     def get_user(self, user_id: str) -> dict[str, str]:
         """Return a user's record (empty if unknown), without their sessions."""
-        values = self.client.hmget(user_key(user_id), list(USER_FIELDS))
+        values = cast("list[str | None]",  # decoded replies
+                      self.client.hmget(user_key(user_id), list(USER_FIELDS)))
         return {name: value for name, value in zip(USER_FIELDS, values, strict=True)
                 if value is not None}
 
