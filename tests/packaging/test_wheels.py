@@ -372,3 +372,39 @@ def test_typed_user_program_fails_on_an_any_return_and_without_py_typed(built, t
     untyped = typecheck_user_project(venv / "bin/python", NEWEST, tmp_path / "untyped")
     assert untyped.exit_code == 1, untyped.report
     assert re.search(r'Skipping analyzing "latchkey_client": .*py\.typed marker', untyped.report)
+
+
+def _pyright(venv: WheelVenv, where: Path, *args: str) -> dict:
+    """Run pyright (the test venv's) with ``venv`` active, as a user's editor would; parse JSON.
+
+    ``--verifytypes`` finds the package only through the active environment, so both runs
+    get the venv the way an activated shell gives it, and nothing of the repository.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MYPYPATH")}
+    env.update(VIRTUAL_ENV=str(venv.path), PATH=f"{venv.bin}{os.pathsep}{env.get('PATH', '')}")
+    proc = subprocess.run([str(Path(sys.executable).with_name("pyright")), "--outputjson", *args],
+                          cwd=where, capture_output=True, text=True, env=env,
+                          timeout=TYPECHECK_TIMEOUT_SECONDS)
+    assert proc.returncode in (0, 1), proc.stdout[-4000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout)
+
+
+def test_typed_user_program_passes_pyright_strict_against_the_installed_sdk(
+        wheel_venvs, tmp_path):
+    venv = _venv(wheel_venvs, NEWEST)
+    shutil.copy(TYPED_USER_APP, tmp_path / "app.py")
+    (tmp_path / "pyrightconfig.json").write_text(json.dumps(
+        {"typeCheckingMode": "strict", "pythonVersion": NEWEST}))
+    report = _pyright(venv, tmp_path, "app.py")
+    assert report["summary"]["errorCount"] == 0, report["generalDiagnostics"]
+
+
+def test_installed_sdk_exports_no_symbol_of_unknown_type(wheel_venvs, tmp_path):
+    """pyright's library check over every exported symbol, not only those the program uses."""
+    venv = _venv(wheel_venvs, NEWEST)
+    completeness = _pyright(venv, tmp_path, "--verifytypes", "latchkey_client")["typeCompleteness"]
+    assert Path(completeness["pyTypedPath"]) == (
+        _site_packages(venv.path, NEWEST) / "latchkey_client/py.typed")
+    unknown = [s["name"] for s in completeness["symbols"]
+               if s["isExported"] and not s["isTypeKnown"] and not s["isTypeAmbiguous"]]
+    assert completeness["exportedSymbolCounts"]["withUnknownType"] == 0, unknown

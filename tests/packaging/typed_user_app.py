@@ -104,7 +104,7 @@ def show_session(info: SessionInfo) -> str:
 
 
 def show_devices(sessions: list[RemoteSession]) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for s in sessions:
         assert_type(s.session_id, str)
         assert_type(s.device_name, str | None)
