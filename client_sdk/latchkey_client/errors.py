@@ -35,7 +35,7 @@ errors are chained with ``raise ... from exc`` so a developer still sees the cau
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -274,7 +274,7 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
         doc = json.loads(response.content or b"{}")
     except ValueError:
         return {}
-    return doc if isinstance(doc, dict) else {}
+    return cast("dict[str, Any]", doc) if isinstance(doc, dict) else {}  # a JSON object
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:

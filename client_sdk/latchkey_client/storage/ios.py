@@ -52,15 +52,19 @@ class KeychainBridge(Protocol):
 
     def copy(self, service: str, account: str) -> tuple[int, bytes | None]:
         """Return ``(status, data)`` of the item."""
+        ...
 
     def add(self, service: str, account: str, data: bytes) -> int:
         """Add a new item."""
+        ...
 
     def update(self, service: str, account: str, data: bytes) -> int:
         """Replace the data of an existing item."""
+        ...
 
     def delete(self, service: str, account: str) -> int:
         """Delete the item."""
+        ...
 
 
 class IOSKeychainStorage(Storage):

@@ -60,7 +60,7 @@ def _members(backend: Any) -> list[Any]:
     return list(inner) if inner is not None else [backend]
 
 
-def _is_insecure(member: Any) -> bool:
+def _is_insecure(member: object) -> bool:
     cls = type(member)
     name = cls.__name__.lower()
     return cls.__module__.startswith(_INSECURE_MODULES) or any(w in name for w in _INSECURE_NAMES)
