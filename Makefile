@@ -57,11 +57,11 @@ lint: test-deps
 
 # mypy --strict: the whole SDK, and the server's public modules (the list and the reasons are
 # in each distribution's pyproject.toml, [tool.mypy]). Run from each distribution's directory
-# so its own config applies; the caches under .mypy_cache/ keep a rerun to a few seconds.
+# so its own config applies; the caches in .mypy_cache/ keep a rerun to a few seconds.
 # tests/packaging checks the SDK again as a user's project sees it: the installed wheel.
 define typecheck
-cd client_sdk && ../$(BIN)/mypy --cache-dir ../.mypy_cache/client_sdk
-cd server && ../$(BIN)/mypy --cache-dir ../.mypy_cache/server
+cd client_sdk && ../$(BIN)/mypy
+cd server && ../$(BIN)/mypy
 endef
 
 typecheck: test-deps

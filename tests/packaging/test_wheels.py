@@ -98,7 +98,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
     (``*.egg-info``, ``build/``), which would otherwise feed stale file lists into the sdist.
     """
     work = tmp_path_factory.mktemp("build")
-    ignore = shutil.ignore_patterns("*.egg-info", "build", "dist", "__pycache__", "*.pyc")
+    ignore = shutil.ignore_patterns("*.egg-info", "build", "dist", "__pycache__", "*.pyc",
+                                    ".mypy_cache")
     procs = {}
     for directory in DISTRIBUTIONS:
         shutil.copytree(ROOT / directory, work / "src" / directory, ignore=ignore)
