@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint venv deps test-deps bench clean test-backends test-cluster test-embedded \
-	test-wheels
+.PHONY: run test lint typecheck venv deps test-deps bench clean test-backends test-cluster \
+	test-embedded test-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,7 @@ run: deps
 
 test: test-deps
 	$(BIN)/ruff check .
+	$(typecheck)
 	$(BIN)/python -m pytest --ignore=tests/packaging
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-cluster test-embedded test-wheels
 
@@ -54,6 +55,18 @@ test-wheels: test-deps
 
 lint: test-deps
 	$(BIN)/ruff check .
+
+# mypy --strict: the whole SDK, and the server's public modules (the list and the reasons are
+# in each distribution's pyproject.toml, [tool.mypy]). Run from each distribution's directory
+# so its own config applies; the caches in .mypy_cache/ keep a rerun to a few seconds.
+# tests/packaging checks the SDK again as a user's project sees it: the installed wheel.
+define typecheck
+cd client_sdk && ../$(BIN)/mypy
+cd server && ../$(BIN)/mypy
+endef
+
+typecheck: test-deps
+	$(typecheck)
 
 bench: test-deps
 	$(BIN)/pip install -q -r requirements-bench.txt

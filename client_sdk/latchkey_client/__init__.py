@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import errors as _errors
 from ._base import (
     DEFAULT_TIMEOUT,
     DEFAULT_TOTAL_TIMEOUT_SECONDS,
@@ -21,7 +22,6 @@ from .aclient import AsyncLatchkeyClient
 from .auth import LatchkeyAuth
 from .client import LatchkeyClient
 from .errors import *  # noqa: F403
-from .errors import __all__ as _errors_all
 from .events import AuthEvent, EventName, SessionInfo, SignOutReason
 from .redaction import TokenRedactingFilter, install_redaction, redact
 from .storage import (
@@ -58,5 +58,5 @@ __all__ = [
     "install_redaction",
     "redact",
     "spki_sha256",
-    *_errors_all,
 ]
+__all__ += _errors.__all__  # the form checkers read, so the errors count as exported too

@@ -44,7 +44,9 @@ def backoff_delay_seconds(
     """
     if attempt < 1:
         raise ValueError("attempt counts retries from 1")
-    ceiling = min(cap_seconds, base_seconds * (2 ** (attempt - 1)))
+    # int ** int is typed Any (a negative exponent gives a float); attempt >= 1 here.
+    doubling: int = 2 ** (attempt - 1)
+    ceiling = min(cap_seconds, base_seconds * doubling)
     delay = ceiling * rand()
     if retry_after_seconds is not None:
         delay = max(delay, float(retry_after_seconds))

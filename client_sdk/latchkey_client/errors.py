@@ -39,7 +39,7 @@ import json
 import math
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -287,7 +287,7 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
         doc = json.loads(response.content or b"{}")
     except ValueError:
         return {}
-    return doc if isinstance(doc, dict) else {}
+    return cast("dict[str, Any]", doc) if isinstance(doc, dict) else {}  # a JSON object
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
@@ -301,6 +301,7 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     raw = (response.headers.get("Retry-After") or "").strip()
     if not raw:
         return None
+    seconds: float | None
     try:
         seconds = float(raw)
     except ValueError:

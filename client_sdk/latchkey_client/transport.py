@@ -183,7 +183,7 @@ def spki_sha256(cert_der: bytes) -> str:
 
 
 def _normalise_pins(pins: Iterable[str]) -> frozenset[str]:
-    out = set()
+    out: set[str] = set()
     for pin in pins:
         value = pin.removeprefix("sha256/").strip()
         try:

@@ -35,7 +35,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .config import load_settings
@@ -157,7 +157,7 @@ def _user_id(svc: Services, username: str) -> str:
     return user_id
 
 
-def _run(handler: Any, args: argparse.Namespace) -> int:
+def _run(handler: Callable[[Services, argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         with _admin_services() as svc:
             return handler(svc, args)

@@ -62,9 +62,10 @@ def init_app(app: Flask, settings: Settings, redis_url: str) -> Services:
 def services() -> Services:
     """Return the current app's services, or explain how to set them up."""
     try:
-        return current_app.extensions[EXTENSION_KEY]
+        svc: Services = current_app.extensions[EXTENSION_KEY]  # what init_app stored
     except KeyError:
         raise RuntimeError(
             "Latchkey services are not initialised: build the app with "
             "latchkey_server.create_app()"
         ) from None
+    return svc

@@ -57,7 +57,8 @@ def require_session(view: F) -> F:
 
 def current_principal() -> Principal:
     """Return the principal ``require_session`` put on ``g``."""
-    return g.principal
+    principal: Principal = g.principal  # what require_session stored
+    return principal
 
 
 def require_recent_step_up(principal: Principal, window_seconds: int) -> None:

@@ -95,7 +95,7 @@ class SigningKey:
     """One Ed25519 key pair with its thumbprint ``kid``, status and life-cycle times."""
 
     kid: str
-    private_key: Ed25519PrivateKey | None
+    private_key: Ed25519PrivateKey
     public_key: Ed25519PublicKey
     created_at: float
     retired_at: float | None = None
@@ -191,7 +191,7 @@ def _status_of(entry: dict[str, Any]) -> KeyStatus:
 
 
 def _read_entries(manifest: Path) -> list[dict[str, Any]]:
-    entries = json.loads(manifest.read_text())["keys"]
+    entries: list[dict[str, Any]] = json.loads(manifest.read_text())["keys"]
     for entry in entries:
         entry["status"] = _status_of(entry).value
     return entries

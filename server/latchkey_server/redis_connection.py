@@ -115,8 +115,9 @@ class _Cluster(RedisCluster):
     retried, after the client has refreshed its map of the cluster.
     """
 
-    ERRORS_ALLOW_RETRY = tuple(e for e in RedisCluster.ERRORS_ALLOW_RETRY
-                               if e is not redis.exceptions.TimeoutError)
+    # redis-py annotates the base attribute as its own exact 4-tuple, which no subset fits.
+    ERRORS_ALLOW_RETRY = tuple(  # type: ignore[assignment]
+        e for e in RedisCluster.ERRORS_ALLOW_RETRY if e is not redis.exceptions.TimeoutError)
 
 
 def connect(settings: Settings, url: str) -> redis.Redis:

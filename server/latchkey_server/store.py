@@ -66,7 +66,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
-from typing import Any, NamedTuple, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
 import redis
 
@@ -448,8 +448,13 @@ class SessionStore:
         ``MAXLEN ~`` lets Redis trim whole radix-tree nodes only, which keeps XADD O(1);
         the stream may hold slightly more than ``max_length`` entries.
         """
-        return self.client.xadd(SECURITY_STREAM_KEY if alert else SECURITY_NOISE_STREAM_KEY,
-                                fields, maxlen=max_length, approximate=True)
+        # The casts: redis-py types the fields dict invariantly (a dict[str, str] fits but is
+        # not a dict[FieldT, EncodableT]) and every reply as bytes | str, though a client
+        # made by redis_connection.connect decodes replies (decode_responses=True).
+        entry_id = self.client.xadd(SECURITY_STREAM_KEY if alert else SECURITY_NOISE_STREAM_KEY,
+                                    cast("dict[Any, Any]", fields), maxlen=max_length,
+                                    approximate=True)
+        return cast(str, entry_id)
 
     @_store_call
     def count_security_event(self, name: str, ttl_seconds: int) -> int:
@@ -477,12 +482,13 @@ class SessionStore:
     @_store_call
     def user_id_for(self, username: str) -> str | None:
         """Return the user id registered under ``username`` (any case), if any."""
-        return self.client.get(username_key(username))
+        return cast("str | None", self.client.get(username_key(username)))  # decoded reply
 
     @_store_call
     def get_user(self, user_id: str) -> dict[str, str]:
         """Return a user's record (empty if unknown), without their sessions."""
-        values = self.client.hmget(user_key(user_id), list(USER_FIELDS))
+        values = cast("list[str | None]",  # decoded replies
+                      self.client.hmget(user_key(user_id), list(USER_FIELDS)))
         return {name: value for name, value in zip(USER_FIELDS, values, strict=True)
                 if value is not None}
 
@@ -663,14 +669,14 @@ class SessionStore:
     @_store_call
     def get_client(self, client_id: str) -> ClientRecord | None:
         """Return a registered client, or ``None``."""
-        raw = self.client.hget(CLIENTS_KEY, client_id)
+        raw = cast("str | None", self.client.hget(CLIENTS_KEY, client_id))  # decoded replies
         return ClientRecord.from_json(client_id, raw) if raw else None
 
     @_store_call
     def list_clients(self) -> list[ClientRecord]:
         """Return every registered client, by id."""
-        return [ClientRecord.from_json(cid, raw)
-                for cid, raw in sorted(self.client.hgetall(CLIENTS_KEY).items())]
+        records = cast("dict[str, str]", self.client.hgetall(CLIENTS_KEY))  # decoded replies
+        return [ClientRecord.from_json(cid, raw) for cid, raw in sorted(records.items())]
 
     @_store_call
     def delete_client(self, client_id: str) -> bool:

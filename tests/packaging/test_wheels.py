@@ -98,7 +98,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
     (``*.egg-info``, ``build/``), which would otherwise feed stale file lists into the sdist.
     """
     work = tmp_path_factory.mktemp("build")
-    ignore = shutil.ignore_patterns("*.egg-info", "build", "dist", "__pycache__", "*.pyc")
+    ignore = shutil.ignore_patterns("*.egg-info", "build", "dist", "__pycache__", "*.pyc",
+                                    ".mypy_cache")
     procs = {}
     for directory in DISTRIBUTIONS:
         shutil.copytree(ROOT / directory, work / "src" / directory, ignore=ignore)
@@ -287,3 +288,124 @@ def test_whole_session_flow_runs_on_the_wheels(store, wheel_venvs, wheel_server,
     assert steps == {"register": True, "login": "normal", "me": 200, "refresh": ["refreshed"],
                      "same_session": True, "me_after_refresh": 200, "logout_confirmed": True,
                      "old_access_token_after_logout": "SessionRevokedError"}
+
+
+# -- the SDK type-checks strictly in a user's project (R5) ------------------------------------
+TYPED_USER_APP = Path(__file__).with_name("typed_user_app.py")
+TYPECHECK_TIMEOUT_SECONDS = 300
+# mypy -v logs each module it reads: "Parsing /.../latchkey_client/__init__.py (latchkey_client)".
+_PARSED_SDK = re.compile(r"Parsing (\S+) \(latchkey_client\)$", re.MULTILINE)
+
+
+@dataclass
+class TypeCheck:
+    """What ``mypy --strict`` said about the user's project."""
+
+    exit_code: int
+    report: str
+    sdk_init: Path | None  # the latchkey_client/__init__.py mypy read, if it read one
+
+
+def typecheck_user_project(python: Path, python_version: str, where: Path) -> TypeCheck:
+    """Type-check ``typed_user_app.py`` as a user's project whose venv is ``python``'s.
+
+    The project is a directory of its own outside the repository, holding the program and a
+    ``mypy.ini`` that asks for ``strict``, as a user's would; mypy (the test venv's) reads
+    installed packages from ``python``'s site-packages only, and MYPYPATH is cleared, so
+    neither the SDK's sources nor the repository's config can stand in for the wheel.
+    """
+    project = where / "user-project"
+    project.mkdir(parents=True)
+    shutil.copy(TYPED_USER_APP, project / "app.py")
+    (project / "mypy.ini").write_text("[mypy]\nstrict = True\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "-v", "--python-executable", str(python),
+         "--python-version", python_version, "--cache-dir", str(where / "mypy-cache"), "app.py"],
+        cwd=project, capture_output=True, text=True, timeout=TYPECHECK_TIMEOUT_SECONDS,
+        env={k: v for k, v in os.environ.items()
+             if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MYPYPATH")})
+    parsed = _PARSED_SDK.search(proc.stderr)
+    # Exit 1 is "errors found", listed on stdout; anything above is mypy itself failing.
+    report = proc.stdout if proc.returncode <= 1 else proc.stdout + proc.stderr[-4000:]
+    return TypeCheck(proc.returncode, report, Path(parsed.group(1)) if parsed else None)
+
+
+def _site_packages(venv: Path, python_version: str) -> Path:
+    return venv / "lib" / f"python{python_version}" / "site-packages"
+
+
+@pytest.mark.parametrize("python", SUPPORTED)
+def test_typed_user_program_passes_mypy_strict_against_the_installed_sdk(
+        python, wheel_venvs, tmp_path):
+    venv = _venv(wheel_venvs, python)
+    result = typecheck_user_project(venv.bin / "python", python, tmp_path)
+    assert result.exit_code == 0, result.report
+    assert result.sdk_init == _site_packages(venv.path, python) / "latchkey_client/__init__.py"
+
+
+def test_typed_user_program_fails_on_an_any_return_and_without_py_typed(built, tmp_path):
+    """The check above can fail: an ``Any`` from one public method, or no ``py.typed``.
+
+    A venv of its own (the shared ones stay intact) gets the SDK wheel; its installed copy
+    is then damaged twice, as a release could be: ``LatchkeyClient.login`` loses its return
+    annotation, then the package loses ``py.typed``.
+    """
+    interpreter = find_interpreter(NEWEST)
+    if interpreter is None:
+        pytest.skip(f"no Python {NEWEST} on this machine")
+    venv = tmp_path / "control-venv"
+    _run([interpreter, "-m", "venv", "--without-pip", str(venv)], timeout=120, cwd=tmp_path)
+    _run([sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "-q",
+          "--no-input", "--no-compile", "--disable-pip-version-check",
+          str(built["client_sdk"].wheel)], timeout=INSTALL_TIMEOUT_SECONDS, cwd=tmp_path)
+    installed = _site_packages(venv, NEWEST) / "latchkey_client"
+
+    client_py = installed / "client.py"
+    source, n = re.subn(r"(def login\(self, \*, [^)]*\)) -> SessionInfo:", r"\1:",
+                        client_py.read_text())
+    assert n == 1, "LatchkeyClient.login's signature changed: update this control"
+    client_py.write_text(source)
+    any_return = typecheck_user_project(venv / "bin/python", NEWEST, tmp_path / "any")
+    assert any_return.exit_code == 1, any_return.report
+    assert 'Expression is of type "Any", not "SessionInfo"' in any_return.report
+
+    (installed / "py.typed").unlink()
+    untyped = typecheck_user_project(venv / "bin/python", NEWEST, tmp_path / "untyped")
+    assert untyped.exit_code == 1, untyped.report
+    assert re.search(r'Skipping analyzing "latchkey_client": .*py\.typed marker', untyped.report)
+
+
+def _pyright(venv: WheelVenv, where: Path, *args: str) -> dict:
+    """Run pyright (the test venv's) with ``venv`` active, as a user's editor would; parse JSON.
+
+    ``--verifytypes`` finds the package only through the active environment, so both runs
+    get the venv the way an activated shell gives it, and nothing of the repository.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MYPYPATH")}
+    env.update(VIRTUAL_ENV=str(venv.path), PATH=f"{venv.bin}{os.pathsep}{env.get('PATH', '')}")
+    proc = subprocess.run([str(Path(sys.executable).with_name("pyright")), "--outputjson", *args],
+                          cwd=where, capture_output=True, text=True, env=env,
+                          timeout=TYPECHECK_TIMEOUT_SECONDS)
+    assert proc.returncode in (0, 1), proc.stdout[-4000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout)
+
+
+def test_typed_user_program_passes_pyright_strict_against_the_installed_sdk(
+        wheel_venvs, tmp_path):
+    venv = _venv(wheel_venvs, NEWEST)
+    shutil.copy(TYPED_USER_APP, tmp_path / "app.py")
+    (tmp_path / "pyrightconfig.json").write_text(json.dumps(
+        {"typeCheckingMode": "strict", "pythonVersion": NEWEST}))
+    report = _pyright(venv, tmp_path, "app.py")
+    assert report["summary"]["errorCount"] == 0, report["generalDiagnostics"]
+
+
+def test_installed_sdk_exports_no_symbol_of_unknown_type(wheel_venvs, tmp_path):
+    """pyright's library check over every exported symbol, not only those the program uses."""
+    venv = _venv(wheel_venvs, NEWEST)
+    completeness = _pyright(venv, tmp_path, "--verifytypes", "latchkey_client")["typeCompleteness"]
+    assert Path(completeness["pyTypedPath"]) == (
+        _site_packages(venv.path, NEWEST) / "latchkey_client/py.typed")
+    unknown = [s["name"] for s in completeness["symbols"]
+               if s["isExported"] and not s["isTypeKnown"] and not s["isTypeAmbiguous"]]
+    assert completeness["exportedSymbolCounts"]["withUnknownType"] == 0, unknown

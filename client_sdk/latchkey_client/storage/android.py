@@ -109,7 +109,9 @@ class SharedPreferencesStore:
 
     def get(self, key: str) -> str | None:
         """Return the string stored under ``key``."""
-        return self._prefs.get(key)
+        # pyjnius hands a Java String back as str, and null as None.
+        value: str | None = self._prefs.get(key)
+        return value
 
     def put(self, key: str, value: str) -> None:
         """Commit ``value`` under ``key``."""

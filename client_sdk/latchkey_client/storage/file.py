@@ -28,7 +28,7 @@ import secrets
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import ConfigurationError, StorageError, StorageLost, StorageUnavailable
 from .base import Storage
@@ -146,7 +146,7 @@ class EncryptedFileStorage(Storage):
                 raise ValueError("not an object")
         except ValueError as exc:  # authentic but not ours: written by a foreign tool
             raise StorageLost("the token file holds no Latchkey values") from exc
-        return {str(k): str(v) for k, v in values.items()}, salt
+        return {str(k): str(v) for k, v in cast("dict[object, object]", values).items()}, salt
 
     def _write_all(self, values: dict[str, str], salt: bytes | None) -> None:
         if not values:
@@ -205,6 +205,8 @@ class EncryptedFileStorage(Storage):
         A lost file is deleted: clearing is how a client wipes after ``StorageLost``, and
         no value in that file can be read again anyway.
         """
+        values: dict[str, str]
+        salt: bytes | None
         with self._lock:
             try:
                 values, salt = self._read_all()

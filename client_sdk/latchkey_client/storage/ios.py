@@ -52,15 +52,19 @@ class KeychainBridge(Protocol):
 
     def copy(self, service: str, account: str) -> tuple[int, bytes | None]:
         """Return ``(status, data)`` of the item."""
+        ...
 
     def add(self, service: str, account: str, data: bytes) -> int:
         """Add a new item."""
+        ...
 
     def update(self, service: str, account: str, data: bytes) -> int:
         """Replace the data of an existing item."""
+        ...
 
     def delete(self, service: str, account: str) -> int:
         """Delete the item."""
+        ...
 
 
 class IOSKeychainStorage(Storage):
@@ -120,6 +124,11 @@ class IOSKeychainStorage(Storage):
             raise self._fail("delete", status)
 
 
+# A CFTypeRef as a ``c_void_p`` restype hands it back: an address, or None for NULL. The
+# SecItem* functions' restype is ``c_int32``, so their OSStatus is always an int.
+_CFRef = int | None
+
+
 class _CtypesKeychainBridge:
     """The real bridge: SecItem* and CoreFoundation through ctypes. Runs only on Apple OSes."""
 
@@ -151,14 +160,15 @@ class _CtypesKeychainBridge:
     def _const(self, lib: Any, name: str) -> int:
         return ctypes.c_void_p.in_dll(lib, name).value or 0
 
-    def _str(self, text: str) -> int:
-        return self._cf.CFStringCreateWithCString(None, text.encode("utf-8"), 0x08000100)
+    def _str(self, text: str) -> _CFRef:
+        ref: _CFRef = self._cf.CFStringCreateWithCString(None, text.encode("utf-8"), 0x08000100)
+        return ref
 
-    def _dict(self, pairs: dict[str, Any]) -> int:
+    def _dict(self, pairs: dict[str, Any]) -> _CFRef:
         keys = [self._const(self._sec, k) for k in pairs]
         values = [v for v in pairs.values()]
         n = len(keys)
-        return self._cf.CFDictionaryCreate(
+        ref: _CFRef = self._cf.CFDictionaryCreate(
             None,
             (ctypes.c_void_p * n)(*keys),
             (ctypes.c_void_p * n)(*values),
@@ -166,8 +176,9 @@ class _CtypesKeychainBridge:
             ctypes.addressof(ctypes.c_void_p.in_dll(self._cf, "kCFTypeDictionaryKeyCallBacks")),
             ctypes.addressof(ctypes.c_void_p.in_dll(self._cf, "kCFTypeDictionaryValueCallBacks")),
         )
+        return ref
 
-    def _query(self, service: str, account: str, **extra: Any) -> int:
+    def _query(self, service: str, account: str, **extra: Any) -> _CFRef:
         pairs = {
             "kSecClass": self._const(self._sec, "kSecClassGenericPassword"),
             "kSecAttrService": self._str(service),
@@ -183,7 +194,7 @@ class _CtypesKeychainBridge:
             kSecMatchLimit=self._const(self._sec, "kSecMatchLimitOne"),
         )
         out = ctypes.c_void_p()
-        status = self._sec.SecItemCopyMatching(ctypes.c_void_p(query), ctypes.byref(out))
+        status: int = self._sec.SecItemCopyMatching(ctypes.c_void_p(query), ctypes.byref(out))
         self._cf.CFRelease(query)
         if status != ERR_SEC_SUCCESS or not out.value:
             return status, None
@@ -192,8 +203,9 @@ class _CtypesKeychainBridge:
         self._cf.CFRelease(out)
         return status, data
 
-    def _data(self, data: bytes) -> int:
-        return self._cf.CFDataCreate(None, data, len(data))
+    def _data(self, data: bytes) -> _CFRef:
+        ref: _CFRef = self._cf.CFDataCreate(None, data, len(data))
+        return ref
 
     def add(self, service: str, account: str, data: bytes) -> int:
         query = self._query(
@@ -203,20 +215,20 @@ class _CtypesKeychainBridge:
                 self._sec, "kSecAttrAccessibleAfterFirstUnlockThisDeviceOnly"
             ),
         )
-        status = self._sec.SecItemAdd(ctypes.c_void_p(query), None)
+        status: int = self._sec.SecItemAdd(ctypes.c_void_p(query), None)
         self._cf.CFRelease(query)
         return status
 
     def update(self, service: str, account: str, data: bytes) -> int:
         query = self._query(service, account)
         changes = self._dict({"kSecValueData": self._data(data)})
-        status = self._sec.SecItemUpdate(ctypes.c_void_p(query), ctypes.c_void_p(changes))
+        status: int = self._sec.SecItemUpdate(ctypes.c_void_p(query), ctypes.c_void_p(changes))
         self._cf.CFRelease(query)
         self._cf.CFRelease(changes)
         return status
 
     def delete(self, service: str, account: str) -> int:
         query = self._query(service, account)
-        status = self._sec.SecItemDelete(ctypes.c_void_p(query))
+        status: int = self._sec.SecItemDelete(ctypes.c_void_p(query))
         self._cf.CFRelease(query)
         return status

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ..errors import InsecureStorageError, StorageError, StorageUnavailable
 from .base import Storage
@@ -35,6 +36,23 @@ _UNAVAILABLE_NAMES = frozenset({
 })
 
 
+_T = TypeVar("_T")
+
+
+class _Backend(Protocol):
+    """The three calls used of a keyring backend (``keyring.backend.KeyringBackend``).
+
+    A Protocol rather than keyring's class: keyring is an optional extra, and the test
+    doubles and third-party backends need not inherit from it.
+    """
+
+    def get_password(self, service: str, username: str) -> str | None: ...
+
+    def set_password(self, service: str, username: str, password: str) -> None: ...
+
+    def delete_password(self, service: str, username: str) -> None: ...
+
+
 def _members(backend: Any) -> list[Any]:
     """Return the real backends behind ``backend``, highest priority first (a chainer holds
     several)."""
@@ -42,7 +60,7 @@ def _members(backend: Any) -> list[Any]:
     return list(inner) if inner is not None else [backend]
 
 
-def _is_insecure(member: Any) -> bool:
+def _is_insecure(member: object) -> bool:
     cls = type(member)
     name = cls.__name__.lower()
     return cls.__module__.startswith(_INSECURE_MODULES) or any(w in name for w in _INSECURE_NAMES)
@@ -87,7 +105,7 @@ class KeyringStorage(Storage):
             except ImportError as exc:
                 raise StorageError("KeyringStorage needs latchkey-client[keyring]") from exc
             backend = keyring.get_keyring()
-        self._backend = check_keyring_backend(backend)
+        self._backend: _Backend = check_keyring_backend(backend)
         self._service = service
         self._lock = threading.Lock()
         self.lock_path = Path(lock_path) if lock_path is not None else None
@@ -95,7 +113,7 @@ class KeyringStorage(Storage):
     def __repr__(self) -> str:
         return f"KeyringStorage(service={self._service!r}, backend={type(self._backend).__name__})"
 
-    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+    def _call(self, what: str, fn: Callable[..., _T], *args: Any) -> _T | None:
         try:
             with self._lock:
                 return fn(self._service, *args)
