@@ -3,7 +3,7 @@ clients (D5, T5, R2).
 
     latchkey-server users create --username NAME [--role user|admin] [--password-stdin]
     latchkey-server sessions list --user NAME [--json]
-    latchkey-server sessions revoke --user NAME (--session ID | --all)
+    latchkey-server sessions revoke --user NAME (--session=ID | --all)
     latchkey-server sessions sweep
     latchkey-server keys list [--json]
     latchkey-server keys rotate
@@ -79,7 +79,9 @@ def register_commands(sub: Any) -> None:
     revoke = sessions_sub.add_parser("revoke", help="end sessions, reason 'admin' (audited)")
     revoke.add_argument("--user", required=True, metavar="USERNAME")
     which = revoke.add_mutually_exclusive_group(required=True)
-    which.add_argument("--session", metavar="SESSION_ID", help="end this session")
+    which.add_argument("--session", metavar="SESSION_ID",
+                       help="end this session; write --session=ID, since a session id "
+                            "may start with '-'")
     which.add_argument("--all", action="store_true", help="end every session of the user")
     revoke.set_defaults(handler=sessions_revoke)
     sweep = sessions_sub.add_parser(

@@ -83,7 +83,7 @@ def test_sessions_revoke_ends_one_session_with_reason_admin(live_server, api):
     target, kept = api.login(username), api.login(username)
 
     r = cli(live_server.env, "sessions", "revoke", "--user", username,
-            "--session", target["session_id"])
+            f"--session={target['session_id']}")
     assert r.returncode == 0, r.stderr
     refused = api.me(target["access_token"])
     assert refused.status_code == 401
@@ -96,7 +96,7 @@ def test_sessions_revoke_ends_one_session_with_reason_admin(live_server, api):
     assert event["session_ref"] and target["session_id"] not in r.stderr
 
     again = cli(live_server.env, "sessions", "revoke", "--user", username,
-                "--session", target["session_id"])
+                f"--session={target['session_id']}")
     assert again.returncode == 1
     assert audit_events(again)[0]["outcome"] == "ended"
 
