@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import redis
-
 from latchkey_server.embedded import redis_server_binary
+
 from tests.server.ops_support import processes_mentioning, sign_in
 
 
