@@ -28,6 +28,7 @@ LIFECYCLE_EVENTS = frozenset({
 SECURITY_EVENTS = frozenset({
     "refresh_token_reused", "token_in_url", "binding_changed", "brute_force",
     "token_guessing", "unknown_session_token", "admin_action",
+    "revocation_unconfirmed",  # L1: the store did not confirm a revocation durable in time
 })
 
 
