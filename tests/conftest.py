@@ -201,6 +201,48 @@ def start_redis_cluster(data_dir: Path, masters: int = 3,
     return RedisClusterProcess(nodes)
 
 
+def add_cluster_replicas(cluster: RedisClusterProcess, data_dir: Path,
+                         timeout_seconds: float = 30.0) -> list[RedisProcess]:
+    """Give every master of ``cluster`` one replica; return them in the masters' order.
+
+    The replicas join with ``CLUSTER MEET`` and ``CLUSTER REPLICATE``; the call returns once
+    each master has its replica connected. The caller stops them (``cluster.stop`` only
+    knows the masters).
+    """
+    admin = redis.Redis(port=cluster.nodes[0].port, decode_responses=True)
+    replicas: list[RedisProcess] = []
+    try:
+        for i, master in enumerate(cluster.nodes):
+            bus = free_port()
+            replica = start_redis(
+                data_dir / f"replica-{i}", None, "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf", "--cluster-port", str(bus),
+                "--cluster-node-timeout", "5000")
+            replicas.append(replica)
+            admin.execute_command("CLUSTER", "MEET", "127.0.0.1", replica.port, bus)
+            master_id = master.client().execute_command("CLUSTER", "MYID")
+            deadline = time.monotonic() + timeout_seconds
+            while True:  # REPLICATE needs the new node to know the master first
+                try:
+                    replica.client().execute_command("CLUSTER", "REPLICATE", master_id)
+                    break
+                except redis.exceptions.ResponseError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        deadline = time.monotonic() + timeout_seconds
+        while not all(m.client().info("replication")["connected_slaves"] == 1
+                      for m in cluster.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster replicas did not connect")
+            time.sleep(0.05)
+    except BaseException:
+        for replica in replicas:
+            replica.stop()
+        raise
+    return replicas
+
+
 @dataclass
 class EmbeddedBackend:
     """No store URL: every server the fixtures start runs its own embedded Redis."""

@@ -29,7 +29,14 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import RedisProcess, ServerProcess, free_port, start_redis
+from tests.conftest import (
+    RedisProcess,
+    ServerProcess,
+    add_cluster_replicas,
+    free_port,
+    start_redis,
+    start_redis_cluster,
+)
 from tests.server.ops_support import sign_in, wait_for
 from tests.server.test_embedded_durability import embedded_redis_pids
 
@@ -263,3 +270,55 @@ def test_a_revocation_no_replica_confirms_in_time_follows_the_policy(
         assert '"revocation_unconfirmed"' in server.logs()
     finally:
         pair.stop()
+
+
+# -- a Redis Cluster with a replica per master -----------------------------------------
+def test_a_cluster_logout_survives_its_master_killed_and_replaced_by_the_replica(
+        server_factory, tmp_path: Path) -> None:
+    # The cluster's replication link cannot be held here (the replica dials the address the
+    # cluster announces), so this proves the path, not the race: the wait runs on the
+    # master of the user's slot (WAIT 1), and after that master is killed the moment the
+    # 204 is in and its replica takes over, the session stays dead.
+    cluster = start_redis_cluster(tmp_path / "cluster")
+    replicas = add_cluster_replicas(cluster, tmp_path / "cluster")
+    try:
+        server = server_factory(store_url=cluster.url)
+        _, tokens = sign_in(server)
+        with server.client() as http:
+            user_id = http.get("/v1/me", headers=bearer(tokens)).json()["user_id"]
+        from latchkey_server.store import user_key
+
+        slot = cluster.client().keyslot(user_key(user_id))
+        index = next(i for i, node in enumerate(cluster.nodes)
+                     if _owns(node, slot))
+        master, replica = cluster.nodes[index], replicas[index]
+        with server.client() as http:
+            assert http.post("/v1/auth/logout", headers=bearer(tokens)).status_code == 204
+        master.proc.kill()  # SIGKILL, the moment the 204 is in
+        master.proc.wait()
+        replica.client().execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
+        assert wait_for(lambda: _owns(replica, slot), timeout_seconds=20)
+        assert wait_for(lambda: "cluster_state:ok" in
+                        replica.client().execute_command("CLUSTER", "INFO"),
+                        timeout_seconds=30)
+        after = server_factory(store_url=cluster.url, instance_path=server.instance_path,
+                               redis_cluster_nodes=",".join(
+                                   f"127.0.0.1:{n.port}" for n in [*cluster.nodes, *replicas]
+                                   if n is not master))
+        assert_session_is_dead(after, tokens)
+        assert "revocation durability: WAIT: on 1 replica(s)" in server.logs()
+    finally:
+        for node in replicas:
+            node.stop()
+        cluster.stop()
+
+
+def _owns(node: RedisProcess, slot: int) -> bool:
+    """Return True if ``node`` is, in its own view, the master serving ``slot``."""
+    try:
+        for first, last, owner, *_ in node.client().execute_command("CLUSTER", "SLOTS"):
+            if first <= slot <= last:
+                return int(owner[1]) == node.port
+    except redis.exceptions.RedisError:
+        return False
+    return False
