@@ -78,15 +78,23 @@ class DurabilityPlan:
 def detect_plan(node: redis.Redis, settings: Settings, name: str) -> DurabilityPlan:
     """Ask one node what it supports: WAITAOF, AOF, the fsync policy, connected replicas."""
     has_waitaof = _has_waitaof(node)
-    aof_on = str(node.info("persistence").get("aof_enabled", 0)) == "1"
+    aof_on = str(_info(node, "persistence").get("aof_enabled", 0)) == "1"
     try:
         fsync_always = node.config_get("appendfsync").get("appendfsync") == "always"
     except redis.exceptions.ResponseError:  # CONFIG renamed or refused (managed Redis)
         fsync_always = False
-    connected = int(node.info("replication").get("connected_slaves", 0))
+    connected = int(_info(node, "replication").get("connected_slaves", 0))
     wanted = settings.revocation_replicas
     replicas = min(1, connected) if wanted == "auto" else int(wanted)
     return DurabilityPlan(name, has_waitaof and aof_on, replicas, aof_on and fsync_always)
+
+
+def _info(node: redis.Redis, section: str) -> dict[str, object]:
+    """Return one INFO section, or nothing where an ACL refuses INFO (then: unknown)."""
+    try:
+        return dict(node.info(section))
+    except redis.exceptions.ResponseError:
+        return {}
 
 
 def _has_waitaof(node: redis.Redis) -> bool:
@@ -138,14 +146,21 @@ class RevocationBarrier:
         plan = self.plan(client, fence_key)
         if not plan.waits:
             return True
-        _, node = _node_of(client, fence_key)
+        name, node = _node_of(client, fence_key)
         pipe = node.pipeline(transaction=False)  # one connection: the fence's own
         pipe.set(fence_key, "1", px=FENCE_TTL_MS)
         if plan.replicas:
             pipe.execute_command("WAIT", plan.replicas, self._timeout_ms)
         if plan.fsync:
             pipe.execute_command("WAITAOF", 1, 0, self._timeout_ms)
-        replies = pipe.execute()[1:]
+        try:
+            replies = pipe.execute()[1:]
+        except redis.exceptions.ResponseError:
+            # MOVED (the slot changed master), READONLY (a demoted master), AOF turned off:
+            # this node's plan is stale. Unconfirmed now; the next revocation asks again.
+            with self._lock:
+                self._plans.pop(name, None)
+            return False
         confirmed = True
         if plan.replicas:
             confirmed &= int(replies.pop(0)) >= plan.replicas
@@ -158,7 +173,7 @@ def _node_of(client: redis.Redis, key: str) -> tuple[str, redis.Redis]:
     """Return the name and a single-node client of the master that holds ``key``."""
     if isinstance(client, RedisCluster):
         node = client.get_node_from_key(key)
-        return node.name, node.redis_connection  # type: ignore[return-value]
+        return node.name, client.get_redis_connection(node)
     kwargs = client.connection_pool.connection_kwargs
     name = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
     return str(name), client

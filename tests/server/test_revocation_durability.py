@@ -322,3 +322,25 @@ def _owns(node: RedisProcess, slot: int) -> bool:
     except redis.exceptions.RedisError:
         return False
     return False
+
+
+def test_a_node_whose_plan_went_stale_is_unconfirmed_once_then_asked_again(
+        tmp_path: Path) -> None:
+    from latchkey_server.config import load_settings
+    from latchkey_server.embedded import EmbeddedRedis
+    from latchkey_server.redis_connection import connect
+    from latchkey_server.store import SessionStore
+
+    embedded = EmbeddedRedis(tmp_path / "store")
+    url = embedded.start()
+    try:
+        settings = load_settings({}, {"instance_path": tmp_path / "i", "redis_url": url})
+        store = SessionStore(connect(settings, url), settings)
+        assert store.make_durable("u1")  # WAITAOF: the AOF is on
+        # The operator turns the AOF off: WAITAOF now refuses, the plan is stale.
+        store.client.config_set("appendonly", "no")
+        assert not store.make_durable("u1")
+        # Asked again: nothing left to wait for locally (the new plan is logged).
+        assert store.make_durable("u1")
+    finally:
+        embedded.stop()
