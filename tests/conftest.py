@@ -176,11 +176,8 @@ def start_redis_cluster(data_dir: Path, masters: int = 3,
     buses: list[int] = []
     try:
         for i in range(masters):
-            bus = free_port()
-            nodes.append(start_redis(
-                data_dir / f"node-{i}", None, "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf", "--cluster-port", str(bus),
-                "--cluster-node-timeout", "5000"))
+            node, bus = _start_cluster_node(data_dir / f"node-{i}")
+            nodes.append(node)
             buses.append(bus)
         admins = [redis.Redis(port=n.port, decode_responses=True) for n in nodes]
         for i, admin in enumerate(admins):
@@ -201,6 +198,15 @@ def start_redis_cluster(data_dir: Path, masters: int = 3,
     return RedisClusterProcess(nodes)
 
 
+def _start_cluster_node(data_dir: Path) -> tuple[RedisProcess, int]:
+    """Start one cluster-enabled redis-server; return it and its cluster bus port."""
+    bus = free_port()
+    node = start_redis(data_dir, None, "--cluster-enabled", "yes", "--cluster-config-file",
+                       "nodes.conf", "--cluster-port", str(bus), "--cluster-node-timeout",
+                       "5000")
+    return node, bus
+
+
 def add_cluster_replicas(cluster: RedisClusterProcess, data_dir: Path,
                          timeout_seconds: float = 30.0) -> list[RedisProcess]:
     """Give every master of ``cluster`` one replica; return them in the masters' order.
@@ -213,11 +219,7 @@ def add_cluster_replicas(cluster: RedisClusterProcess, data_dir: Path,
     replicas: list[RedisProcess] = []
     try:
         for i, master in enumerate(cluster.nodes):
-            bus = free_port()
-            replica = start_redis(
-                data_dir / f"replica-{i}", None, "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf", "--cluster-port", str(bus),
-                "--cluster-node-timeout", "5000")
+            replica, bus = _start_cluster_node(data_dir / f"replica-{i}")
             replicas.append(replica)
             admin.execute_command("CLUSTER", "MEET", "127.0.0.1", replica.port, bus)
             master_id = master.client().execute_command("CLUSTER", "MYID")

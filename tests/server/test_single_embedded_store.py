@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,9 @@ from tests.server.ops_support import processes_mentioning, sign_in, wait_for
 from tests.server.test_embedded_durability import embedded_redis_pids
 
 
-def _start(argv: list[str], instance: Path, port: int) -> ServerProcess:
+def _start(argv: list[str], instance: Path, port: int,
+           started: list[subprocess.Popen[bytes]]) -> ServerProcess:
+    """Start ``argv`` as the user would, with the store in ``instance``; stopped after."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}
     env.update(FAST_ARGON2)
     env["LATCHKEY_INSTANCE_PATH"] = str(instance)
@@ -30,13 +33,25 @@ def _start(argv: list[str], instance: Path, port: int) -> ServerProcess:
     log_path = instance / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    started.append(proc)
     server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path, instance, env)
     wait_until_ready(server)
     return server
 
 
+def _bare_gunicorn(instance: Path, started: list[subprocess.Popen[bytes]]) -> ServerProcess:
+    """Start ``gunicorn -w 2 'latchkey_server:create_app()'`` and wait for both workers."""
+    port = free_port()
+    server = _start([str(VENV_BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}",
+                     "latchkey_server:create_app()"], instance, port, started)
+    # Both workers build the app (gunicorn loads it in each worker at boot).
+    assert wait_for(lambda: server.logs().count("Booting worker") == 2)
+    return server
+
+
 @pytest.fixture
-def stop_after() -> list[subprocess.Popen[bytes]]:
+def stop_after() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test started; any still running afterwards are killed."""
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for proc in started:
@@ -47,12 +62,8 @@ def stop_after() -> list[subprocess.Popen[bytes]]:
 
 def test_bare_gunicorn_with_two_workers_runs_one_store_and_stops_it(tmp_path: Path,
                                                                     stop_after) -> None:
-    instance, port = tmp_path / "gunicorn", free_port()
-    server = _start([str(VENV_BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}",
-                     "latchkey_server:create_app()"], instance, port)
-    stop_after.append(server.proc)
-    # Both workers have built the app (gunicorn loads it in each worker at boot) and serve.
-    assert wait_for(lambda: server.logs().count("Booting worker") == 2)
+    instance = tmp_path / "gunicorn"
+    server = _bare_gunicorn(instance, stop_after)
     for _ in range(6):
         _, tokens = sign_in(server)
         me = httpx.get(server.base_url + "/v1/me", timeout=10,
@@ -68,11 +79,8 @@ def test_bare_gunicorn_with_two_workers_runs_one_store_and_stops_it(tmp_path: Pa
 
 def test_a_restarted_worker_joins_the_store_instead_of_starting_another(tmp_path: Path,
                                                                         stop_after) -> None:
-    instance, port = tmp_path / "restart", free_port()
-    server = _start([str(VENV_BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}",
-                     "latchkey_server:create_app()"], instance, port)
-    stop_after.append(server.proc)
-    assert wait_for(lambda: server.logs().count("Booting worker") == 2)
+    instance = tmp_path / "restart"
+    server = _bare_gunicorn(instance, stop_after)
     _, tokens = sign_in(server)
     (store,) = embedded_redis_pids(instance)
     # Kill one worker outright (no atexit), as gunicorn's timeout does: the other still uses
@@ -96,8 +104,7 @@ def test_a_restarted_worker_joins_the_store_instead_of_starting_another(tmp_path
 def test_flask_run_stopped_by_sigint_stops_its_store(tmp_path: Path, stop_after) -> None:
     instance, port = tmp_path / "flask", free_port()
     server = _start([str(VENV_BIN / "flask"), "--app", "latchkey_server:create_app", "run",
-                     "--port", str(port)], instance, port)
-    stop_after.append(server.proc)
+                     "--port", str(port)], instance, port, stop_after)
     sign_in(server)
     assert len(embedded_redis_pids(instance)) == 1
 
@@ -112,8 +119,7 @@ def test_flask_run_killed_by_sigterm_still_stops_its_store(tmp_path: Path, stop_
     # store, so the store's keeper does once no process uses it.
     instance, port = tmp_path / "flask-term", free_port()
     server = _start([str(VENV_BIN / "flask"), "--app", "latchkey_server:create_app", "run",
-                     "--port", str(port)], instance, port)
-    stop_after.append(server.proc)
+                     "--port", str(port)], instance, port, stop_after)
     sign_in(server)
     assert len(embedded_redis_pids(instance)) == 1
 
