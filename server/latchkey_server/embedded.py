@@ -248,12 +248,19 @@ def _open_lock(path: Path) -> int:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold ``path`` exclusively (``flock``) for the block: one starter or stopper at a time."""
+def _locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold ``path`` exclusively (``flock``) for the block: one starter or stopper at a time.
+
+    With ``wait=False`` the block runs at once and is told whether the lock was free.
+    """
     fd = _open_lock(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
 
@@ -301,7 +308,10 @@ def _keep(data_dir: Path) -> int:
     users = _open_lock(data_dir / "users.lock")
     while store.poll() is None:
         time.sleep(KEEPER_POLL_SECONDS)
-        with _locked(data_dir / "start.lock"):
+        # Never wait for start.lock: its holder may be a last user waiting for us to exit.
+        with _locked(data_dir / "start.lock", wait=False) as held:
+            if not held:
+                continue  # a user is starting or stopping: look again later
             try:
                 fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -101,31 +101,22 @@ def test_a_restarted_worker_joins_the_store_instead_of_starting_another(tmp_path
     assert wait_for(lambda: not embedded_redis_pids(instance), timeout_seconds=10)
 
 
-def test_flask_run_stopped_by_sigint_stops_its_store(tmp_path: Path, stop_after) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM],
+                         ids=["sigint", "sigterm"])
+def test_flask_run_stopped_by_sigint_or_killed_by_sigterm_stops_its_store(
+        tmp_path: Path, stop_after, stop_signal: signal.Signals) -> None:
+    # SIGINT is Ctrl-C (exit handlers run); Python's default SIGTERM ends the process
+    # without them, so nothing in it can stop the store: its keeper does, once no process
+    # uses it.
     instance, port = tmp_path / "flask", free_port()
     server = _start([str(VENV_BIN / "flask"), "--app", "latchkey_server:create_app", "run",
                      "--port", str(port)], instance, port, stop_after)
     sign_in(server)
     assert len(embedded_redis_pids(instance)) == 1
 
-    server.proc.send_signal(signal.SIGINT)  # Ctrl-C
+    server.proc.send_signal(stop_signal)
     server.proc.wait(timeout=30)
     assert wait_for(lambda: not embedded_redis_pids(instance), timeout_seconds=10), \
         "the store outlived flask run"
-
-
-def test_flask_run_killed_by_sigterm_still_stops_its_store(tmp_path: Path, stop_after) -> None:
-    # Python's default SIGTERM ends the process without atexit: nothing in it can stop the
-    # store, so the store's keeper does once no process uses it.
-    instance, port = tmp_path / "flask-term", free_port()
-    server = _start([str(VENV_BIN / "flask"), "--app", "latchkey_server:create_app", "run",
-                     "--port", str(port)], instance, port, stop_after)
-    sign_in(server)
-    assert len(embedded_redis_pids(instance)) == 1
-
-    server.proc.send_signal(signal.SIGTERM)
-    server.proc.wait(timeout=30)
-    assert wait_for(lambda: not embedded_redis_pids(instance), timeout_seconds=10), \
-        "the store outlived a killed flask run"
     assert wait_for(lambda: not processes_mentioning(str(instance / "redis")),
                     timeout_seconds=10), "the keeper outlived it"
