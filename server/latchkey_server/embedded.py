@@ -187,6 +187,12 @@ class EmbeddedRedis:
             # A gunicorn worker forked from the user inherits this object and its atexit
             # hook, not the share: the process that joined gives it up.
             return
+        if not self.data_dir.is_dir():
+            # The instance directory was deleted under us (a test's temporary directory):
+            # nobody can coordinate on it any more, and its store has no data to keep.
+            self._shutdown()
+            self._release()
+            return
         with _locked(self.data_dir / "start.lock"):
             try:
                 # Shared to exclusive: granted only if no other process holds a share.
@@ -308,27 +314,36 @@ def _keep(data_dir: Path) -> int:
     users = _open_lock(data_dir / "users.lock")
     while store.poll() is None:
         time.sleep(KEEPER_POLL_SECONDS)
-        # Never wait for start.lock: its holder may be a last user waiting for us to exit.
-        with _locked(data_dir / "start.lock", wait=False) as held:
-            if not held:
-                continue  # a user is starting or stopping: look again later
-            try:
-                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # someone still uses it
-            fcntl.flock(users, fcntl.LOCK_UN)
-            if store.poll() is None:
-                client = redis.Redis(unix_socket_path=socket_path, socket_timeout=5,
-                                     retry=Retry(NoBackoff(), 0))
-                with contextlib.suppress(redis.exceptions.RedisError, OSError):
-                    client.shutdown(save=False)
-                try:
-                    store.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    store.kill()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(data_dir / "socket.path")
+        try:
+            _stop_if_unused(store, data_dir, users, socket_path)
+        except FileNotFoundError:  # the directory was deleted: nobody can find the store
+            store.terminate()
     return store.wait()
+
+
+def _stop_if_unused(store: subprocess.Popen[bytes], data_dir: Path, users: int,
+                    socket_path: str) -> None:
+    """Shut the store down if no process holds a share (a user may be starting: then not)."""
+    # Never wait for start.lock: its holder may be a last user waiting for us to exit.
+    with _locked(data_dir / "start.lock", wait=False) as held:
+        if not held:
+            return  # a user is starting or stopping: look again later
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # someone still uses it
+        fcntl.flock(users, fcntl.LOCK_UN)
+        if store.poll() is None:
+            client = redis.Redis(unix_socket_path=socket_path, socket_timeout=5,
+                                 retry=Retry(NoBackoff(), 0))
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                client.shutdown(save=False)
+            try:
+                store.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                store.kill()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(data_dir / "socket.path")
 
 
 if __name__ == "__main__":  # the keeper: python -m latchkey_server.embedded --keep DIR
