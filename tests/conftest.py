@@ -212,7 +212,7 @@ def add_cluster_replicas(cluster: RedisClusterProcess, data_dir: Path,
     """Give every master of ``cluster`` one replica; return them in the masters' order.
 
     The replicas join with ``CLUSTER MEET`` and ``CLUSTER REPLICATE``; the call returns once
-    each master has its replica connected. The caller stops them (``cluster.stop`` only
+    each master has its replica online (first sync done). The caller stops them (``cluster.stop`` only
     knows the masters).
     """
     admin = redis.Redis(port=cluster.nodes[0].port, decode_responses=True)
@@ -233,8 +233,9 @@ def add_cluster_replicas(cluster: RedisClusterProcess, data_dir: Path,
                         raise
                     time.sleep(0.05)
         deadline = time.monotonic() + timeout_seconds
-        while not all(m.client().info("replication")["connected_slaves"] == 1
-                      for m in cluster.nodes):
+        # Online, not only connected: a replica in its first sync acknowledges nothing yet.
+        while not all(m.client().info("replication").get("slave0", {}).get("state")
+                      == "online" for m in cluster.nodes):
             if time.monotonic() > deadline:
                 raise RuntimeError("the cluster replicas did not connect")
             time.sleep(0.05)
