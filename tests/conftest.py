@@ -212,8 +212,8 @@ def add_cluster_replicas(cluster: RedisClusterProcess, data_dir: Path,
     """Give every master of ``cluster`` one replica; return them in the masters' order.
 
     The replicas join with ``CLUSTER MEET`` and ``CLUSTER REPLICATE``; the call returns once
-    each master has its replica online (first sync done). The caller stops them (``cluster.stop`` only
-    knows the masters).
+    each master has its replica online (first sync done). The caller stops them
+    (``cluster.stop`` only knows the masters).
     """
     admin = redis.Redis(port=cluster.nodes[0].port, decode_responses=True)
     replicas: list[RedisProcess] = []
