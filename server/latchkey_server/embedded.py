@@ -20,18 +20,17 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ._keeper import lock_path_exclusively, open_lock
 from .store import recommended_redis_args
 
 __all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_server_binary"]
@@ -107,8 +106,8 @@ class EmbeddedRedis:
         """Join the store of ``data_dir`` (starting it if none runs); return its URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.data_dir, 0o700)
-        with _locked(self.data_dir / "start.lock"):
-            self._share = _open_lock(self.data_dir / "users.lock")
+        with lock_path_exclusively(self.data_dir / "start.lock"):
+            self._share = open_lock(self.data_dir / "users.lock")
             fcntl.flock(self._share, fcntl.LOCK_SH)
             self._user_pid = os.getpid()
             atexit.register(self.stop)
@@ -146,12 +145,13 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "redis.log"),
             *recommended_redis_args(),
         ]
-        # Through a keeper (``_keep``) in its own session: a Ctrl-C at the terminal of
+        # Through a keeper (``_keeper.py``, run as a script so that it starts without
+        # importing the server) in its own session: a Ctrl-C at the terminal of
         # whoever started it must not stop a store other processes still use, and a user
         # killed outright (SIGKILL, or flask run's default SIGTERM) runs no atexit, so the
         # keeper stops the store once no process holds a share.
         self._process = subprocess.Popen(  # noqa: S603 - our own module and binary
-            [sys.executable, "-m", "latchkey_server.embedded", "--keep", str(self.data_dir)],
+            [sys.executable, str(Path(__file__).with_name("_keeper.py")), str(self.data_dir)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
@@ -193,7 +193,7 @@ class EmbeddedRedis:
             self._shutdown()
             self._release()
             return
-        with _locked(self.data_dir / "start.lock"):
+        with lock_path_exclusively(self.data_dir / "start.lock"):
             try:
                 # Shared to exclusive: granted only if no other process holds a share.
                 fcntl.flock(self._share, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -249,28 +249,6 @@ class EmbeddedRedis:
             self._socket_dir = None
 
 
-def _open_lock(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-
-
-@contextlib.contextmanager
-def _locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
-    """Hold ``path`` exclusively (``flock``) for the block: one starter or stopper at a time.
-
-    With ``wait=False`` the block runs at once and is told whether the lock was free.
-    """
-    fd = _open_lock(path)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
-
-
 def _recorded_socket(data_dir: Path) -> str:
     """Return the socket path the store's starter recorded, if any."""
     try:
@@ -293,60 +271,3 @@ def _answers(socket_path: str) -> bool:
         return False
     finally:
         client.close()
-
-
-# How often the keeper looks for users; a store outlives its last user by at most this.
-KEEPER_POLL_SECONDS = 0.5
-
-
-def _keep(data_dir: Path) -> int:
-    """Run the store (argv on stdin) and stop it when no process holds a share any more.
-
-    The graceful path is ``EmbeddedRedis.stop`` (the last user shuts the store down and
-    this returns when it exits); this loop covers users that died without running it.
-    """
-    args = json.loads(sys.stdin.read())
-    store = subprocess.Popen(args, stdin=subprocess.DEVNULL,  # noqa: S603 - our argv
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # Asked to stop (EmbeddedRedis._shutdown's fallback): the store goes with the keeper.
-    signal.signal(signal.SIGTERM, lambda *_: store.terminate())
-    socket_path = args[args.index("--unixsocket") + 1]
-    users = _open_lock(data_dir / "users.lock")
-    while store.poll() is None:
-        time.sleep(KEEPER_POLL_SECONDS)
-        try:
-            _stop_if_unused(store, data_dir, users, socket_path)
-        except FileNotFoundError:  # the directory was deleted: nobody can find the store
-            store.terminate()
-    return store.wait()
-
-
-def _stop_if_unused(store: subprocess.Popen[bytes], data_dir: Path, users: int,
-                    socket_path: str) -> None:
-    """Shut the store down if no process holds a share (a user may be starting: then not)."""
-    # Never wait for start.lock: its holder may be a last user waiting for us to exit.
-    with _locked(data_dir / "start.lock", wait=False) as held:
-        if not held:
-            return  # a user is starting or stopping: look again later
-        try:
-            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # someone still uses it
-        fcntl.flock(users, fcntl.LOCK_UN)
-        if store.poll() is None:
-            client = redis.Redis(unix_socket_path=socket_path, socket_timeout=5,
-                                 retry=Retry(NoBackoff(), 0))
-            with contextlib.suppress(redis.exceptions.RedisError, OSError):
-                client.shutdown(save=False)
-            try:
-                store.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                store.kill()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(data_dir / "socket.path")
-
-
-if __name__ == "__main__":  # the keeper: python -m latchkey_server.embedded --keep DIR
-    if len(sys.argv) == 3 and sys.argv[1] == "--keep":
-        sys.exit(_keep(Path(sys.argv[2])))
-    sys.exit("usage: python -m latchkey_server.embedded --keep DATA_DIR")
