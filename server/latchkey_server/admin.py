@@ -45,7 +45,7 @@ from .keys import JWKS_MAX_AGE_SECONDS
 from .oauth import registry
 from .oauth.clients import CLIENT_TYPES
 from .passwords import USERNAME_RE, PasswordPolicy
-from .redis_connection import EmbeddedRedisNotFound, resolve_redis_url
+from .redis_connection import resolve_redis_url
 from .serialise import session_json
 from .store import Revocation
 from .tokens import parse_session_id
@@ -134,10 +134,8 @@ def _admin_services() -> Iterator[Services]:
     from . import create_app
 
     settings = load_settings()
-    try:
-        url, embedded = resolve_redis_url(settings, join_running=True)
-    except EmbeddedRedisNotFound as exc:
-        raise AdminError(str(exc)) from None
+    # Beside a running server this joins its embedded Redis and leaves it running.
+    url, embedded = resolve_redis_url(settings)
     try:
         app = create_app({"redis_url": url})
         with app.app_context():

@@ -223,6 +223,25 @@ class Settings:
         "REDIS_RETRY_BACKOFF_CAP", 0.25, unit="seconds", minimum=0,
         doc="the longest backoff between those reconnect attempts")
     log_level: str = setting("LOG_LEVEL", "INFO", doc="server log level")
+    # L1: a revocation is durable before it is answered (durability.py, docs/OPERATIONS.md).
+    revocation_durability: str = setting(
+        "REVOCATION_DURABILITY", "auto",
+        doc="`auto`: before answering a revocation, wait until the store confirms it "
+            "(`WAITAOF` fsync where the engine has it, `WAIT` for replicas); `off`: answer "
+            "after the in-memory write, as Redis does by default")
+    revocation_replicas: str = setting(
+        "REVOCATION_REPLICAS", "auto", unit="replicas",
+        doc="replicas a revocation must reach before it is answered (`WAIT n`); `auto`: 1 "
+            "when the store's master has a replica connected when it is first used, else 0")
+    revocation_wait_timeout_seconds: float = setting(
+        "REVOCATION_WAIT_TIMEOUT", 1.5, unit="seconds", minimum=0.001,
+        doc="longest wait for that confirmation (each of `WAIT`, `WAITAOF`); below "
+            "`REDIS_SOCKET_TIMEOUT`")
+    revocation_unconfirmed: str = setting(
+        "REVOCATION_UNCONFIRMED", "fail",
+        doc="when the store does not confirm in time: `fail` answers 503 `store_unavailable` "
+            "(the session is ended in memory; a retry confirms again), `report` answers as "
+            "usual; both raise the `revocation_unconfirmed` security event")
 
     # D2 throttling (Flask-Limiter, moving window, counted in Redis). Only failures count.
     # API.md: no looser than 10 failed logins per account per
@@ -404,6 +423,16 @@ def _validate(s: Settings) -> None:
     _validate_issuer(s.issuer)
     if not CLIENT_ID_RE.fullmatch(s.default_client_id):
         raise ConfigError("default_client_id must be 1-64 letters, digits or ._-")
+    if s.revocation_durability not in ("auto", "off"):
+        raise ConfigError("revocation_durability must be auto or off")
+    if s.revocation_unconfirmed not in ("fail", "report"):
+        raise ConfigError("revocation_unconfirmed must be fail or report")
+    if s.revocation_replicas != "auto" and not s.revocation_replicas.isdigit():
+        raise ConfigError("revocation_replicas must be auto or a number of replicas")
+    if s.revocation_wait_timeout_seconds >= s.redis_socket_timeout_seconds:
+        # WAIT blocks the connection: a longer wait would be cut off as a lost Redis.
+        raise ConfigError("revocation_wait_timeout_seconds must be below "
+                          "redis_socket_timeout_seconds")
     _validate_cluster(s)
     try:
         metrics_networks(s)

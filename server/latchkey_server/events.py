@@ -50,6 +50,7 @@ SECURITY_EVENTS = frozenset({
     "refresh_token_reused", "token_in_url", "binding_changed", "brute_force",
     "token_guessing", "unknown_session_token", "admin_action",
     "token_shaped_value_in_url", SUMMARY_EVENT,
+    "revocation_unconfirmed",  # L1: the store did not confirm a revocation durable in time
 })
 # Events only a genuine token or an operator can raise: the alert stream (see above).
 ALERT_EVENTS = frozenset({

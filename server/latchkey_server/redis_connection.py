@@ -10,7 +10,6 @@ cluster discovery are the same for every client.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -20,55 +19,26 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from .config import Settings, cluster_seed_nodes
-from .embedded import MAX_SOCKET_PATH, EmbeddedRedis
+from .embedded import EmbeddedRedis
 
 __all__ = [
-    "EmbeddedRedisNotFound",
     "connect",
     "connection_options",
     "resolve_redis_url",
 ]
 
-class EmbeddedRedisNotFound(Exception):
-    """A running server's embedded Redis cannot be found from the configuration alone."""
+def resolve_redis_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
+    """Return the Redis URL to use, and this process's use of the embedded Redis (else None).
 
-
-def _running_embedded_url(settings: Settings) -> str | None:
-    """Return the socket URL of a running server's embedded Redis, if one answers."""
-    socket_path = settings.instance_path / "redis" / "redis.sock"
-    if not socket_path.exists():
-        return None
-    client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=2)
-    with contextlib.suppress(redis.exceptions.RedisError, OSError):
-        if client.ping():
-            return f"unix://{socket_path}"
-    return None
-
-
-def resolve_redis_url(settings: Settings, *, join_running: bool = False,
-                      ) -> tuple[str, EmbeddedRedis | None]:
-    """Return the Redis URL to use, and the embedded Redis started for it (else None).
-
-    The configured ``redis_url`` wins. Without one, the embedded Redis in the instance
-    directory is started; the caller owns the returned process and stops it. With
-    ``join_running`` (an operator command beside a running server), the server's own
-    embedded Redis is used through its socket when it answers, and only started when no
-    server runs; ``EmbeddedRedisNotFound`` if the socket's path would be too long to find.
+    The configured ``redis_url`` wins. Without one, this process joins the embedded Redis of
+    the instance directory, which the first user starts (``EmbeddedRedis``: one store process
+    per directory, whoever starts the app, an operator command beside a running server
+    included); the caller calls ``stop()`` on the returned object when done, and the last
+    user out stops the store.
     """
     if settings.redis_url:
         return settings.redis_url, None
-    data_dir = settings.instance_path / "redis"
-    if join_running:
-        url = _running_embedded_url(settings)
-        if url:
-            return url, None
-        # EmbeddedRedis moves a longer socket path to a temporary directory that only the
-        # process that started it knows.
-        if len(str(data_dir / "redis.sock")) > MAX_SOCKET_PATH:
-            raise EmbeddedRedisNotFound(
-                "set LATCHKEY_REDIS_URL (the instance path is too long to find the embedded "
-                "Redis socket)")
-    embedded = EmbeddedRedis(data_dir)
+    embedded = EmbeddedRedis(settings.instance_path / "redis")
     return embedded.start(), embedded
 
 

@@ -32,6 +32,7 @@ from .errors import (
     RefreshTokenReused,
     SessionExpired,
     SessionRevoked,
+    StoreUnavailable,
     WrongClient,
 )
 from .events import EventLog
@@ -53,6 +54,12 @@ __all__ = [
     "SessionService",
     "TokenGrant",
 ]
+
+
+def _revoked(ended: list[EndedSession]) -> bool:
+    """Return True if a session was ended for a reason other than a timeout (which a lost
+    write would only bring back until the clock ends it again)."""
+    return any(not e.expired for e in ended)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +179,8 @@ class SessionService:
                                auth_level=auth_level)
         if new_password_hash:
             self._events.lifecycle("password_changed", user_id=user_id)
+        if new_password_hash or _revoked(created.ended):
+            self._make_durable(user_id)
         return self._grant(refresh, auth_level, auth_time,
                            self._settings.absolute_timeout_seconds, client_id)
 
@@ -245,6 +254,7 @@ class SessionService:
         if revoked_now:
             self._events.lifecycle("session_revoked", session_id=token.session_id,
                                    user_id=token.user_id, reason="reuse")
+        self._make_durable(token.user_id)
         return RefreshTokenReused()
 
     # -- verify (T2, D3) ------------------------------------------------------------
@@ -312,6 +322,9 @@ class SessionService:
                                              only_client=only_client)
         if outcome is Revocation.REVOKED:
             self._log_ended(user_id, [EndedSession(session_id, reason)])
+        if outcome is not Revocation.UNKNOWN:
+            # An ENDED answer may follow a revocation that was not confirmed: confirm it.
+            self._make_durable(user_id)
         return outcome
 
     def end_all(self, user_id: str, *, scope: str = "all", current_session_id: str = "",
@@ -326,11 +339,29 @@ class SessionService:
                                          scope=scope, current_reason=current_reason,
                                          others_reason=others_reason)
         self._log_ended(user_id, ended)
+        self._make_durable(user_id)
         return ended
 
     def sessions_of(self, user_id: str) -> list[SessionInfo]:
         """Return a user's live sessions, oldest first."""
         return self._store.list_sessions(user_id)
+
+    # -- durability (L1) ------------------------------------------------------------
+    def _make_durable(self, user_id: str) -> None:
+        """Confirm a revocation is durable before it is answered, or say it is not.
+
+        Every path that ends a session for a reason other than a timeout comes here after
+        its events are written, so the answer (``204``, ``401 session_revoked``...) is sent
+        only once the store has fsynced it and a replica holds it, as far as the store can
+        confirm (durability.py). Unconfirmed in time: ``revocation_unconfirmed`` is raised,
+        and under ``REVOCATION_UNCONFIRMED=fail`` the request fails closed with 503.
+        """
+        if self._store.make_durable(user_id):
+            return
+        self._events.security("revocation_unconfirmed", user_id=user_id,
+                              policy=self._settings.revocation_unconfirmed)
+        if self._settings.revocation_unconfirmed == "fail":
+            raise StoreUnavailable()
 
     # -- events and errors ----------------------------------------------------------
     def _log_ended(self, user_id: str, ended: list[EndedSession]) -> None:
@@ -363,6 +394,8 @@ class SessionService:
                 self._binding_changed(user_id, session_id, client, binding_changed,
                                       revoked=True)
             self._log_ended(user_id, [EndedSession(session_id, reason)])
+            if _revoked([EndedSession(session_id, reason)]):
+                self._make_durable(user_id)
         if state is SessionState.EXPIRED:
             raise SessionExpired(reason or "idle")
         raise SessionRevoked(reason or None)

@@ -13,6 +13,8 @@ Key layout (``{...}`` is the Redis Cluster hash tag)::
     lk:{clients}                   hash   the OAuth client registry: one field per
                                           client id, a JSON value (name, type, keyed
                                           hash of the secret, created)
+    lk:{u:<user_id>}:fence         string written (10 s TTL) to confirm a revocation is
+                                          durable on the user's node (durability.py)
 
 A user's record and all of their sessions are one key in one cluster slot, so each
 script (create, verify-and-touch, rotate, revoke, and the multi-session operations built
@@ -71,6 +73,7 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 import redis
 
 from .config import Settings
+from .durability import RevocationBarrier
 from .errors import (
     InvalidCredentials,
     SessionExpired,
@@ -115,8 +118,9 @@ KNOWN_DEVICE_PREFIX = "d:"
 # user record and of each session in it (docs/PERFORMANCE.md). Lookups in a listpack are
 # linear, which is cheap at this size: with the default limits a record holds at most
 # 5 + 10 + 41 fields and one per known device, so it stays within
-# ``hash-max-listpack-entries`` (128 entries, two per field) up to 8 known devices. The
-# ziplist name is the one Redis 6.2 (the embedded binary) knows and Redis 7 accepts.
+# ``hash-max-listpack-entries`` (128 entries, two per field) up to 8 known devices. The old
+# ziplist name is the one every engine accepts (Redis 6.2 knows no other; Redis 7 and
+# Valkey take it as an alias of the listpack setting).
 RECOMMENDED_REDIS_CONFIG = {"hash-max-ziplist-value": "1024"}
 
 
@@ -158,6 +162,11 @@ def _user_id_of(key: str) -> str:
     """Return the user id in a user record's key (the inverse of ``user_key``)."""
     head, tail = user_key("\0").split("\0")
     return key[len(head):-len(tail)]
+
+
+def fence_key(user_id: str) -> str:
+    """Return the short-lived key a revocation's confirmation writes in the user's slot."""
+    return f"{_user_tag(user_id)}:fence"
 
 
 def username_key(username: str) -> str:
@@ -421,6 +430,7 @@ class SessionStore:
         self._list_sessions = _Script(client, "list_sessions")
         self._prune_sessions = _Script(client, "prune_sessions")
         self._set_password_hash = _Script(client, "set_password_hash")
+        self._barrier = RevocationBarrier(settings)
 
     def _stored_client(self, client_id: str | None) -> str:
         """Return a client id as session records hold it: '' for the built-in client."""
@@ -648,6 +658,12 @@ class SessionStore:
             args=[ENDED_SESSIONS_KEPT, current_session_id, scope, current_reason,
                   others_reason, self._idle_ms, self._retention_ms],
         ))
+
+    @_store_call
+    def make_durable(self, user_id: str) -> bool:
+        """Wait until what this user's slot holds is fsynced and on a replica, as far as the
+        store can confirm (durability.py); False if it did not confirm in time (L1)."""
+        return self._barrier.confirm(self.client, fence_key(user_id))
 
     @_store_call
     def list_sessions(self, user_id: str) -> list[SessionInfo]:

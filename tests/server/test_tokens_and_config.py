@@ -54,7 +54,9 @@ def test_environment_overrides_profile_and_is_validated():
 _SAMPLES = {"profile": "high", "binding_policy": "enforce", "key_retention_seconds": "600",
             "redis_url": "redis://10.0.0.1:7000/0", "metrics_allowed_networks": "10.0.0.0/8",
             "redis_cluster_nodes": "10.0.0.2:7001", "host": "10.1.2.3", "port": "9000",
-            "log_level": "DEBUG", "issuer": "https://auth.example.com"}
+            "log_level": "DEBUG", "issuer": "https://auth.example.com",
+            "revocation_durability": "off", "revocation_replicas": "1",
+            "revocation_wait_timeout_seconds": "0.5", "revocation_unconfirmed": "report"}
 _COMPANIONS = {"host": {"LATCHKEY_ISSUER": "https://auth.example.com"},
                "redis_cluster": {"LATCHKEY_REDIS_URL": "redis://10.0.0.1:7000/0"},
                "redis_cluster_nodes": {"LATCHKEY_REDIS_URL": "redis://10.0.0.1:7000/0",
@@ -237,3 +239,15 @@ def test_generated_hmac_secret_survives_any_random_bytes(tmp_path):
     raw.write_bytes(b"\n" * 8 + b"\x00" * 32 + b" " * 4)
     supplied = load_settings({}, {"instance_path": tmp_path / "s", "hmac_secret_file": raw})
     assert HmacKeys(supplied).refresh_hash
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"LATCHKEY_REVOCATION_DURABILITY": "sometimes"}, "revocation_durability"),
+    ({"LATCHKEY_REVOCATION_UNCONFIRMED": "ignore"}, "revocation_unconfirmed"),
+    ({"LATCHKEY_REVOCATION_REPLICAS": "-1"}, "revocation_replicas"),
+    ({"LATCHKEY_REVOCATION_WAIT_TIMEOUT": "2"}, "revocation_wait_timeout_seconds"),
+])
+def test_revocation_durability_settings_are_refused_when_they_cannot_work(env, message):
+    # A wait as long as the socket timeout would be cut off as a lost Redis (503).
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)
