@@ -234,7 +234,10 @@ class LiveSessionsCollector:
             self._read_at = now
             try:
                 self._value = self._store.live_sessions()
-            except (StoreUnavailable, redis.exceptions.RedisError, ValueError) as exc:
+            # RedisClusterException ("no reachable node": a whole cluster down) is not a
+            # RedisError, and store._store_call does not map it; a scrape must not fail.
+            except (StoreUnavailable, redis.exceptions.RedisError,
+                    redis.exceptions.RedisClusterException, ValueError) as exc:
                 self._value = None
                 if not self._failing:
                     _log.warning("live-session gauge not served: the store did not answer",
