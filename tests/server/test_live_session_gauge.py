@@ -4,8 +4,8 @@ The sweep (``latchkey-server sessions sweep``) counts the live sessions while it
 writes the total once; ``/metrics`` serves it, cached per worker. End to end against a
 real gunicorn with two workers and a store of the test's own (a redis-server, or a
 3-master Redis Cluster with ``LATCHKEY_TEST_BACKEND=cluster``), so no other test's sweep
-writes the figure; the cache and the outage handling in-process against a real
-redis-server that is stopped and started again.
+writes the figure; once on the embedded store a quick start runs; the cache and the
+outage handling in-process against a real redis-server that is stopped and started again.
 """
 
 from __future__ import annotations
@@ -130,6 +130,14 @@ def test_a_scrape_while_redis_is_down_is_served_without_the_gauge(server_factory
     assert 'latchkey_security_events_total{event="token_in_url"}' in text
     assert "Traceback" not in server.logs()
     assert "live_sessions_unavailable" in server.logs()
+
+
+def test_the_embedded_store_records_the_gauge_too(server_factory) -> None:
+    server = server_factory(embedded=True)  # the quick start's bundled Redis
+    sign_in(server)
+    assert ", 1 live" in sweep(server)
+    assert wait_for(lambda: gauge_samples(server)[GAUGE] == [1],
+                    timeout_seconds=LIVE_SESSIONS_CACHE_SECONDS + 10)
 
 
 class FakeClock:
