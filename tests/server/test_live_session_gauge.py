@@ -20,7 +20,9 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from latchkey_server import create_app
 from latchkey_server.config import load_settings
+from latchkey_server.extension import services
 from latchkey_server.observability import LIVE_SESSIONS_CACHE_SECONDS, LiveSessionsCollector
 from latchkey_server.redis_connection import connect
 from latchkey_server.store import LiveSessions, SessionStore
@@ -138,6 +140,24 @@ def test_the_embedded_store_records_the_gauge_too(server_factory) -> None:
     assert ", 1 live" in sweep(server)
     assert wait_for(lambda: gauge_samples(server)[GAUGE] == [1],
                     timeout_seconds=LIVE_SESSIONS_CACHE_SECONDS + 10)
+
+
+def test_a_single_process_server_serves_the_gauge_beside_its_own_counters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # no gunicorn: one registry
+    redis_proc = start_redis(tmp_path / "redis")
+    try:
+        app = create_app({"redis_url": redis_proc.url, "instance_path": tmp_path / "instance"})
+        with app.app_context():
+            services().store.sweep_sessions()
+        r = app.test_client().get("/metrics")
+        assert r.status_code == 200
+        values = {f.name: [s.value for s in f.samples]
+                  for f in text_string_to_metric_families(r.get_data(as_text=True))}
+        assert values[GAUGE] == [0]
+        assert "latchkey_security_events" in values  # the process registry is still served
+    finally:
+        redis_proc.stop()
 
 
 class FakeClock:
