@@ -252,13 +252,17 @@ def sessions_sweep(args: argparse.Namespace) -> int:
 
     The store's scripts prune a user's records whenever they touch that user's sessions;
     this reaches the users who never sign in again. It is safe while servers run (one
-    short script per user) and idempotent, so a daily cron job is enough.
+    short script per user) and idempotent, so a daily cron job is enough. It also
+    records the live sessions it counted, which ``/metrics`` serves as
+    ``latchkey_live_sessions``: run it more often for a fresher figure.
     """
 
     def run(svc: Services, args: argparse.Namespace) -> int:
-        users, dropped, left = svc.store.sweep_sessions()
-        _audit(svc, "sessions_sweep", users=users, dropped=dropped)
-        print(f"swept {users} user(s): dropped {dropped} session record(s), {left} kept")
+        swept = svc.store.sweep_sessions()
+        _audit(svc, "sessions_sweep", users=swept.users, dropped=swept.dropped,
+               live=swept.live)
+        print(f"swept {swept.users} user(s): dropped {swept.dropped} session record(s), "
+              f"{swept.left} kept, {swept.live} live")
         return 0
 
     return _run(run, args)

@@ -18,6 +18,14 @@ rule (``/v1/auth/sessions/<session_id>``), never the raw path, so no identifier 
 label and the series stay bounded; a path no rule matches is ``unmatched``, a method
 outside the standard ones ``other``. ``latchkey_build_info{version,python}`` is 1.
 
+``latchkey_live_sessions`` and ``latchkey_live_sessions_measured_timestamp_seconds`` are
+what the last ``latchkey-server sessions sweep`` counted and when (Redis server time): no
+request counts sessions; the sweep visits every record anyway and writes the total to one
+key (``store.LIVE_SESSIONS_KEY``). ``LiveSessionsCollector`` reads that key at scrape time,
+at most once per ``LIVE_SESSIONS_CACHE_SECONDS`` per worker, so it is one series whichever
+worker answers; before the first sweep, or while Redis is down, it emits nothing and the
+rest of the scrape is served as usual.
+
 A failing stream write never fails the request that raised the event (the event is
 already in the log); it is counted in ``latchkey_security_stream_errors_total``.
 
@@ -37,20 +45,28 @@ import logging
 import os
 import platform
 import threading
+import time
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as distribution_version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, request
+import redis
+from flask import Flask, Response, current_app, request
 
 from .access_log import elapsed_seconds
 from .errors import StoreUnavailable
 from .events import ALERT_EVENTS, SECURITY_EVENTS
 from .extension import Services
 from .serialise import rfc3339
+from .store import LiveSessions, SessionStore
 
-__all__ = ["DURATION_BUCKETS_SECONDS", "UNMATCHED_ROUTE", "Metrics", "SecurityStreamSink",
-           "init_app", "metrics", "render_metrics"]
+if TYPE_CHECKING:  # prometheus-client is imported on first use only (see the docstring)
+    from prometheus_client.metrics_core import Metric
+
+__all__ = ["DURATION_BUCKETS_SECONDS", "LIVE_SESSIONS_CACHE_SECONDS", "UNMATCHED_ROUTE",
+           "LiveSessionsCollector", "Metrics", "SecurityStreamSink", "init_app", "metrics",
+           "render_metrics"]
 
 _log = logging.getLogger("latchkey.observability")
 
@@ -65,6 +81,11 @@ DURATION_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1
                             0.5, 1.0, 2.5, 5.0)
 
 UNMATCHED_ROUTE = "unmatched"
+# How long a worker serves the live-session figure it read before reading it again: the
+# figure changes once per sweep, and a scrape every few seconds from several Prometheus
+# servers must not become a Redis read each.
+LIVE_SESSIONS_CACHE_SECONDS = 10.0
+_LIVE_SESSIONS_EXTENSION = "latchkey.live_sessions"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -181,6 +202,69 @@ def _count_response(response: Response) -> Response:
     return response
 
 
+class LiveSessionsCollector:
+    """Serve the live-session total the last sweep recorded, read at most every 10 s.
+
+    A prometheus-client custom collector: ``render_metrics`` registers it on the registry
+    it builds for each scrape, so in multiprocess mode it is not in the per-worker files
+    and shows as one series, not one per worker. The store read is cached for
+    ``cache_seconds`` (a failed read too: a scrape during an outage must not wait on
+    Redis's timeout each time); a failure is logged once, then again only after Redis
+    has answered in between.
+    """
+
+    def __init__(self, store: SessionStore, *,
+                 cache_seconds: float = LIVE_SESSIONS_CACHE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        # gthread workers answer scrapes on several threads: one of them reads, the rest wait.
+        self._lock = threading.Lock()
+        self._read_at: float | None = None
+        self._value: LiveSessions | None = None
+        self._failing = False
+
+    def current(self) -> LiveSessions | None:
+        """Return the recorded figure (``None``: no sweep yet, or unreadable), cached."""
+        with self._lock:
+            now = self._clock()
+            if self._read_at is not None and now - self._read_at < self._cache_seconds:
+                return self._value
+            self._read_at = now
+            try:
+                self._value = self._store.live_sessions()
+            # RedisClusterException ("no reachable node": a whole cluster down) is not a
+            # RedisError, and store._store_call does not map it; a scrape must not fail.
+            except (StoreUnavailable, redis.exceptions.RedisError,
+                    redis.exceptions.RedisClusterException, ValueError) as exc:
+                self._value = None
+                if not self._failing:
+                    _log.warning("live-session gauge not served: the store did not answer",
+                                 extra={"event": "live_sessions_unavailable",
+                                        "error": type(exc).__name__})
+                self._failing = True
+            else:
+                self._failing = False
+            return self._value
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the two gauges, or nothing when there is no figure to serve."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        value = self.current()
+        if value is None:
+            return
+        yield GaugeMetricFamily(
+            "latchkey_live_sessions",
+            "Live sessions the last sessions sweep counted (Redis server time).",
+            value=value.total)
+        yield GaugeMetricFamily(
+            "latchkey_live_sessions_measured_timestamp_seconds",
+            "When the last sessions sweep recorded latchkey_live_sessions (Unix time, s).",
+            value=value.measured_ms / 1000)
+
+
 def render_metrics() -> Response:
     """Return the Prometheus exposition of this process, or of all workers under gunicorn."""
     from prometheus_client import (
@@ -192,11 +276,14 @@ def render_metrics() -> Response:
     from prometheus_client import multiprocess as prometheus_multiprocess
 
     metrics()  # the zero-valued series exist even before the first event
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)
     else:
-        registry = REGISTRY
+        registry.register(REGISTRY)  # a registry is a collector of its own series
+    live_sessions = current_app.extensions.get(_LIVE_SESSIONS_EXTENSION)
+    if live_sessions is not None:
+        registry.register(live_sessions)
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
@@ -208,3 +295,4 @@ def init_app(app: Flask, svc: Services) -> None:
                           svc.settings.security_events_per_source,
                           svc.settings.security_event_window_seconds)
     app.after_request(_count_response)
+    app.extensions[_LIVE_SESSIONS_EXTENSION] = LiveSessionsCollector(svc.store)

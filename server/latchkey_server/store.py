@@ -15,6 +15,8 @@ Key layout (``{...}`` is the Redis Cluster hash tag)::
                                           hash of the secret, created)
     lk:{u:<user_id>}:fence         string written (10 s TTL) to confirm a revocation is
                                           durable on the user's node (durability.py)
+    lk:{live-sessions}             hash   the live sessions the last sweep counted
+                                          (n) and when (t, ms, Redis time)
 
 A user's record and all of their sessions are one key in one cluster slot, so each
 script (create, verify-and-touch, rotate, revoke, and the multi-session operations built
@@ -86,6 +88,7 @@ __all__ = [
     "ClientRecord",
     "CreatedSession",
     "EndedSession",
+    "LiveSessions",
     "Pruned",
     "Revocation",
     "Rotation",
@@ -140,6 +143,10 @@ SECURITY_STREAM_KEY = f"{KEY_PREFIX}:security-events"
 # The OAuth client registry: one hash, one field per client (see the module docstring).
 CLIENTS_KEY = f"{KEY_PREFIX}:{{clients}}"
 SECURITY_NOISE_STREAM_KEY = f"{KEY_PREFIX}:security-noise"
+# The live-session total the last sweep counted and when (a hash: ``n`` sessions, ``t`` ms
+# on Redis server time), which /metrics serves as a gauge (observability.py). One key in
+# one slot, written once per sweep: no request path counts sessions (sweep_sessions).
+LIVE_SESSIONS_KEY = f"{KEY_PREFIX}:{{live-sessions}}"
 # Per-source counters of the event budget (events.py), one per event, source and window.
 EVENT_BUDGET_KEY_PREFIX = f"{KEY_PREFIX}:evb"
 
@@ -396,18 +403,27 @@ class ClientRecord:
 
 
 class Pruned(NamedTuple):
-    """What pruning one user's records did."""
+    """What pruning one user's records did, and how many of their sessions are live."""
 
     dropped: int
     left: int
+    live: int
 
 
 class Swept(NamedTuple):
-    """What sweeping every user's records did."""
+    """What sweeping every user's records did, and the live sessions it counted."""
 
     users: int
     dropped: int
     left: int
+    live: int
+
+
+class LiveSessions(NamedTuple):
+    """The live-session total the last sweep recorded, and when (ms, Redis server time)."""
+
+    total: int
+    measured_ms: int
 
 
 class SessionStore:
@@ -429,6 +445,7 @@ class SessionStore:
         self._end_sessions = _Script(client, "end_sessions")
         self._list_sessions = _Script(client, "list_sessions")
         self._prune_sessions = _Script(client, "prune_sessions")
+        self._record_live_sessions = _Script(client, "record_live_sessions")
         self._set_password_hash = _Script(client, "set_password_hash")
         self._barrier = RevocationBarrier(settings)
 
@@ -702,24 +719,42 @@ class SessionStore:
     # -- sweeping -------------------------------------------------------------------
     @_store_call
     def prune_sessions(self, user_id: str) -> Pruned:
-        """Drop one user's session records past retention; return what went and stayed."""
-        dropped, left = self._prune_sessions(
+        """Drop one user's session records past retention; return what went and stayed,
+        and how many of the user's sessions are live on Redis server time."""
+        dropped, left, live = self._prune_sessions(
             keys=[user_key(user_id)],
             args=[self._idle_ms, self._retention_ms, ENDED_SESSIONS_KEPT],
         )
-        return Pruned(int(dropped), int(left))
+        return Pruned(int(dropped), int(left), int(live))
 
     @_store_call
     def sweep_sessions(self, batch: int = 500) -> Swept:
-        """Prune every user's session records; return (users, records dropped, left).
+        """Prune every user's session records and record the live sessions counted;
+        return (users, records dropped, left, live).
 
         Scripts prune a user's records whenever they walk that user's sessions, but a
         user who never signs in again is never walked: this visits them all (SCAN, on
         every master of a cluster), one short script per user, so it can run while the
-        server serves. Run it daily (``latchkey-server sessions sweep``).
+        server serves. Run it daily (``latchkey-server sessions sweep``). Since it visits
+        every record anyway, it also sums the live sessions and writes the total once, to
+        ``LIVE_SESSIONS_KEY``, for the ``latchkey_live_sessions`` gauge: counting there
+        costs one integer per user, where keeping a count on every login, logout and
+        expiry would cost every request and drift with every idle timeout. The total is
+        as of each user's visit; the timestamp is when the sweep finished.
         """
-        users = dropped = left = 0
+        users = dropped = left = live = 0
         for key in self.client.scan_iter(match=user_key("*"), count=batch):
-            gone, kept = self.prune_sessions(_user_id_of(key))
+            gone, kept, user_live = self.prune_sessions(_user_id_of(key))
             users, dropped, left = users + 1, dropped + gone, left + kept
-        return Swept(users, dropped, left)
+            live += user_live
+        self._record_live_sessions(keys=[LIVE_SESSIONS_KEY], args=[live])
+        return Swept(users, dropped, left, live)
+
+    @_store_call
+    def live_sessions(self) -> LiveSessions | None:
+        """Return the live-session total the last sweep recorded, or ``None`` before any."""
+        total, measured_ms = cast("list[str | None]",  # decoded replies
+                                  self.client.hmget(LIVE_SESSIONS_KEY, ["n", "t"]))
+        if total is None or measured_ms is None:
+            return None
+        return LiveSessions(int(total), int(measured_ms))

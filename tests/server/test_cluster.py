@@ -163,7 +163,7 @@ def test_the_sweep_visits_the_users_on_every_master(cluster, tmp_path):
         masters.add(direct.get_node_from_key(user_key(ours[-1])).port)
     time.sleep(1.2)
     with app.app_context():
-        users, dropped, _ = services().store.sweep_sessions(batch=2)
+        users, dropped, _, _ = services().store.sweep_sessions(batch=2)
     assert users >= len(ours) and dropped >= len(ours)
     for uid in ours:
         assert not [f for f in direct.hkeys(user_key(uid)) if f.startswith(SESSION_FIELD_PREFIX)]

@@ -114,7 +114,7 @@ def test_only_the_most_recent_ended_records_are_kept_per_user(
     # Each walk caps the ended records before it ends more, so one over the cap at most...
     assert len(session_fields_of(own_redis.client(False), user_id)) == ENDED_SESSIONS_KEPT + 1
     # ...and a prune (the sweep's) brings it back to the cap.
-    assert store.prune_sessions(user_id) == (1, ENDED_SESSIONS_KEPT)
+    assert store.prune_sessions(user_id) == (1, ENDED_SESSIONS_KEPT, 0)
     assert len(session_fields_of(own_redis.client(False), user_id)) == ENDED_SESSIONS_KEPT
     # The oldest are refused as unknown; the most recent still answer with their reason.
     assert store.revoke_session(user_id, ended[0], "admin") == "unknown"
