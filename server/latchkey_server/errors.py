@@ -226,6 +226,7 @@ _HTTP_MAP: dict[int, type[ApiError]] = {
 # (limits wraps its errors in StorageError), or a raw redis-py error. Fail closed: 503.
 _STORE_ERRORS: tuple[type[Exception], ...] = (
     StorageError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+    redis.exceptions.RedisClusterException,  # no node of a cluster answers at all
 )
 
 
@@ -290,6 +291,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(StorageError)
     @app.errorhandler(redis.exceptions.ConnectionError)
     @app.errorhandler(redis.exceptions.TimeoutError)
+    @app.errorhandler(redis.exceptions.RedisClusterException)  # no cluster node answers
     def _store_error(error: Exception) -> Response:
         _log.warning("store unavailable", extra={"event": "store_unavailable",
                                                  "lk_error": type(error).__name__})

@@ -220,6 +220,15 @@ def _encode_record(fields: dict[str, Any]) -> str:
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
+# What a store that cannot answer raises. ``RedisClusterException`` is not a ``RedisError``:
+# redis-py's cluster client raises it when no node of the cluster answers at all.
+STORE_DOWN_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError, redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError, redis.exceptions.RedisClusterException,
+)
+
+
 def _store_call(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn a lost or timed-out Redis connection into ``StoreUnavailable`` (fail closed)."""
 
@@ -227,9 +236,7 @@ def _store_call(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                redis.exceptions.BusyLoadingError, redis.exceptions.ClusterDownError,
-                redis.exceptions.TryAgainError) as exc:
+        except STORE_DOWN_ERRORS as exc:
             raise StoreUnavailable() from exc
 
     return wrapper

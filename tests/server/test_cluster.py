@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import redis
@@ -32,7 +33,13 @@ from latchkey_server.throttle import _storage_uri
 from limits.storage import RedisClusterStorage
 from redis.cluster import RedisCluster
 
-from tests.conftest import PASSWORD, RedisClusterProcess, start_redis_cluster, unique_username
+from tests.conftest import (
+    PASSWORD,
+    Api,
+    RedisClusterProcess,
+    start_redis_cluster,
+    unique_username,
+)
 
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
 
@@ -201,3 +208,21 @@ def test_a_lost_master_fails_closed_for_its_users_and_only_for_them(tmp_path):
         assert client.get("/readyz").status_code == 200
     finally:
         own.stop()
+
+
+def test_a_whole_cluster_down_answers_503_not_500(server_factory, tmp_path):
+    """Every node unreachable: redis-py's cluster client raises RedisClusterException (not a
+    RedisError); the server still fails closed with 503 store_unavailable (H1, never a 500)."""
+    cluster = start_redis_cluster(tmp_path / "down")
+    try:
+        server = server_factory(store_url=cluster.url)
+        api = Api(server.base_url)
+        _, tokens = api.new_user_session()
+        assert api.me(tokens["access_token"]).status_code == 200
+    finally:
+        cluster.stop()
+    for response in (httpx.get(server.base_url + "/readyz", timeout=30),
+                     api.me(tokens["access_token"]),
+                     api.refresh(tokens["refresh_token"])):
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "store_unavailable"
