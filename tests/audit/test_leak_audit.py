@@ -107,7 +107,18 @@ def _store_dump(sock: str, dump_dir: Path) -> bytes:
     subprocess.run(["redis-cli", "-s", sock, "--rdb", str(cli_rdb)], check=True,
                    capture_output=True, timeout=30)
     before = r.lastsave()
-    r.bgsave(schedule=True)  # after the save that served `--rdb`, if it is still running
+    # After the save that served `--rdb`: SCHEDULE defers only behind an AOF rewrite, so a
+    # fork still finishing that save answers "already in progress"; ask again until taken.
+    for _ in range(200):
+        try:
+            r.bgsave(schedule=True)
+            break
+        except redis.exceptions.ResponseError as exc:
+            if "in progress" not in str(exc):
+                raise
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the store never took a BGSAVE")
     for _ in range(200):
         if r.lastsave() != before:
             break
