@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from latchkey_server.processes import stop_process
+
 __all__ = ["running_server"]
 
 HERE = Path(__file__).resolve().parent
@@ -55,12 +57,7 @@ def running_server(host: str = "127.0.0.1", port: int = 8000,
             time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout_seconds=20)
         shutil.rmtree(instance, ignore_errors=True)
 
 

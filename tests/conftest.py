@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from latchkey_server.processes import stop_process
 from redis.cluster import RedisCluster
 
 VENV_BIN = Path(sys.executable).parent
@@ -54,18 +55,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout_seconds: float) -> None:
-    """Stop a process with SIGTERM; SIGKILL it if it has not exited in time."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout_seconds)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def redis_binary() -> str:

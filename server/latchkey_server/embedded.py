@@ -31,6 +31,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ._keeper import lock_path_exclusively, open_lock
+from .processes import stop_process
 from .store import recommended_redis_args
 
 __all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_server_binary"]
@@ -230,12 +231,7 @@ class EmbeddedRedis:
                     time.sleep(0.02)
         except (redis.exceptions.RedisError, subprocess.TimeoutExpired, OSError):
             if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_process(proc, timeout_seconds=5)
         self._cleanup_socket_dir(socket_path)
 
     def _cleanup_socket_dir(self, socket_path: str) -> None:
