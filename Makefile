@@ -15,7 +15,7 @@ $(BIN)/python:
 
 # The server and the SDK are two distributions; both install editable.
 deps: $(BIN)/python
-	$(BIN)/pip install -q -e ./server -e ./client_sdk
+	$(BIN)/pip install -q -e ./resource_server -e ./server -e ./client_sdk
 
 test-deps: deps
 	$(BIN)/pip install -q -r requirements-test.txt
