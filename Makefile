@@ -63,6 +63,7 @@ lint: test-deps
 define typecheck
 cd client_sdk && ../$(BIN)/mypy
 cd server && ../$(BIN)/mypy
+cd resource_server && ../$(BIN)/mypy
 endef
 
 typecheck: test-deps

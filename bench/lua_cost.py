@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from latchkey_resource import scripts
 from latchkey_server.store import session_field, user_key, with_prelude
 
 from bench.harness import print_json
@@ -49,6 +50,8 @@ _LOCAL_FUNCTION = re.compile(r"^local function (\w+)\(", re.MULTILINE)
 
 
 def _lua(name: str) -> str:
+    if name in (scripts.PRELUDE, scripts.VERIFY_TOUCH):
+        return scripts.lua_source(name)
     return (resources.files("latchkey_server") / "lua" / f"{name}.lua").read_text()
 
 

@@ -57,7 +57,8 @@ def latchkey_script_names() -> dict[str, str]:
     from latchkey_server.store import with_prelude
 
     names = {}
-    for entry in (resources.files("latchkey_server") / "lua").iterdir():
+    own = (resources.files("latchkey_server") / "lua").iterdir()
+    for entry in [*own, resources.files("latchkey_resource") / "lua" / "verify_touch.lua"]:
         if entry.name.endswith(".lua") and not entry.name.startswith("_"):
             source = with_prelude(entry.read_text())
             names[hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()] = (

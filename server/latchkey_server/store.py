@@ -73,6 +73,8 @@ from importlib import resources
 from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
 import redis
+from latchkey_resource import scripts
+from latchkey_resource.scripts import with_prelude
 
 from .config import Settings
 from .durability import RevocationBarrier
@@ -181,10 +183,11 @@ def username_key(username: str) -> str:
     return f"{KEY_PREFIX}:{{n:{username.lower()}}}"
 
 
-def with_prelude(body: str) -> str:
-    """Return a script body with the shared helpers (session codec, clocks) in front."""
-    lua = resources.files("latchkey_server") / "lua"
-    return (lua / "_prelude.lua").read_text() + "\n" + body
+def _script_source(name: str) -> str:
+    """Return ``name``'s body: the shared ones from latchkey_resource, the rest from ``lua/``."""
+    if name == scripts.VERIFY_TOUCH:
+        return scripts.lua_source(name)
+    return (resources.files("latchkey_server") / "lua" / f"{name}.lua").read_text()
 
 
 class _Script:
@@ -200,8 +203,7 @@ class _Script:
     def __init__(self, client: redis.Redis, name: str) -> None:
         self.name = name
         self._client = client
-        lua = resources.files("latchkey_server") / "lua"
-        self._source = with_prelude((lua / f"{name}.lua").read_text())
+        self._source = with_prelude(_script_source(name))
         self.sha = hashlib.sha1(self._source.encode(), usedforsecurity=False).hexdigest()
 
     def __call__(self, keys: list[str], args: list[Any]) -> Any:

@@ -39,7 +39,8 @@ from tests.conftest import RedisProcess, start_server
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("wheel_driver.py")
 # distribution directory -> (distribution name, import package)
-DISTRIBUTIONS = {"server": ("latchkey-server", "latchkey_server"),
+DISTRIBUTIONS = {"resource_server": ("latchkey-resource", "latchkey_resource"),
+                 "server": ("latchkey-server", "latchkey_server"),
                  "client_sdk": ("latchkey-client", "latchkey_client")}
 PYPROJECTS = {d: tomllib.loads((ROOT / d / "pyproject.toml").read_text()) for d in DISTRIBUTIONS}
 PY_CLASSIFIER = re.compile(r"Programming Language :: Python :: (3\.\d+)$")
@@ -236,8 +237,11 @@ def test_wheels_install_non_editable_and_import_every_module(python, inspected, 
     server, client = report["latchkey-server"], report["latchkey-client"]
     assert "latchkey_server.api.auth" in server["imported"]
     assert "latchkey_client.storage.file" in client["imported"]
-    shipped_lua = sorted(p.name for p in (ROOT / "server/latchkey_server/lua").glob("*.lua"))
-    assert server["lua"] == shipped_lua
+    for dist_name, (directory, package) in {"latchkey-server": ("server", "latchkey_server"),
+                                             "latchkey-resource": ("resource_server",
+                                                                   "latchkey_resource")}.items():
+        shipped_lua = sorted(p.name for p in (ROOT / directory / package / "lua").glob("*.lua"))
+        assert report[dist_name]["lua"] == shipped_lua, dist_name
     assert server["password_list_lines"] == len(
         (ROOT / "server/latchkey_server/data/common-passwords.txt").read_text().splitlines())
     assert client["version"] == client["module_version"]  # one source: __version__

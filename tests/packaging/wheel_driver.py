@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 PASSWORD = "correct horse battery staple"
-DISTRIBUTIONS = {"latchkey-server": "latchkey_server", "latchkey-client": "latchkey_client"}
+DISTRIBUTIONS = {"latchkey-resource": "latchkey_resource", "latchkey-server": "latchkey_server",
+                 "latchkey-client": "latchkey_client"}
 
 
 def _inside_this_venv(path: str | None) -> bool:
