@@ -142,15 +142,35 @@ def test_the_limiter_and_the_security_stream_work_on_the_cluster(cluster, tmp_pa
 
 
 def test_a_node_that_lost_its_script_cache_still_serves(cluster, tmp_path):
-    # A restarted master, or a replica just promoted, starts with no scripts.
+    # A restarted master, or a replica just promoted, may start with no scripts and no
+    # function libraries (a fresh replica that never received them).
     app = cluster_app(cluster, tmp_path / "instance")
     client = app.test_client()
     tokens = sign_in(client)
     for node in cluster.nodes:
         redis.Redis(port=node.port).script_flush()
+        redis.Redis(port=node.port).function_flush()
     assert me(client, tokens).status_code == 200
     r = client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert r.status_code == 200
+    assert me(client, {**tokens, **r.get_json()}).status_code == 200
+
+
+def test_script_calls_reach_their_node_in_one_round_trip_as_fcall(cluster, tmp_path):
+    # redis-py asks the server where an FCALL's keys are (COMMAND GETKEYS) unless told:
+    # the cluster client reads them as it reads EVALSHA's, so a call stays one round trip.
+    app = cluster_app(cluster, tmp_path / "instance")
+    client = app.test_client()
+    tokens = sign_in(client)
+    assert me(client, tokens).status_code == 200  # loads the library on the user's node
+    nodes = [redis.Redis(port=node.port, decode_responses=True) for node in cluster.nodes]
+    for node in nodes:
+        node.config_resetstat()
+    for _ in range(5):
+        assert me(client, tokens).status_code == 200
+    stats = [node.info("commandstats") for node in nodes]
+    assert sum(s.get("cmdstat_fcall", {}).get("calls", 0) for s in stats) == 5
+    assert not any("cmdstat_command|getkeys" in s or "cmdstat_evalsha" in s for s in stats)
 
 
 def test_the_sweep_visits_the_users_on_every_master(cluster, tmp_path):
@@ -194,6 +214,7 @@ def test_a_lost_master_fails_closed_for_its_users_and_only_for_them(tmp_path):
         for node in own.nodes:
             if node is not lost:  # a script cache miss must not need the lost master
                 redis.Redis(port=node.port).script_flush()
+                redis.Redis(port=node.port).function_flush()  # nor a missing library
         for port, tokens in by_master.items():
             started = time.monotonic()
             r = me(client, tokens)

@@ -1,5 +1,8 @@
--- Shared helpers, prepended to every Latchkey script by store.py (Redis 6.2 has no
--- FUNCTION libraries). Time always comes from the Redis server, never from a client.
+-- Shared helpers, in front of every Latchkey script. Sent with the body to EVAL, they run
+-- on every call; in a FUNCTION library (Redis 7+, Valkey; latchkey_resource/scripts.py)
+-- they run once, at load, where Redis 7.0 offers no ipairs: so the code at this file's
+-- top level loops by index, and the next line (effects replication, the only mode on 7+)
+-- is left out of a library. Time always comes from the Redis server, never from a client.
 redis.replicate_commands()
 
 local function now_ms()
@@ -28,9 +31,10 @@ local SESSION_STRINGS = {{'rc', 'B'}, {'rp', 'B'}, {'d', 'H'}, {'dn', 'H'}, {'ua
 local LENGTH_LIMITS = {B = 255, H = 65535}
 local SESSION_FORMAT = SESSION_FIXED
 local SESSION_FORMAT_BEFORE_CLIENT = SESSION_FIXED
-for i, string_field in ipairs(SESSION_STRINGS) do
-  SESSION_FORMAT = SESSION_FORMAT .. string_field[2] .. 'c0'
-  if i < #SESSION_STRINGS then
+local SESSION_STRING_COUNT = #SESSION_STRINGS
+for i = 1, SESSION_STRING_COUNT do
+  SESSION_FORMAT = SESSION_FORMAT .. SESSION_STRINGS[i][2] .. 'c0'
+  if i < SESSION_STRING_COUNT then
     SESSION_FORMAT_BEFORE_CLIENT = SESSION_FORMAT
   end
 end
@@ -43,13 +47,16 @@ local function session_field(sid)
   return SESSION_FIELD_PREFIX .. sid
 end
 
+-- Runs on every call of every script: no closure for pcall and no iterator (both are
+-- allocations), v[1] is pcall's status and the record's values start at v[2].
 local function decode_session(raw)
-  local ok, v = pcall(function() return {struct.unpack(SESSION_FORMAT, raw)} end)
-  if not ok then v = {struct.unpack(SESSION_FORMAT_BEFORE_CLIENT, raw)} end
-  local s = {st = STATE_NAMES[v[1]], lv = LEVEL_NAMES[v[2]], g = v[3], c = v[4], l = v[5],
-    a = v[6], t = v[7], at = v[8]}
-  for i, string_field in ipairs(SESSION_STRINGS) do
-    s[string_field[1]] = v[8 + i]
+  local v = {pcall(struct.unpack, SESSION_FORMAT, raw)}
+  local ok = v[1]
+  if not ok then v = {true, struct.unpack(SESSION_FORMAT_BEFORE_CLIENT, raw)} end
+  local s = {st = STATE_NAMES[v[2]], lv = LEVEL_NAMES[v[3]], g = v[4], c = v[5], l = v[6],
+    a = v[7], t = v[8], at = v[9]}
+  for i = 1, SESSION_STRING_COUNT do
+    s[SESSION_STRINGS[i][1]] = v[9 + i]
   end
   if not ok then s.ci = '' end
   return s
@@ -57,14 +64,14 @@ end
 
 local function encode_session(s)
   local v = {STATE_CODES[s.st], LEVEL_CODES[s.lv], s.g, s.c, s.l, s.a, s.t, s.at}
-  for _, string_field in ipairs(SESSION_STRINGS) do
-    local name, code = string_field[1], string_field[2]
+  local n = #v
+  for i = 1, SESSION_STRING_COUNT do
+    local name, code = SESSION_STRINGS[i][1], SESSION_STRINGS[i][2]
     local value = s[name]
     if #value > LENGTH_LIMITS[code] then
       error('session field ' .. name .. ' is too long to store')
     end
-    table.insert(v, #value)
-    table.insert(v, value)
+    v[n + 1], v[n + 2], n = #value, value, n + 2
   end
   return struct.pack(SESSION_FORMAT, unpack(v))
 end
