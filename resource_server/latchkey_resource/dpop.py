@@ -25,6 +25,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
@@ -196,9 +197,22 @@ def _public_key(alg: str, jwk: Any) -> tuple[Any, str]:
             raise DPoPError("The DPoP proof's jwk is incomplete")
         if name in ("x", "y") and len(_b64decode(value)) != size:
             raise DPoPError("The DPoP proof's jwk has a coordinate of the wrong size")
+    return _load_key(alg, tuple(jwk[m] for m in members))
+
+
+@lru_cache(maxsize=4096)
+def _load_key(alg: str, values: tuple[str, ...]) -> tuple[Any, str]:
+    """Build the key object and thumbprint of one public key, once per key.
+
+    A device signs every proof with the same key, so the ~70 us PyJWT takes to build a P-256
+    key from its JWK (the curve check included), and the thumbprint's hash, are paid once
+    per key and process, not per request. Failures are not cached (they raise).
+    """
+    _, _, members, _ = _KEY_SHAPES[alg]
+    jwk = dict(zip(members, values, strict=True))
     try:
         # PyJWT checks the point is on the curve (cryptography refuses one that is not).
-        key = _ALGORITHM_OBJECTS[alg].from_jwk({m: jwk[m] for m in members})
+        key = _ALGORITHM_OBJECTS[alg].from_jwk(jwk)
     except (jwt.InvalidKeyError, ValueError, TypeError) as exc:
         raise DPoPError("The DPoP proof's jwk is not a valid key") from exc
     return key, jwk_thumbprint(jwk)
