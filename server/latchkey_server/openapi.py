@@ -213,8 +213,9 @@ def _admin_paths() -> dict[str, Any]:
             "operationId": "adminListSessions", "tags": ["admin"], "security": _BEARER,
             "description": "Admin role and a step-up within STEP_UP_WINDOW; audited. "
                            "Non-admins get 404.",
-            "parameters": [_DEVICE_ID, _DPOP_PROOF, {"name": "username", "in": "query", "required": True,
-                                        "schema": {"type": "string"}}],
+            "parameters": [_DEVICE_ID, _DPOP_PROOF,
+                           {"name": "username", "in": "query", "required": True,
+                            "schema": {"type": "string"}}],
             "responses": {**_ok("#/components/schemas/AdminSessionList"),
                           **_problems(401, 403, 404, *_COMMON)},
         }},
