@@ -81,6 +81,7 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
 import redis
 from latchkey_resource import scripts
+from latchkey_resource.policy import SessionPolicy, publish_policy
 from latchkey_resource.scripts import with_prelude
 
 from .config import Settings
@@ -494,6 +495,35 @@ class SessionStore:
         self._record_live_sessions = _Script(client, "record_live_sessions")
         self._set_password_hash = _Script(client, "set_password_hash")
         self._barrier = RevocationBarrier(settings)
+        self._policy_published = False
+        self._policy_event_key: bytes | None = None
+
+    def session_policy(self, event_key: bytes) -> SessionPolicy:
+        """Return the policy resource servers must apply to this server's sessions."""
+        s = self._settings
+        return SessionPolicy(idle_ms=self._idle_ms, retention_ms=self._retention_ms,
+                             binding_policy=s.binding_policy, issuer=s.issuer,
+                             audience=s.audience, default_client_id=s.default_client_id,
+                             event_key=event_key.hex(),
+                             security_stream_max_length=s.security_stream_max_length)
+
+    def publish_policy(self, event_key: bytes) -> bool:
+        """Publish the session policy for resource servers (``latchkey_resource.policy``);
+        say whether the store took it. The serving process calls it at start."""
+        self._policy_event_key = event_key
+        try:
+            publish_policy(self.client, self.session_policy(event_key))
+        except STORE_DOWN_ERRORS:
+            return False
+        self._policy_published = True
+        return True
+
+    def publish_policy_with_first_session(self, event_key: bytes) -> None:
+        """Publish the policy again with this process's first session (one HSET per
+        worker), so a store that was down at start, or lost its data since, holds it before
+        any session a resource server could check exists. Operator commands, which create
+        no session, never write it."""
+        self._policy_event_key = event_key
 
     def _stored_client(self, client_id: str | None) -> str:
         """Return a client id as session records hold it: '' for the built-in client."""
@@ -626,6 +656,8 @@ class SessionStore:
         ``SessionExpired`` says why. The arguments travel as one JSON record whose fields
         ``lua/create_session.lua`` documents.
         """
+        if not self._policy_published and self._policy_event_key is not None:
+            self.publish_policy(self._policy_event_key)
         s = self._settings
         keys = [user_key(user_id)] + ([dpop_jti_key(user_id)] if dpop_jti else [])
         created, ended = self._create_session(keys=keys, args=[_encode_record({
