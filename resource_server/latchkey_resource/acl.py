@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import sys
 
-from .store_keys import POLICY_KEY, SECURITY_STREAM_KEY, user_key
+from .store_keys import POLICY_KEY, SECURITY_STREAM_KEY, dpop_jti_key, user_key
 
 __all__ = ["ACL_RULES", "acl_setuser_command"]
 
@@ -39,6 +39,9 @@ ACL_RULES: tuple[str, ...] = (
     "resetkeys", "resetchannels", "-@all",
     # The session check: the script and what it calls, on user records only.
     "+evalsha", "+eval", "+hmget", "+hset", "+time", "+ping", f"%RW~{user_key('*')}",
+    # DPoP: the same script remembers each proof's jti in the user's jti set.
+    "+zremrangebyscore", "+zscore", "+zcard", "+zadd", "+pexpire",
+    f"%RW~{dpop_jti_key('*')}",
     # Redis 7 selectors: each grants one command on one key, and nothing else.
     f"(+hgetall %R~{POLICY_KEY})",
     f"(+xadd ~{SECURITY_STREAM_KEY})",

@@ -73,6 +73,7 @@ class AccessClaims:
     jti: str
     client_id: str
     issued_at: int
+    jkt: str = ""  # cnf.jkt (RFC 9449 section 6.1): the DPoP key it is bound to, or ''
 
 
 def looks_like_jwt(token: Any) -> bool:
@@ -128,6 +129,10 @@ def decode_claims(token: str, key: Ed25519PublicKey, *, issuer: str,
             or not all(isinstance(claims[name], int) and not isinstance(claims[name], bool)
                        for name in ("exp", "iat", "auth_time"))):
         raise ClaimsRejected
+    cnf = claims.get("cnf", {})
+    jkt = cnf.get("jkt", "") if isinstance(cnf, dict) else None
+    if not isinstance(jkt, str) or len(jkt) > 43:  # a base64url SHA-256 (RFC 7638)
+        raise ClaimsRejected
     return AccessClaims(claims["sub"], claims["sid"], claims["auth_level"],
                         claims["auth_time"], claims["exp"], str(claims["jti"]),
-                        claims["client_id"], claims["iat"])
+                        claims["client_id"], claims["iat"], jkt)

@@ -6,6 +6,7 @@ with (API.md), so the SDK maps a resource server's refusal to the same typed err
     Refusal
     ├── InvalidToken (401, invalid_token)     ├── SessionExpired (401, session_expired)
     ├── TokenExpired (401, token_expired)     ├── SessionRevoked (401, session_revoked)
+    ├── InvalidDPoPProof (401, invalid_dpop_proof): RFC 9449, with a ``DPoP`` challenge
     ├── InvalidRequest (400, invalid_request): a malformed X-Device-Id, as on /v1
     └── StoreUnavailable (503, store_unavailable): fail closed, no challenge
 
@@ -20,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "PROBLEM_TYPE_BASE",
+    "InvalidDPoPProof",
     "InvalidRequest",
     "InvalidToken",
     "Refusal",
@@ -90,6 +92,20 @@ class SessionRevoked(Refusal):
 
     def __init__(self, reason: str | None) -> None:
         super().__init__(reason=reason or None)
+
+
+class InvalidDPoPProof(Refusal):
+    """A DPoP-bound token without a good proof by its key (RFC 9449 section 7.1)."""
+
+    status, code, title = 401, "invalid_dpop_proof", "The DPoP proof is not acceptable"
+
+    @property
+    def www_authenticate(self) -> str | None:
+        """Return the ``DPoP`` challenge with the error and the algorithms accepted."""
+        detail = "".join(ch for ch in self.detail if 0x20 <= ord(ch) <= 0x7E
+                         and ch not in '"\\')
+        return (f'DPoP error="{self.code}", error_description="{detail}", '
+                f'algs="ES256 EdDSA"')
 
 
 class InvalidRequest(Refusal):

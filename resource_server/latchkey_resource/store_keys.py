@@ -15,6 +15,7 @@ __all__ = [
     "POLICY_KEY",
     "SECURITY_STREAM_KEY",
     "SESSION_FIELD_PREFIX",
+    "dpop_jti_key",
     "session_field",
     "user_key",
 ]
@@ -41,3 +42,10 @@ def user_key(user_id: str) -> str:
 def session_field(session_id: str) -> str:
     """Return the field of a user's record that holds one session (packed by scripts)."""
     return SESSION_FIELD_PREFIX + session_id
+
+
+def dpop_jti_key(user_id: str) -> str:
+    """Return the key of the user's remembered DPoP proof ``jti``s (RFC 9449 section 11.1):
+    in the user's slot, shared by the token server and every resource server, so a proof
+    is accepted once wherever it is sent."""
+    return f"{_user_tag(user_id)}:dpop-jti"

@@ -1,6 +1,6 @@
 """Verify a request to a backend's own API: the token, then its session, in one round trip.
 
-    Authorization: Bearer <jwt>
+    Authorization: Bearer <jwt>   (or DPoP <jwt> + a DPoP proof, for a DPoP-bound token)
       -> the JWT (``claims.py``): header pinned (EdDSA, at+jwt, no key-carrying headers),
          signature with the issuer's key for its ``kid`` (``jwks.py``), iss, aud, claims;
          the result cached by the exact token string (an Ed25519 check costs more than the
@@ -10,6 +10,9 @@
          server runs for its own ``/v1/me``, with the token server's published policy
          (``policy.py``): live on Redis server time, idle clock touched, device binding
          applied to this request's ``X-Device-Id`` and ``User-Agent``
+      -> a DPoP-bound token (``cnf.jkt``) needs ``Authorization: DPoP`` and a proof by that
+         key with ``ath`` (``dpop.py``, the token server's own checks); its ``jti`` is used
+         up by the same script, in the jti set the token server keeps too
       -> a ``Principal``, or a ``Refusal`` carrying Latchkey's own code and reason.
 
 One store round trip per request (EVALSHA); the policy is read at most every few seconds
@@ -30,17 +33,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import httpx
 import redis
 
 from .binding import Client, client_from_headers
 from .claims import AccessClaims, ClaimsRejected, checked_kid, decode_claims, looks_like_jwt
+from .dpop import DPoPError, normalise_htu, verify_proof
 from .events import ResourceEvents
 from .jwks import JwksCache, KeysUnavailable, check_url
 from .policy import PolicyCache, PolicyMissing, SessionPolicy, read_policy
 from .redis_client import STORE_DOWN_ERRORS, connect
 from .refusals import (
+    InvalidDPoPProof,
     InvalidRequest,
     InvalidToken,
     SessionExpired,
@@ -101,6 +107,11 @@ class ResourceVerifier:
     allows longer (the server sends 300 s): the longest a withdrawn key keeps verifying
     here. ``jwks_refetch_interval_seconds`` is the least time between two fetches an
     unknown ``kid`` causes.
+
+    DPoP (RFC 9449): ``public_base_url`` is this API's URL as clients see it (behind a
+    proxy; default: the URL the adapter passes), against which a proof's ``htu`` is
+    compared; ``dpop_iat_window_seconds`` and ``dpop_jti_limit`` are the token server's
+    ``DPOP_IAT_WINDOW`` and ``DPOP_JTI_LIMIT`` (keep them equal).
     """
 
     def __init__(self, issuer: str, redis_url: str | None = None, *,
@@ -111,8 +122,12 @@ class ResourceVerifier:
                  jwks_refetch_interval_seconds: float = 10.0,
                  jwks_max_age_seconds: float = 3600.0,
                  policy_refresh_seconds: float = 5.0, token_cache_size: int = 4096,
-                 service_name: str = "resource-server") -> None:
+                 service_name: str = "resource-server", public_base_url: str | None = None,
+                 dpop_iat_window_seconds: int = 60, dpop_jti_limit: int = 2000) -> None:
         self.issuer = check_url(issuer.rstrip("/"), "issuer")
+        self._public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        self._dpop_window = dpop_iat_window_seconds
+        self._dpop_jti_limit = dpop_jti_limit
         if redis_client is None:
             if not redis_url:
                 raise ValueError("ResourceVerifier needs redis_url (or redis_client): "
@@ -141,13 +156,29 @@ class ResourceVerifier:
         session is bound to are read from them); ``remote_addr`` goes into security
         events. ``method`` and ``url`` are the request's, for sender-constrained tokens.
         """
-        token = self._bearer(authorization)
+        scheme, token = self._credentials(authorization)
         policy = self._policy()
         claims = self._claims(token, policy)
         client = client_from_headers(headers or {}, remote_addr)
         if client is None:
             raise InvalidRequest("X-Device-Id must be printable ASCII, at most 128 characters")
-        check = self._check_session(claims, client, policy)
+        jti = ""
+        if claims.jkt:
+            jti = self._proof(scheme, token, claims, client, policy, method=method, url=url,
+                              headers=headers or {})
+        elif scheme == "dpop":
+            # RFC 9449 section 7.1: the DPoP scheme is for DPoP-bound tokens only.
+            raise InvalidDPoPProof("This access token is not DPoP-bound: send it as Bearer")
+        check = self._check_session(claims, client, policy, jti)
+        if check.proof_refused:
+            if check.proof_refused == "replayed":
+                self._events.security(policy.event_key, "dpop_proof_replayed",
+                                      user_id=claims.user_id, session_id=claims.session_id,
+                                      max_length=policy.security_stream_max_length,
+                                      ip=client.ip, kind="access")
+            raise InvalidDPoPProof("The DPoP proof was used already: make a new one"
+                                   if check.proof_refused == "replayed" else
+                                   "Too many DPoP proofs for this account in the proof window")
         if check.state is SessionState.LIVE:
             if check.binding_changed:
                 self._binding_changed(policy, claims, client, check.binding_changed,
@@ -178,18 +209,48 @@ class ResourceVerifier:
 
     # -- steps -------------------------------------------------------------------------
     @staticmethod
-    def _bearer(authorization: str | None) -> str:
-        """Return the bearer token of an ``Authorization`` value, or refuse (RFC 6750 2.1)."""
+    def _credentials(authorization: str | None) -> tuple[str, str]:
+        """Return (scheme, token) of an ``Authorization`` value, the scheme ``bearer`` (RFC
+        6750 2.1) or ``dpop`` (RFC 9449 7.1), or refuse."""
         scheme, _, value = (authorization or "").strip().partition(" ")
         if not scheme:
             raise InvalidToken("Send the access token as Authorization: Bearer",
                                credentials_sent=False)
-        if scheme.lower() != "bearer" or not value.strip():
-            raise InvalidToken("Send the access token as Authorization: Bearer")
+        scheme = scheme.lower()
+        if scheme not in ("bearer", "dpop") or not value.strip():
+            raise InvalidToken("Send the access token as Authorization: Bearer (or DPoP)")
         token = value.strip()
         if not looks_like_jwt(token):
             raise InvalidToken("The access token is malformed")
-        return token
+        return scheme, token
+
+    def _proof(self, scheme: str, token: str, claims: AccessClaims, client: Client,
+               policy: SessionPolicy, *, method: str, url: str,
+               headers: Mapping[str, str]) -> str:
+        """Check a DPoP-bound token's proof (RFC 9449 section 7.1); return its ``jti``.
+
+        Sent as Bearer, without a proof or with another key's, the token was copied: the
+        ``dpop_stolen_token`` alert, as the token server raises it, and a refusal.
+        """
+        values = _header_values(headers, "DPoP")
+        missing = ("bearer" if scheme != "dpop" else "no_proof" if not values else "")
+        if not missing:
+            if self._public_base_url:
+                url = self._public_base_url + urlsplit(url).path
+            try:
+                proof = verify_proof(values, method=method, url=normalise_htu(url),
+                                     now=time.time(), iat_window_seconds=self._dpop_window,
+                                     access_token=token)
+            except DPoPError as exc:
+                raise InvalidDPoPProof(exc.description) from exc
+            if proof.jkt == claims.jkt:
+                return proof.jti
+            missing = "other_key"
+        self._events.security(policy.event_key, "dpop_stolen_token", user_id=claims.user_id,
+                              session_id=claims.session_id,
+                              max_length=policy.security_stream_max_length, ip=client.ip,
+                              kind="access", missing=missing, policy="report", revoked=False)
+        raise InvalidDPoPProof("This session is bound to a DPoP key: send a proof by it")
 
     def _policy(self) -> SessionPolicy:
         try:
@@ -233,12 +294,14 @@ class ResourceVerifier:
         return _Verified(kid, decode_claims(token, key, issuer=self.issuer, audience=audience))
 
     def _check_session(self, claims: AccessClaims, client: Client,
-                       policy: SessionPolicy) -> SessionCheck:
+                       policy: SessionPolicy, dpop_jti: str = "") -> SessionCheck:
         keys, args = verify_touch_call(
             claims.user_id, claims.session_id, idle_ms=policy.idle_ms,
             retention_ms=policy.retention_ms, binding_policy=policy.binding_policy,
             device_id=client.device_id, user_agent=client.user_agent,
-            binding_fingerprint=client.fingerprint)
+            binding_fingerprint=client.fingerprint, dpop_jti=dpop_jti,
+            dpop_jti_ttl_ms=(2 * self._dpop_window + 5) * 1000,
+            dpop_jti_limit=self._dpop_jti_limit)
         try:
             return SessionCheck.from_reply(self._script(keys, args))
         except STORE_DOWN_ERRORS as exc:
@@ -262,3 +325,15 @@ class ResourceVerifier:
         """Close the HTTP and Redis connections this verifier opened."""
         self._http.close()
         self.redis.close()
+
+
+def _header_values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Return every value of a header: a framework's multi-dict says how many were sent
+    (RFC 9449 wants exactly one proof); a plain mapping holds one at most."""
+    getlist = getattr(headers, "getlist", None)
+    if callable(getlist):
+        return [str(v) for v in getlist(name)]
+    for key in (name, name.lower()):
+        if key in headers:
+            return [headers[key]]
+    return []
