@@ -60,6 +60,7 @@ MAX_PROOF_LENGTH = 4096
 MAX_JTI_LENGTH = 128  # the store remembers each one for the iat window: keep them short
 _MAX_NONCE_LENGTH = 256
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+_MAX_MEMBER_LENGTH = 64  # a P-256 or Ed25519 coordinate is 43 characters; crv, kty shorter
 # Members of a JWK that belong to a private (or symmetric) key: RFC 7518 sections 6.2.2,
 # 6.3.2, 6.4, RFC 8037 section 2.
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
@@ -161,6 +162,7 @@ def access_token_hash(access_token: str) -> str:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+@lru_cache(maxsize=1024)
 def normalise_htu(url: str) -> str:
     """Return ``url`` as proofs are compared (RFC 9449 section 4.3, step 9; RFC 3986 6.2.2,
     6.2.3): scheme and host lower-cased, a default port dropped, an empty path as ``/``,
@@ -188,16 +190,14 @@ def _public_key(alg: str, jwk: Any) -> tuple[Any, str]:
     # Step 7: the jwk header must not contain a private key.
     if _PRIVATE_MEMBERS & jwk.keys():
         raise DPoPError("The DPoP proof's jwk holds a private key")
-    kty, crv, members, size = _KEY_SHAPES[alg]
+    kty, crv, members, _ = _KEY_SHAPES[alg]
     if jwk.get("kty") != kty or jwk.get("crv") != crv:
         raise DPoPError(f"{alg} proofs need a {kty} {crv} key")
-    for name in members:
-        value = jwk.get(name)
-        if not isinstance(value, str):
-            raise DPoPError("The DPoP proof's jwk is incomplete")
-        if name in ("x", "y") and len(_b64decode(value)) != size:
-            raise DPoPError("The DPoP proof's jwk has a coordinate of the wrong size")
-    return _load_key(alg, tuple(jwk[m] for m in members))
+    values = tuple(jwk.get(name) for name in members)
+    if not all(isinstance(value, str) and len(value) <= _MAX_MEMBER_LENGTH
+               for value in values):
+        raise DPoPError("The DPoP proof's jwk is incomplete")
+    return _load_key(alg, values)
 
 
 @lru_cache(maxsize=4096)
@@ -208,8 +208,11 @@ def _load_key(alg: str, values: tuple[str, ...]) -> tuple[Any, str]:
     key from its JWK (the curve check included), and the thumbprint's hash, are paid once
     per key and process, not per request. Failures are not cached (they raise).
     """
-    _, _, members, _ = _KEY_SHAPES[alg]
+    _, _, members, size = _KEY_SHAPES[alg]
     jwk = dict(zip(members, values, strict=True))
+    for name in ("x", "y"):
+        if name in jwk and len(_b64decode(jwk[name])) != size:
+            raise DPoPError("The DPoP proof's jwk has a coordinate of the wrong size")
     try:
         # PyJWT checks the point is on the curve (cryptography refuses one that is not).
         key = _ALGORITHM_OBJECTS[alg].from_jwk(jwk)
