@@ -412,3 +412,24 @@ def test_nonces_are_demanded_handed_out_and_then_accepted(server_factory):
                    headers={**FORM, **dpop_headers(key, server, "POST", "/oauth/token")})
         assert r.status_code == 400 and r.json()["error"] == "use_dpop_nonce", r.text
         assert r.headers["DPoP-Nonce"] == nonce
+
+
+def test_an_unbound_sessions_reauth_or_refresh_with_a_proof_binds_it(server):
+    key = DPoPKey()
+    with server.client() as c:
+        username = register(c)
+        tokens = c.post("/v1/auth/login",
+                        json={"username": username, "password": PASSWORD}).json()
+        assert tokens["token_type"] == "Bearer"
+        r = c.post("/v1/auth/reauth", json={"password": PASSWORD},
+                   headers={"Authorization": f"Bearer {tokens['access_token']}",
+                            **dpop_headers(key, server, "POST", "/v1/auth/reauth")})
+        assert r.status_code == 200, r.text
+        assert r.json()["token_type"] == "DPoP"
+        assert jwt_parts(r.json()["access_token"])[1]["cnf"] == {"jkt": key.jkt}
+        # A session from before DPoP is bound at its first refresh with a proof.
+        tokens = c.post("/v1/auth/login",
+                        json={"username": username, "password": PASSWORD}).json()
+    r = refresh(server, key, tokens)
+    assert r.status_code == 200 and r.json()["token_type"] == "DPoP", r.text
+    assert_refused(refresh(server, None, r.json()), 400)
