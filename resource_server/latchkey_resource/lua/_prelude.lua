@@ -23,20 +23,21 @@ local SESSION_FIXED = '>BBI4I6I6I6I6I4'
 -- client-supplied string (device id and name, user agent, address) gets two bytes: it may
 -- be up to 128 or 256 characters of UTF-8. struct wraps a length that does not fit its
 -- prefix, which would corrupt the record, so encode_session refuses one instead.
--- The last, 'ci', is the OAuth client the session was issued to ('' for the built-in
--- client of /v1 logins, so the common case costs one byte); records written before it
--- existed lack it and decode as the built-in client's.
+-- The last two are optional: 'ci', the OAuth client the session was issued to ('' for
+-- the built-in client of /v1 logins, so the common case costs one byte), then 'jk', the
+-- RFC 7638 thumbprint of the DPoP key the session is bound to ('' when unbound). Records
+-- written before one existed lack it (and what follows) and decode with it as ''.
 local SESSION_STRINGS = {{'rc', 'B'}, {'rp', 'B'}, {'d', 'H'}, {'dn', 'H'}, {'ua', 'H'},
-  {'ip', 'H'}, {'bx', 'B'}, {'r', 'B'}, {'ci', 'B'}}
+  {'ip', 'H'}, {'bx', 'B'}, {'r', 'B'}, {'ci', 'B'}, {'jk', 'B'}}
+local OPTIONAL_STRINGS = 2
 local LENGTH_LIMITS = {B = 255, H = 65535}
+-- SESSION_FORMATS[k]: the fixed part and the first k strings.
+local SESSION_FORMATS = {}
 local SESSION_FORMAT = SESSION_FIXED
-local SESSION_FORMAT_BEFORE_CLIENT = SESSION_FIXED
 local SESSION_STRING_COUNT = #SESSION_STRINGS
 for i = 1, SESSION_STRING_COUNT do
   SESSION_FORMAT = SESSION_FORMAT .. SESSION_STRINGS[i][2] .. 'c0'
-  if i < SESSION_STRING_COUNT then
-    SESSION_FORMAT_BEFORE_CLIENT = SESSION_FORMAT
-  end
+  SESSION_FORMATS[i] = SESSION_FORMAT
 end
 local STATE_NAMES = {'live', 'revoked', 'expired'}
 local STATE_CODES = {live = 1, revoked = 2, expired = 3}
@@ -50,15 +51,18 @@ end
 -- Runs on every call of every script: no closure for pcall and no iterator (both are
 -- allocations), v[1] is pcall's status and the record's values start at v[2].
 local function decode_session(raw)
+  local n = SESSION_STRING_COUNT
   local v = {pcall(struct.unpack, SESSION_FORMAT, raw)}
-  local ok = v[1]
-  if not ok then v = {true, struct.unpack(SESSION_FORMAT_BEFORE_CLIENT, raw)} end
+  while not v[1] and n > SESSION_STRING_COUNT - OPTIONAL_STRINGS do
+    n = n - 1
+    v = {pcall(struct.unpack, SESSION_FORMATS[n], raw)}
+  end
+  if not v[1] then error(v[2]) end
   local s = {st = STATE_NAMES[v[2]], lv = LEVEL_NAMES[v[3]], g = v[4], c = v[5], l = v[6],
     a = v[7], t = v[8], at = v[9]}
   for i = 1, SESSION_STRING_COUNT do
-    s[SESSION_STRINGS[i][1]] = v[9 + i]
+    s[SESSION_STRINGS[i][1]] = i <= n and v[9 + i] or ''
   end
-  if not ok then s.ci = '' end
   return s
 end
 
@@ -114,7 +118,7 @@ end
 -- so a retained record keeps just its state, times and refresh hashes.
 local function end_session(user_key, sid, s, state, reason, now)
   s.st, s.r, s.t = state, reason, now
-  s.d, s.dn, s.ua, s.ip, s.bx = '', '', '', '', ''
+  s.d, s.dn, s.ua, s.ip, s.bx, s.jk = '', '', '', '', '', ''
   save_session(user_key, sid, s)
 end
 
@@ -184,4 +188,21 @@ local function apply_binding(user_key, sid, s, policy, device_id, user_agent, fi
   if s.bx == fingerprint then return false, '' end
   s.bx = fingerprint
   return false, table.concat(changed, ',')
+end
+
+-- DPoP (RFC 9449 section 11.1): accept a proof's jti once. Every jti of a user is a
+-- member of one sorted set in the user's slot (`jti_key`, store.py names it), scored
+-- with when it may be forgotten: its proof's iat window has passed by then, so a replay
+-- would be refused for its iat anyway. Forgotten ones are dropped first; at most
+-- `limit` are held (only the key holder can make proofs, so only they can fill it).
+-- Returns 'fresh' (now remembered), 'replayed' or 'full'; nothing is written unless
+-- fresh. Called by the one script each path runs (verify_touch, rotate_refresh,
+-- create_session): no extra round trip.
+local function dpop_jti_fresh(jti_key, jti, ttl_ms, limit, now)
+  redis.call('ZREMRANGEBYSCORE', jti_key, '-inf', now)
+  if redis.call('ZSCORE', jti_key, jti) then return 'replayed' end
+  if redis.call('ZCARD', jti_key) >= limit then return 'full' end
+  redis.call('ZADD', jti_key, now + ttl_ms, jti)
+  redis.call('PEXPIRE', jti_key, ttl_ms)
+  return 'fresh'
 end
