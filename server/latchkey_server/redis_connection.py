@@ -89,6 +89,16 @@ class _Cluster(RedisCluster):
     ERRORS_ALLOW_RETRY = tuple(  # type: ignore[assignment]
         e for e in RedisCluster.ERRORS_ALLOW_RETRY if e is not redis.exceptions.TimeoutError)
 
+    def determine_slot(self, *args: Any) -> int | None:
+        # FCALL names its keys as EVALSHA does (function, numkeys, keys...), but redis-py
+        # special-cases only EVAL/EVALSHA and asks the server (COMMAND GETKEYS, one more
+        # round trip per call) for any other command with movable keys. The store's
+        # script calls always carry their user's key.
+        if len(args) > 3 and str(args[0]).upper() == "FCALL" and int(args[2]) > 0:
+            return int(self.keyslot(args[3]))  # type: ignore[no-untyped-call]
+        slot: int | None = super().determine_slot(*args)
+        return slot
+
 
 def connect(settings: Settings, url: str) -> redis.Redis:
     """Return a Redis client for ``url`` with the configured timeouts, retries and checks.

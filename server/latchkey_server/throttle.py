@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
+from flask.globals import request_ctx
 from flask_limiter import Limiter, RequestLimit
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
@@ -379,6 +380,7 @@ def init_app(app: Flask, svc: Services, redis_url: str) -> Throttle:
     assert not limiter.limit_manager.default_limits
     assert not limiter.limit_manager.application_limits
     app.before_request_funcs[None].remove(limiter._check_request_limit)
+    _hooks_only_when_limited(app, limiter)
     throttle = Throttle(limiter, svc, RateLimitItemPerSecond(
         s.invalid_tokens_per_ip, s.invalid_tokens_per_ip_window_seconds))
     _apply_budgets(app, throttle)
@@ -400,6 +402,39 @@ def init_app(app: Flask, svc: Services, redis_url: str) -> Throttle:
 
     app.extensions[EXTENSION_KEY] = throttle
     return throttle
+
+
+def _hooks_only_when_limited(app: Flask, limiter: Limiter) -> None:
+    """Run Flask-Limiter's after-request and teardown hooks only on a request a limit saw.
+
+    Both start by building the limiter's per-request context, on every request, only to
+    find nothing in it on a view without limits (``/v1/me`` and every protected view):
+    three context lookups and a reset, tens of microseconds. The context exists only once
+    a limit of this request used it, and with none there is nothing to deduct, no header
+    to add and nothing to release, so skipping them then changes nothing they do.
+    """
+    after = app.after_request_funcs[None]
+    teardown = app.teardown_request_funcs[None]
+    inject_headers = vars(Limiter)["_Limiter__inject_headers"]  # name-mangled private
+    inject = next(f for f in after if getattr(f, "func", None) is inject_headers)
+    release = next(f for f in teardown if getattr(f, "__self__", None) is limiter)
+
+    def inject_when_limited(response: Response) -> Response:
+        if hasattr(request_ctx, _LIMITER_CONTEXT):
+            result: Response = inject(response)
+            return result
+        return response
+
+    def release_when_limited(error: BaseException | None = None) -> None:
+        if hasattr(request_ctx, _LIMITER_CONTEXT):
+            release(error)
+
+    after[after.index(inject)] = inject_when_limited
+    teardown[teardown.index(release)] = release_when_limited
+
+
+# Where Flask-Limiter keeps its per-request state on the request context.
+_LIMITER_CONTEXT = "_limiter_request_context"
 
 
 def _token_presented() -> bool:

@@ -25,6 +25,7 @@ from latchkey_server.extension import services
 from latchkey_server.store import (
     SECURITY_NOISE_STREAM_KEY,
     SESSION_FIELD_PREFIX,
+    dpop_jti_key,
     session_field,
     user_key,
 )
@@ -128,6 +129,33 @@ def test_users_spread_over_every_master_and_each_user_is_one_key_in_one_slot(clu
     assert masters == {node.port for node in cluster.nodes}
 
 
+def test_dpop_proofs_work_on_the_cluster_with_their_jtis_in_the_users_slot(cluster, tmp_path):
+    from tests.server.dpop_support import DPoPKey
+
+    app = cluster_app(cluster, tmp_path / "instance")
+    with app.app_context():
+        issuer = services().settings.issuer
+    client, direct, key = app.test_client(), cluster.client(), DPoPKey()
+    username = unique_username()
+    assert client.post("/v1/auth/register",
+                       json={"username": username, "password": PASSWORD}).status_code == 201
+    r = client.post("/v1/auth/login", json={"username": username, "password": PASSWORD},
+                    headers={"DPoP": key.proof("POST", issuer + "/v1/auth/login")})
+    assert r.status_code == 200 and r.json["token_type"] == "DPoP", r.text
+    r = client.post("/v1/auth/refresh", json={"refresh_token": r.json["refresh_token"]},
+                    headers={"DPoP": key.proof("POST", issuer + "/v1/auth/refresh")})
+    assert r.status_code == 200, r.text
+    access = r.json["access_token"]
+    proof = key.proof("GET", issuer + "/v1/me", access_token=access)
+    headers = {"Authorization": f"DPoP {access}", "DPoP": proof}
+    assert client.get("/v1/me", headers=headers).status_code == 200
+    assert client.get("/v1/me", headers=headers).status_code == 401  # the jti was used
+    uid = user_id(r.json)
+    jtis = dpop_jti_key(uid)
+    assert direct.zcard(jtis) == 3  # login, refresh, the request
+    assert direct.keyslot(jtis) == direct.keyslot(user_key(uid))
+
+
 def test_the_limiter_and_the_security_stream_work_on_the_cluster(cluster, tmp_path):
     app = cluster_app(cluster, tmp_path / "instance")
     client, direct = app.test_client(), cluster.client()
@@ -142,15 +170,35 @@ def test_the_limiter_and_the_security_stream_work_on_the_cluster(cluster, tmp_pa
 
 
 def test_a_node_that_lost_its_script_cache_still_serves(cluster, tmp_path):
-    # A restarted master, or a replica just promoted, starts with no scripts.
+    # A restarted master, or a replica just promoted, may start with no scripts and no
+    # function libraries (a fresh replica that never received them).
     app = cluster_app(cluster, tmp_path / "instance")
     client = app.test_client()
     tokens = sign_in(client)
     for node in cluster.nodes:
         redis.Redis(port=node.port).script_flush()
+        redis.Redis(port=node.port).function_flush()
     assert me(client, tokens).status_code == 200
     r = client.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert r.status_code == 200
+    assert me(client, {**tokens, **r.get_json()}).status_code == 200
+
+
+def test_script_calls_reach_their_node_in_one_round_trip_as_fcall(cluster, tmp_path):
+    # redis-py asks the server where an FCALL's keys are (COMMAND GETKEYS) unless told:
+    # the cluster client reads them as it reads EVALSHA's, so a call stays one round trip.
+    app = cluster_app(cluster, tmp_path / "instance")
+    client = app.test_client()
+    tokens = sign_in(client)
+    assert me(client, tokens).status_code == 200  # loads the library on the user's node
+    nodes = [redis.Redis(port=node.port, decode_responses=True) for node in cluster.nodes]
+    for node in nodes:
+        node.config_resetstat()
+    for _ in range(5):
+        assert me(client, tokens).status_code == 200
+    stats = [node.info("commandstats") for node in nodes]
+    assert sum(s.get("cmdstat_fcall", {}).get("calls", 0) for s in stats) == 5
+    assert not any("cmdstat_command|getkeys" in s or "cmdstat_evalsha" in s for s in stats)
 
 
 def test_the_sweep_visits_the_users_on_every_master(cluster, tmp_path):
@@ -194,6 +242,7 @@ def test_a_lost_master_fails_closed_for_its_users_and_only_for_them(tmp_path):
         for node in own.nodes:
             if node is not lost:  # a script cache miss must not need the lost master
                 redis.Redis(port=node.port).script_flush()
+                redis.Redis(port=node.port).function_flush()  # nor a missing library
         for port, tokens in by_master.items():
             started = time.monotonic()
             r = me(client, tokens)

@@ -1,5 +1,8 @@
--- Shared helpers, prepended to every Latchkey script by store.py (Redis 6.2 has no
--- FUNCTION libraries). Time always comes from the Redis server, never from a client.
+-- Shared helpers, in front of every Latchkey script. Sent with the body to EVAL, they run
+-- on every call; in a FUNCTION library (Redis 7+, Valkey; latchkey_resource/scripts.py)
+-- they run once, at load, where Redis 7.0 offers no ipairs: so the code at this file's
+-- top level loops by index, and the next line (effects replication, the only mode on 7+)
+-- is left out of a library. Time always comes from the Redis server, never from a client.
 redis.replicate_commands()
 
 local function now_ms()
@@ -20,19 +23,21 @@ local SESSION_FIXED = '>BBI4I6I6I6I6I4'
 -- client-supplied string (device id and name, user agent, address) gets two bytes: it may
 -- be up to 128 or 256 characters of UTF-8. struct wraps a length that does not fit its
 -- prefix, which would corrupt the record, so encode_session refuses one instead.
--- The last, 'ci', is the OAuth client the session was issued to ('' for the built-in
--- client of /v1 logins, so the common case costs one byte); records written before it
--- existed lack it and decode as the built-in client's.
+-- The last two are optional: 'ci', the OAuth client the session was issued to ('' for
+-- the built-in client of /v1 logins, so the common case costs one byte), then 'jk', the
+-- RFC 7638 thumbprint of the DPoP key the session is bound to ('' when unbound). Records
+-- written before one existed lack it (and what follows) and decode with it as ''.
 local SESSION_STRINGS = {{'rc', 'B'}, {'rp', 'B'}, {'d', 'H'}, {'dn', 'H'}, {'ua', 'H'},
-  {'ip', 'H'}, {'bx', 'B'}, {'r', 'B'}, {'ci', 'B'}}
+  {'ip', 'H'}, {'bx', 'B'}, {'r', 'B'}, {'ci', 'B'}, {'jk', 'B'}}
+local OPTIONAL_STRINGS = 2
 local LENGTH_LIMITS = {B = 255, H = 65535}
+-- SESSION_FORMATS[k]: the fixed part and the first k strings.
+local SESSION_FORMATS = {}
 local SESSION_FORMAT = SESSION_FIXED
-local SESSION_FORMAT_BEFORE_CLIENT = SESSION_FIXED
-for i, string_field in ipairs(SESSION_STRINGS) do
-  SESSION_FORMAT = SESSION_FORMAT .. string_field[2] .. 'c0'
-  if i < #SESSION_STRINGS then
-    SESSION_FORMAT_BEFORE_CLIENT = SESSION_FORMAT
-  end
+local SESSION_STRING_COUNT = #SESSION_STRINGS
+for i = 1, SESSION_STRING_COUNT do
+  SESSION_FORMAT = SESSION_FORMAT .. SESSION_STRINGS[i][2] .. 'c0'
+  SESSION_FORMATS[i] = SESSION_FORMAT
 end
 local STATE_NAMES = {'live', 'revoked', 'expired'}
 local STATE_CODES = {live = 1, revoked = 2, expired = 3}
@@ -43,28 +48,34 @@ local function session_field(sid)
   return SESSION_FIELD_PREFIX .. sid
 end
 
+-- Runs on every call of every script: no closure for pcall and no iterator (both are
+-- allocations), v[1] is pcall's status and the record's values start at v[2].
 local function decode_session(raw)
-  local ok, v = pcall(function() return {struct.unpack(SESSION_FORMAT, raw)} end)
-  if not ok then v = {struct.unpack(SESSION_FORMAT_BEFORE_CLIENT, raw)} end
-  local s = {st = STATE_NAMES[v[1]], lv = LEVEL_NAMES[v[2]], g = v[3], c = v[4], l = v[5],
-    a = v[6], t = v[7], at = v[8]}
-  for i, string_field in ipairs(SESSION_STRINGS) do
-    s[string_field[1]] = v[8 + i]
+  local n = SESSION_STRING_COUNT
+  local v = {pcall(struct.unpack, SESSION_FORMAT, raw)}
+  while not v[1] and n > SESSION_STRING_COUNT - OPTIONAL_STRINGS do
+    n = n - 1
+    v = {pcall(struct.unpack, SESSION_FORMATS[n], raw)}
   end
-  if not ok then s.ci = '' end
+  if not v[1] then error(v[2]) end
+  local s = {st = STATE_NAMES[v[2]], lv = LEVEL_NAMES[v[3]], g = v[4], c = v[5], l = v[6],
+    a = v[7], t = v[8], at = v[9]}
+  for i = 1, SESSION_STRING_COUNT do
+    s[SESSION_STRINGS[i][1]] = i <= n and v[9 + i] or ''
+  end
   return s
 end
 
 local function encode_session(s)
   local v = {STATE_CODES[s.st], LEVEL_CODES[s.lv], s.g, s.c, s.l, s.a, s.t, s.at}
-  for _, string_field in ipairs(SESSION_STRINGS) do
-    local name, code = string_field[1], string_field[2]
+  local n = #v
+  for i = 1, SESSION_STRING_COUNT do
+    local name, code = SESSION_STRINGS[i][1], SESSION_STRINGS[i][2]
     local value = s[name]
     if #value > LENGTH_LIMITS[code] then
       error('session field ' .. name .. ' is too long to store')
     end
-    table.insert(v, #value)
-    table.insert(v, value)
+    v[n + 1], v[n + 2], n = #value, value, n + 2
   end
   return struct.pack(SESSION_FORMAT, unpack(v))
 end
@@ -107,7 +118,7 @@ end
 -- so a retained record keeps just its state, times and refresh hashes.
 local function end_session(user_key, sid, s, state, reason, now)
   s.st, s.r, s.t = state, reason, now
-  s.d, s.dn, s.ua, s.ip, s.bx = '', '', '', '', ''
+  s.d, s.dn, s.ua, s.ip, s.bx, s.jk = '', '', '', '', '', ''
   save_session(user_key, sid, s)
 end
 
@@ -177,4 +188,21 @@ local function apply_binding(user_key, sid, s, policy, device_id, user_agent, fi
   if s.bx == fingerprint then return false, '' end
   s.bx = fingerprint
   return false, table.concat(changed, ',')
+end
+
+-- DPoP (RFC 9449 section 11.1): accept a proof's jti once. Every jti of a user is a
+-- member of one sorted set in the user's slot (`jti_key`, store.py names it), scored
+-- with when it may be forgotten: its proof's iat window has passed by then, so a replay
+-- would be refused for its iat anyway. Forgotten ones are dropped first; at most
+-- `limit` are held (only the key holder can make proofs, so only they can fill it).
+-- Returns 'fresh' (now remembered), 'replayed' or 'full'; nothing is written unless
+-- fresh. Called by the one script each path runs (verify_touch, rotate_refresh,
+-- create_session): no extra round trip.
+local function dpop_jti_fresh(jti_key, jti, ttl_ms, limit, now)
+  redis.call('ZREMRANGEBYSCORE', jti_key, '-inf', now)
+  if redis.call('ZSCORE', jti_key, jti) then return 'replayed' end
+  if redis.call('ZCARD', jti_key) >= limit then return 'full' end
+  redis.call('ZADD', jti_key, now + ttl_ms, jti)
+  redis.call('PEXPIRE', jti_key, ttl_ms)
+  return 'fresh'
 end

@@ -1,0 +1,81 @@
+"""Run ``latchkey-server`` under another WSGI worker model, to measure it (benchmarks only).
+
+``latchkey-server`` serves with gunicorn's gthread workers; issue 18 asks whether sync
+workers, or a compiled server (granian), would serve a protected request faster. This
+runs the same command, the same settings and the same shared preparation (keys, metrics
+directory, issuer) with only the worker model replaced, so ``bench.compare_peer`` can put
+each beside the default in one run:
+
+- ``sync``: gunicorn's sync worker, one request at a time per worker process (gunicorn
+  turns a sync worker with threads into gthread, so threads are 1);
+- ``granian``: granian's WSGI interface, the same worker count, ``--threads`` blocking
+  threads per worker (granian's Rust runtime parses HTTP and holds the connections).
+
+Run by ``bench/compare_peer.py --variants sync granian`` through ``wrapper_bin_dir``,
+which gives ``tests.conftest.start_server`` a ``latchkey-server`` that is this module.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+WORKER_MODEL_ENV = "BENCH_WORKER_MODEL"
+WORKER_MODELS = ("sync", "granian")
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def wrapper_bin_dir(directory: Path, model: str) -> Path:
+    """Return a directory whose ``latchkey-server`` runs this module with ``model``."""
+    if model not in WORKER_MODELS:
+        raise ValueError(f"unknown worker model {model!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "latchkey-server"
+    script.write_text(f"#!/bin/sh\nexport {WORKER_MODEL_ENV}={model}\n"
+                      f"export PYTHONPATH={_REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}\n"
+                      f'exec {sys.executable} -m bench.worker_models "$@"\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return directory
+
+
+def _serve_granian(settings: Any, host: str, port: int, workers: int, threads: int) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+    from latchkey_server.logging_setup import configure_logging
+    from latchkey_server.serving import prepare_metrics_dir, prepare_shared_state
+
+    configure_logging(settings.log_level)
+    embedded = prepare_shared_state(settings)
+    prepare_metrics_dir(settings)
+    try:
+        Granian("latchkey_server:create_app", address=host, port=port, factory=True,
+                interface=Interfaces.WSGI, workers=workers, blocking_threads=threads).serve()
+    finally:
+        if embedded:
+            embedded.stop()
+
+
+def main() -> int:
+    """``latchkey-server`` with the worker model named in ``BENCH_WORKER_MODEL``."""
+    from latchkey_server import cli, serving
+
+    model = os.environ[WORKER_MODEL_ENV]
+    if model == "sync":
+        original = serving.gunicorn_options
+
+        def sync_options(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            options = original(*args, **kwargs)
+            options.update(worker_class="sync", threads=1)
+            return options
+
+        serving.gunicorn_options = sync_options  # type: ignore[assignment]
+    else:
+        serving.serve_gunicorn = _serve_granian  # type: ignore[assignment]
+    return cli.main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
