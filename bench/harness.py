@@ -58,15 +58,16 @@ def start_latchkey(instance_path: Path, redis_url: str | None, *args: str,
     """Start ``latchkey-server --host --port`` as its defaults have it; wait for ``/readyz``.
 
     The tests' ``start_server`` sets a debug log level and one worker; here the worker
-    count and log level are the server's own defaults, read from its parser and settings
+    count and log level are the server's own defaults, read from its settings (the parser has none)
     so that a change of default changes the benchmark too. Only the instance path, the
     Redis URL (none: the embedded store), cheap argon2 (login is not measured) and the
     per-IP failure budgets (every wrk client is 127.0.0.1) are the tests' values.
     """
-    from latchkey_server.cli import build_parser
     from latchkey_server.config import Settings
 
-    defaults = {"LATCHKEY_WORKERS": str(build_parser().get_default("workers")),
+    # The parser has no defaults of its own any more (cli.py): unset flags fall back to
+    # the settings, so the settings' default is the server's.
+    defaults = {"LATCHKEY_WORKERS": str(Settings.workers),
                 "LATCHKEY_LOG_LEVEL": log_level or Settings.log_level}
     return start_server(instance_path, defaults, redis_url=redis_url, args=args)
 
