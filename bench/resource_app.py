@@ -28,7 +28,8 @@ from typing import Any
 
 from flask import Flask, jsonify
 
-__all__ = ["ASGI_MODES", "FLASK_MODES", "PATH", "create_app", "create_asgi_app"]
+__all__ = ["ASGI_MODES", "FLASK_MODES", "PATH", "create_app", "create_asgi_app",
+           "create_floor_app"]
 
 FLASK_MODES = ("open", "latchkey", "fje")
 ASGI_MODES = ("open", "latchkey")
@@ -65,6 +66,25 @@ def create_app(mode: str | None = None) -> Flask:
         return jsonify(hello="world")
 
     app.add_url_rule(PATH, "hello", guard(hello) if guard else hello)
+    return app
+
+
+def create_floor_app(redis_url: str) -> Flask:
+    """The unprotected view plus one Redis round trip (a ``GET``) and no auth at all.
+
+    The floor under any auth layer that asks a store on every request: what the view
+    costs once the worker blocks on Redis once, so the auth layers can be read over it.
+    """
+    import redis
+
+    app = Flask(__name__)
+    client = redis.Redis.from_url(redis_url)
+
+    @app.get(PATH)
+    def hello() -> Any:
+        client.get("lk-bench:floor")
+        return jsonify(hello="world")
+
     return app
 
 

@@ -19,8 +19,9 @@ signs the tokens, serves the JWKS and holds the sessions.
    Flask-JWT-Extended one (the ratio of µs per request, the peer's over ours).
 2. **Under a real server** (``served``): each Flask app under gunicorn ``-w 2``, ``sync``
    and ``gthread --threads 8`` (the same worker class on both sides of every ratio), and
-   the FastAPI apps under ``uvicorn --workers 2``; wrk ``--latency -t1 -c16`` (the harness),
-   every server's runs interleaved with every other's, medians of the repetitions.
+   the FastAPI apps under one ``uvicorn`` process (see ``uvicorn_command``); wrk
+   ``--latency -t1 -c16`` (the harness), every server's runs interleaved with every
+   other's, medians of the repetitions.
 
 Also: the Redis commands one request sends on each protected path (MONITOR), and with
 ``--profile`` a cProfile of the protected Flask request in process.
@@ -45,7 +46,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import redis
@@ -61,7 +62,14 @@ from bench.harness import (
 )
 from bench.peer_app import new_ed25519_pem
 from bench.redis_stats import redis_version, start_stock_redis
-from bench.resource_app import ASGI_MODES, FLASK_MODES, PATH, create_app, create_asgi_app
+from bench.resource_app import (
+    ASGI_MODES,
+    FLASK_MODES,
+    PATH,
+    create_app,
+    create_asgi_app,
+    create_floor_app,
+)
 from tests.conftest import free_port, stop_process
 from tests.server.ops_support import client_commands_during
 
@@ -74,6 +82,27 @@ AUTH_LAYER_GOAL_US = 150.0
 OVER_PEER_GOAL = 1.5
 PROFILE_FRAMES = "latchkey_resource|jwt/|redis/|flask/app|werkzeug"
 assert {mode for mode, _ in FLASK_VARIANTS.values()} == set(FLASK_MODES)
+
+
+class Sample(NamedTuple):
+    """One sample's cost per request: wall-clock µs, and CPU µs of this whole process.
+
+    On a shared machine the wall clock includes every moment another process held the
+    core (the Redis round trip gives the scheduler a chance at every request); the
+    process's CPU time (``time.process_time``, all its threads) does not, so the app's
+    own work per request is read from it, and Redis's from ``INFO commandstats``.
+    """
+
+    wall_us: float
+    cpu_us: float
+
+
+def timed(run: Callable[[], object], count: int) -> Sample:
+    """Run ``run`` (which makes ``count`` requests); return its cost per request."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return Sample((time.perf_counter() - wall) / count * 1e6,
+                  (time.process_time() - cpu) / count * 1e6)
 
 
 class Bench:
@@ -143,18 +172,20 @@ class WsgiCaller:
             if close:
                 close()
 
-    def per_request_us(self, count: int) -> float:
+    def per_request_us(self, count: int) -> Sample:
         self.refresh()
         self.once()
         if not self.status.startswith("200"):
             raise RuntimeError(f"the benchmark request was answered {self.status}")
-        started = time.perf_counter()
-        for _ in range(count):
-            self.once()
-        elapsed = time.perf_counter() - started
+
+        def run() -> None:
+            for _ in range(count):
+                self.once()
+
+        sample = timed(run, count)
         if not self.status.startswith("200"):
             raise RuntimeError(f"the benchmark request was answered {self.status}")
-        return elapsed / count * 1e6
+        return sample
 
 
 # -- in process: ASGI ------------------------------------------------------------------
@@ -186,21 +217,72 @@ class AsgiCaller:
 
         await self.app(dict(self.scope), receive, send)
 
-    async def _many(self, count: int) -> float:
-        started = time.perf_counter()
+    async def _many(self, count: int) -> None:
         for _ in range(count):
             await self._once()
-        return time.perf_counter() - started
 
-    def per_request_us(self, count: int) -> float:
+    def per_request_us(self, count: int) -> Sample:
         self.refresh()
         self.loop.run_until_complete(self._once())
         if self.status != 200:
             raise RuntimeError(f"the benchmark request was answered {self.status}")
-        elapsed = self.loop.run_until_complete(self._many(count))
+        sample = timed(lambda: self.loop.run_until_complete(self._many(count)), count)
         if self.status != 200:
             raise RuntimeError(f"the benchmark request was answered {self.status}")
-        return elapsed / count * 1e6
+        return sample
+
+
+class CallCaller:
+    """Time a plain call the same way (the auth layer's parts without a framework)."""
+
+    def __init__(self, make: Callable[[], Callable[[], object]]) -> None:
+        self.make = make
+        self.once = make()
+
+    def per_request_us(self, count: int) -> Sample:
+        self.once = self.make()  # a fresh token, as the app callers take
+        self.once()
+
+        def run() -> None:
+            for _ in range(count):
+                self.once()
+
+        return timed(run, count)
+
+
+def parts(bench: Bench) -> dict[str, CallCaller | WsgiCaller]:
+    """What the protected request is made of, each timed alone in the same rounds.
+
+    ``verify``: ``ResourceVerifier.verify`` called directly (the framework-neutral call:
+    token parse, cached signature check, binding inputs, the ``verify_touch`` round trip);
+    ``redis_ping``: one round trip that does nothing (redis-py over the same TCP
+    loopback), the floor under any store check, ours or the blocklist's ``GET``;
+    ``flask_open_one_get``: the unprotected view plus one Redis ``GET`` and no auth
+    (``resource_app.create_floor_app``), the floor of any auth layer that asks a store.
+    """
+    from latchkey_resource import ResourceVerifier
+
+    verifier = ResourceVerifier(bench.latchkey_url, bench.redis_url)
+    headers = {"User-Agent": BENCH_USER_AGENT}
+    url = "http://localhost" + PATH
+
+    def verify() -> Callable[[], object]:
+        authorization = f"Bearer {bench.latchkey_token()}"
+        return lambda: verifier.verify(authorization, method="GET", url=url,
+                                       headers=headers, remote_addr="127.0.0.1")
+
+    ping_client = redis.Redis.from_url(bench.redis_url)
+    return {"verify": CallCaller(verify), "redis_ping": CallCaller(lambda: ping_client.ping),
+            "flask_open_one_get": WsgiCaller(create_floor_app(bench.redis_url), None)}
+
+
+def redis_usec_per_verify_touch(admin: redis.Redis, caller: WsgiCaller,
+                                requests: int) -> float:
+    """Redis's own time per ``EVALSHA`` (``INFO commandstats``) over protected requests."""
+    caller.per_request_us(50)
+    admin.config_resetstat()
+    caller.per_request_us(requests)
+    return float(admin.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
 
 
 def fje_token(app: Any) -> Callable[[], str]:
@@ -224,7 +306,7 @@ def flask_apps(bench: Bench) -> dict[str, tuple[Any, Callable[[], str] | None]]:
 def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     """µs per request for each Flask variant and each FastAPI mode, interleaved."""
     loop = asyncio.new_event_loop()
-    callers: dict[str, WsgiCaller | AsgiCaller] = {
+    callers: dict[str, WsgiCaller | AsgiCaller | CallCaller] = {
         f"flask_{name}": WsgiCaller(app, token) for name, (app, token) in
         flask_apps(bench).items()}
     for mode in ASGI_MODES:
@@ -232,17 +314,29 @@ def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             app = create_asgi_app(mode)
         callers[f"fastapi_{mode}"] = AsgiCaller(
             app, bench.latchkey_token if mode == "latchkey" else None, loop)
+    callers.update({f"part_{name}": caller for name, caller in parts(bench).items()})
     for caller in callers.values():  # warm: pools, scripts, JWKS, signature caches
         caller.per_request_us(max(args.requests // 10, 50))
     samples = interleave_samples(
         {name: (lambda c=caller: c.per_request_us(args.requests))
          for name, caller in callers.items()}, args.repetitions)
-    us = {name: round(statistics.median(v), 1) for name, v in samples.items()}
+    us = {name: round(statistics.median(x.wall_us for x in v), 1)
+          for name, v in samples.items()}
+    cpu = {name: round(statistics.median(x.cpu_us for x in v), 1)
+           for name, v in samples.items()}
     flask_layer = us["flask_latchkey"] - us["flask_open"]
     fastapi_layer = us["fastapi_latchkey"] - us["fastapi_open"]
     result: dict[str, Any] = {
         "us_per_request": us,
-        "us_samples": {name: [round(x, 1) for x in v] for name, v in samples.items()},
+        "us_samples": {name: [round(x.wall_us, 1) for x in v] for name, v in samples.items()},
+        "cpu_us_per_request": cpu,
+        "flask_auth_layer_cpu_us": round(cpu["flask_latchkey"] - cpu["flask_open"], 1),
+        "fastapi_auth_layer_cpu_us": round(cpu["fastapi_latchkey"] - cpu["fastapi_open"], 1),
+        "fje_hs256_auth_layer_cpu_us": round(cpu["flask_fje_hs256"] - cpu["flask_open"], 1),
+        "latchkey_over_fje_hs256_cpu": round(cpu["flask_fje_hs256"] / cpu["flask_latchkey"],
+                                             3),
+        "latchkey_over_fje_eddsa_cpu": round(cpu["flask_fje_eddsa"] / cpu["flask_latchkey"],
+                                             3),
         "flask_auth_layer_us": round(flask_layer, 1),
         "fastapi_auth_layer_us": round(fastapi_layer, 1),
         "fje_hs256_auth_layer_us": round(us["flask_fje_hs256"] - us["flask_open"], 1),
@@ -252,6 +346,31 @@ def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "latchkey_over_fje_eddsa": round(us["flask_fje_eddsa"] / us["flask_latchkey"], 3),
         "latchkey_over_open": round(us["flask_open"] / us["flask_latchkey"], 3),
         "fastapi_latchkey_over_open": round(us["fastapi_open"] / us["fastapi_latchkey"], 3),
+    }
+    # The auth layer taken apart: the framework-neutral verify() against the same request
+    # under Flask, and inside verify() Redis's own script time and the bare round trip.
+    flask_latchkey = callers["flask_latchkey"]
+    assert isinstance(flask_latchkey, WsgiCaller)
+    redis_script_us = redis_usec_per_verify_touch(bench.admin, flask_latchkey, args.requests)
+    result["auth_layer_parts_us"] = {
+        "verify_call_wall": us["part_verify"],
+        "verify_call_cpu": cpu["part_verify"],
+        "flask_adapter_cpu_over_verify": round(
+            cpu["flask_latchkey"] - cpu["flask_open"] - cpu["part_verify"], 1),
+        "redis_ping_round_trip_wall": us["part_redis_ping"],
+        "redis_ping_round_trip_cpu": cpu["part_redis_ping"],
+        "redis_verify_touch_script": round(redis_script_us, 1),
+        # What the layer costs where nothing else competes for the cores: this process's
+        # CPU for it plus Redis's time in the script (the loopback hop itself excluded).
+        # Over the floor: the view that also waits for one Redis GET, without auth.
+        "flask_latchkey_over_one_get_floor_wall": round(
+            us["flask_latchkey"] - us["part_flask_open_one_get"], 1),
+        "flask_latchkey_over_one_get_floor_cpu": round(
+            cpu["flask_latchkey"] - cpu["part_flask_open_one_get"], 1),
+        "fje_hs256_over_one_get_floor_cpu": round(
+            cpu["flask_fje_hs256"] - cpu["part_flask_open_one_get"], 1),
+        "flask_auth_layer_cpu_plus_redis_script": round(
+            cpu["flask_latchkey"] - cpu["flask_open"] + redis_script_us, 1),
     }
     result["goals"] = {
         f"flask_auth_layer_at_most_{AUTH_LAYER_GOAL_US:g}_us": flask_layer <= AUTH_LAYER_GOAL_US,
@@ -273,18 +392,19 @@ def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def commands_per_request(admin: redis.Redis, caller: WsgiCaller | AsgiCaller) -> list[str]:
+def commands_per_request(admin: redis.Redis,
+                         caller: WsgiCaller | AsgiCaller | CallCaller) -> list[str]:
     """Return the Redis commands one request sends (median of 7, steady state)."""
     caller.per_request_us(20)
     admin.ping()  # the admin connection made before MONITOR counts
     once: Callable[[], object] = (
-        caller.once if isinstance(caller, WsgiCaller)
-        else lambda: caller.loop.run_until_complete(caller._once()))
+        (lambda: caller.loop.run_until_complete(caller._once()))
+        if isinstance(caller, AsgiCaller) else caller.once)
     counted = [client_commands_during(admin, once) for _ in range(7)]
     return sorted(counted, key=len)[len(counted) // 2]
 
 
-def profile(caller: WsgiCaller | AsgiCaller, requests: int) -> list[str]:
+def profile(caller: WsgiCaller | AsgiCaller | CallCaller, requests: int) -> list[str]:
     """Profile the protected request; print the full listing to stderr, return the top."""
     profiler = cProfile.Profile()
     profiler.enable()
@@ -333,9 +453,16 @@ def gunicorn_command(worker_class: str, args: argparse.Namespace) -> list[str]:
 
 
 def uvicorn_command(args: argparse.Namespace) -> list[str]:
+    """One uvicorn process: with ``--workers N`` the accepted sockets lose TCP_NODELAY.
+
+    uvicorn's supervisor binds the listening socket without ``proto``, and asyncio sets
+    TCP_NODELAY only on sockets that report IPPROTO_TCP (uvicorn issue 3149, open): every
+    keep-alive request after the first then waits ~40 ms for the peer's delayed ACK
+    (measured here: 44 ms p50 at ``-c1`` with ``--workers 2``, 0.4 ms with one process).
+    """
     return [str(Path(sys.executable).parent / "uvicorn"), "--factory",
             "bench.resource_app:create_asgi_app", "--host", "127.0.0.1", "--port", "{port}",
-            "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"]
+            "--log-level", "warning", "--no-access-log"]
 
 
 def under_servers(bench: Bench, args: argparse.Namespace,
@@ -385,7 +512,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=2000, help="per in-process sample")
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn/uvicorn workers")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=8, help="gthread threads")
     parser.add_argument("--connections", type=int, default=16, help="wrk -c")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk -t")
