@@ -154,7 +154,7 @@ class WsgiCaller:
         headers = {"User-Agent": BENCH_USER_AGENT}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token()}"
-        self.environ = self._builder(path=PATH, headers=headers,
+        self.environ = self._builder(path=PATH, headers=list(headers.items()),
                                      environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
 
     def _start_response(self, status: str, headers: list[Any], exc_info: Any = None) -> Any:
@@ -317,9 +317,11 @@ def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     callers.update({f"part_{name}": caller for name, caller in parts(bench).items()})
     for caller in callers.values():  # warm: pools, scripts, JWKS, signature caches
         caller.per_request_us(max(args.requests // 10, 50))
-    samples = interleave_samples(
-        {name: (lambda c=caller: c.per_request_us(args.requests))
-         for name, caller in callers.items()}, args.repetitions)
+    def sample(caller: WsgiCaller | AsgiCaller | CallCaller) -> Callable[[], Sample]:
+        return lambda: caller.per_request_us(args.requests)
+
+    samples = interleave_samples({name: sample(caller) for name, caller in callers.items()},
+                                 args.repetitions)
     us = {name: round(statistics.median(x.wall_us for x in v), 1)
           for name, v in samples.items()}
     cpu = {name: round(statistics.median(x.cpu_us for x in v), 1)
@@ -372,14 +374,24 @@ def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "flask_auth_layer_cpu_plus_redis_script": round(
             cpu["flask_latchkey"] - cpu["flask_open"] + redis_script_us, 1),
     }
+    # Each goal read twice: on the wall clock, and on this process's CPU (plus Redis's own
+    # script time for the layer), which a loaded machine moves much less.
+    layer_cpu = result["auth_layer_parts_us"]["flask_auth_layer_cpu_plus_redis_script"]
     result["goals"] = {
-        f"flask_auth_layer_at_most_{AUTH_LAYER_GOAL_US:g}_us": flask_layer <= AUTH_LAYER_GOAL_US,
-        f"fastapi_auth_layer_at_most_{AUTH_LAYER_GOAL_US:g}_us":
+        f"flask_auth_layer_at_most_{AUTH_LAYER_GOAL_US:g}_us_wall":
+            flask_layer <= AUTH_LAYER_GOAL_US,
+        f"flask_auth_layer_at_most_{AUTH_LAYER_GOAL_US:g}_us_cpu_plus_redis_script":
+            layer_cpu <= AUTH_LAYER_GOAL_US,
+        f"fastapi_auth_layer_at_most_{AUTH_LAYER_GOAL_US:g}_us_wall":
             fastapi_layer <= AUTH_LAYER_GOAL_US,
-        f"over_fje_hs256_at_least_{OVER_PEER_GOAL:g}":
+        f"over_fje_hs256_at_least_{OVER_PEER_GOAL:g}_wall":
             result["latchkey_over_fje_hs256"] >= OVER_PEER_GOAL,
-        f"over_fje_eddsa_at_least_{OVER_PEER_GOAL:g}":
+        f"over_fje_hs256_at_least_{OVER_PEER_GOAL:g}_cpu":
+            result["latchkey_over_fje_hs256_cpu"] >= OVER_PEER_GOAL,
+        f"over_fje_eddsa_at_least_{OVER_PEER_GOAL:g}_wall":
             result["latchkey_over_fje_eddsa"] >= OVER_PEER_GOAL,
+        f"over_fje_eddsa_at_least_{OVER_PEER_GOAL:g}_cpu":
+            result["latchkey_over_fje_eddsa_cpu"] >= OVER_PEER_GOAL,
     }
     result["redis_commands_per_request"] = {
         name: commands_per_request(bench.admin, callers[f"flask_{name}"])
@@ -489,14 +501,15 @@ def under_servers(bench: Bench, args: argparse.Namespace,
         runs[f"uvicorn.{mode}"] = wrk(
             base + PATH, bench.latchkey_token if mode == "latchkey" else None)
     samples = interleave_samples(runs, args.repetitions)
-    figures = {name: {"rps": round(statistics.median(s.rps for s in v), 1),
-                      "p50_ms": round(statistics.median(s.p50_ms for s in v), 2),
-                      "p99_ms": round(statistics.median(s.p99_ms for s in v), 2),
-                      "rps_samples": [round(s.rps, 1) for s in v]}
-               for name, v in samples.items()}
+    figures: dict[str, dict[str, Any]] = {
+        name: {"rps": round(statistics.median(s.rps for s in v), 1),
+               "p50_ms": round(statistics.median(s.p50_ms for s in v), 2),
+               "p99_ms": round(statistics.median(s.p99_ms for s in v), 2),
+               "rps_samples": [round(s.rps, 1) for s in v]}
+        for name, v in samples.items()}
     ratios: dict[str, float] = {}
     for server in (*(f"gunicorn_{w}" for w in WORKER_CLASSES), "uvicorn"):
-        mine = {k.split(".", 1)[1]: v["rps"] for k, v in figures.items()
+        mine = {k.split(".", 1)[1]: float(summary["rps"]) for k, summary in figures.items()
                 if k.startswith(server + ".")}
         ratios[f"{server}.latchkey_over_open"] = round(mine["latchkey"] / mine["open"], 3)
         for peer in ("fje_hs256", "fje_eddsa"):
