@@ -13,7 +13,7 @@ import pytest
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from latchkey_server.oauth.rfc8414 import validate_metadata
 
-from tests.conftest import Api
+from tests.conftest import TEST_BACKEND, Api
 from tests.server.oauth_support import (
     DEFAULT_CLIENT_ID,
     FORM,
@@ -23,6 +23,7 @@ from tests.server.oauth_support import (
     grace_server_fixtures,
     jwt_parts,
 )
+from tests.server.ops_support import client_commands_during
 
 server, api = grace_server_fixtures()
 
@@ -245,6 +246,24 @@ def test_introspection_of_a_live_access_token_has_the_contract_members(server, a
     assert (body["iss"], body["exp"], body["iat"]) == (server.base_url, claims["exp"],
                                                        claims["iat"])
     assert body["token_type"] == "access_token" and body["auth_level"] == "normal"
+
+
+def test_introspection_reads_the_client_once_and_checks_the_session_in_one_script(
+        server, api, resource, redis_server):
+    # Every introspection pays for its client's authentication: the client's record is
+    # read once (id, type and secret hash together), then one verify_touch script.
+    if TEST_BACKEND == "cluster":
+        pytest.skip("LATCHKEY_TEST_BACKEND=cluster: MONITOR watches one node; the round "
+                    "trips are counted in the single-Redis run")
+    _, tokens = api.new_user_session()
+    for _ in range(5):  # the worker's connection made and the script loaded
+        assert introspect(api, resource, tokens["access_token"]).json()["active"] is True
+    watcher = redis_server.client()
+    watcher.ping()
+    seen = sorted((client_commands_during(
+        watcher, lambda: introspect(api, resource, tokens["access_token"]).raise_for_status())
+        for _ in range(5)), key=len)
+    assert seen[2] == ["HGET", "EVALSHA"], seen
 
 
 def test_a_token_of_an_ended_session_is_exactly_inactive_at_once(api, resource):

@@ -114,8 +114,8 @@ class ClientRegistry:
             client_id, secret = _basic_credentials(header)
             if form.get("client_id", client_id) != client_id:
                 raise InvalidRequestError(description="Two different client ids")
-            client = self.lookup(client_id)
-            if client is None or not self._secret_matches(client, secret):
+            client = self._verified(client_id, secret)
+            if client is None:
                 raise _unauthorised("Client authentication failed")
             return client
         client_id = form.get("client_id", "")
@@ -128,13 +128,27 @@ class ClientRegistry:
             raise _unauthorised("This client must authenticate with HTTP Basic")
         return client
 
-    def _secret_matches(self, client: OAuthClient, secret: str) -> bool:
-        if client.client_type == "public":
-            return secret == ""  # a public client has no secret to present
-        record = self._store.get_client(client.client_id)
-        if record is None or not record.secret_hash or not secret:
-            return False
-        return hmac.compare_digest(record.secret_hash, self._hash(secret))
+    def _verified(self, client_id: str, secret: str) -> OAuthClient | None:
+        """Return the client these Basic credentials prove, or ``None``.
+
+        One store read for the client and its secret hash: every introspection pays for
+        this call (bench/introspection.py measured a second read of the same record as
+        a third of its Redis round trips).
+        """
+        if client_id == self._settings.default_client_id:
+            client = self.lookup(client_id)
+            return client if secret == "" else None  # a public client has no secret
+        if not CLIENT_ID_RE.fullmatch(client_id):
+            return None  # not an id we could have issued: no store lookup
+        record = self._store.get_client(client_id)
+        if record is None:
+            return None
+        client = OAuthClient(record.client_id, record.client_type, record.name)
+        if record.client_type == "public":
+            return client if secret == "" else None
+        if not record.secret_hash or not secret:
+            return None
+        return client if hmac.compare_digest(record.secret_hash, self._hash(secret)) else None
 
     def _hash(self, secret: str) -> str:
         return b64url(hmac.new(self._key, secret.encode(), hashlib.sha256).digest())
