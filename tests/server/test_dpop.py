@@ -443,3 +443,15 @@ def test_an_unbound_sessions_reauth_or_refresh_with_a_proof_binds_it(server):
     r = refresh(server, key, tokens)
     assert r.status_code == 200 and r.json()["token_type"] == "DPoP", r.text
     assert_refused(refresh(server, None, r.json()), 400)
+
+
+def test_a_users_jti_set_is_bounded_and_a_proof_past_it_is_refused(server_factory):
+    server = server_factory(dpop_jti_limit=10)
+    key = DPoPKey()
+    tokens = sign_in_with_key(server, key)  # the login's proof is the first
+    for _ in range(9):
+        assert me(server, key, tokens).status_code == 200
+    r = me(server, key, tokens)
+    assert_refused(r, 401)
+    assert "Too many DPoP proofs" in r.json()["detail"]
+    assert_refused(refresh(server, key, tokens), 400)
