@@ -17,6 +17,9 @@ Key layout (``{...}`` is the Redis Cluster hash tag)::
                                           durable on the user's node (durability.py)
     lk:{live-sessions}             hash   the live sessions the last sweep counted
                                           (n) and when (t, ms, Redis time)
+    lk:{policy}                    hash   the session policy resource servers apply
+                                          (idle, retention, binding, issuer...),
+                                          written at start (latchkey_resource.policy)
 
 A user's record and all of their sessions are one key in one cluster slot, so each
 script (create, verify-and-touch, rotate, revoke, and the multi-session operations built
