@@ -51,16 +51,16 @@ _DEVICE_ID = {"name": "X-Device-Id", "in": "header", "required": False,
               "description": "The app's stable device id, as sent at login; a change is "
                              "reported or ends the session (BINDING_POLICY)",
               "schema": {"type": "string", "pattern": DEVICE_ID_PATTERN}}
-# RFC 9449: a proof on token requests (binds the session, or proves its key) and, with
-# Authorization: DPoP, on protected requests (with ath).
-_DPOP_PROOF = {"name": "DPoP", "in": "header", "required": False,
-               "description": "An RFC 9449 proof JWT (typ dpop+jwt, ES256 or EdDSA): on a "
-                              "token request it binds the new session or proves a bound "
-                              "one's key; on a protected request it is required with "
-                              "Authorization: DPoP and carries ath. Errors: "
-                              "invalid_dpop_proof, use_dpop_nonce (with DPoP-Nonce)",
-               "schema": {"type": "string", "maxLength": 4096}}
 _COMMON = (400, 405, 413, 415, 429, 503)
+# The DPoP proof header is described here, not as a parameter: no schema can say which
+# strings are good proofs (a signed, fresh, single-use JWT), so a generator of
+# "schema-valid" values would only ever make refused ones.
+_DPOP_DESCRIPTION = (
+    "RFC 9449: Authorization: DPoP <access token> for a DPoP-bound token, with a `DPoP` "
+    "header carrying a proof JWT (typ dpop+jwt, ES256 or EdDSA, public jwk; htm, htu, iat, "
+    "jti, ath). Token requests (login, refresh, reauth, password change, /oauth/token) may "
+    "carry a proof to bind the session, and must for a bound one. Errors: "
+    "invalid_dpop_proof, use_dpop_nonce (with DPoP-Nonce); see docs/API-NOTES.md")
 
 
 def _paths() -> dict[str, Any]:
@@ -73,14 +73,14 @@ def _paths() -> dict[str, Any]:
         }},
         "/v1/auth/login": {"post": {
             "operationId": "login", "tags": ["auth"], "security": [],
-            "parameters": [_DEVICE_ID, _DPOP_PROOF],
+            "parameters": [_DEVICE_ID],
             "requestBody": _json_body("#/components/schemas/LoginRequest"),
             "responses": {**_ok("#/components/schemas/TokenResponse"),
                           **_problems(401, 422, *_COMMON)},
         }},
         "/v1/auth/refresh": {"post": {
             "operationId": "refresh", "tags": ["auth"], "security": [],
-            "parameters": [_DEVICE_ID, _DPOP_PROOF],
+            "parameters": [_DEVICE_ID],
             "requestBody": _json_body("#/components/schemas/RefreshRequest"),
             "responses": {**_ok("#/components/schemas/TokenResponse"),
                           **_problems(401, 422, *_COMMON)},
@@ -95,20 +95,20 @@ def _paths() -> dict[str, Any]:
         }},
         "/v1/auth/logout-all": {"post": {
             "operationId": "logoutAll", "tags": ["sessions"], "security": _BEARER,
-            "parameters": [_DEVICE_ID, _DPOP_PROOF],
+            "parameters": [_DEVICE_ID],
             "requestBody": _json_body("#/components/schemas/LogoutAllRequest", required=False),
             "responses": {"204": {"description": "The sessions in scope are ended"},
                           **_problems(401, *_COMMON)},
         }},
         "/v1/auth/sessions": {"get": {
             "operationId": "listSessions", "tags": ["sessions"], "security": _BEARER,
-            "parameters": [_DEVICE_ID, _DPOP_PROOF],
+            "parameters": [_DEVICE_ID],
             "responses": {**_ok("#/components/schemas/SessionList"),
                           **_problems(401, *_COMMON)},
         }},
         "/v1/auth/sessions/{session_id}": {"delete": {
             "operationId": "endSession", "tags": ["sessions"], "security": _BEARER,
-            "parameters": [_DEVICE_ID, _DPOP_PROOF, {
+            "parameters": [_DEVICE_ID, {
                 "name": "session_id", "in": "path", "required": True,
                 "description": "A session id from the session list; another user's, an "
                                "unknown or an ended one: 404",
@@ -118,26 +118,26 @@ def _paths() -> dict[str, Any]:
         }},
         "/v1/auth/reauth": {"post": {
             "operationId": "reauth", "tags": ["sessions"], "security": _BEARER,
-            "parameters": [_DEVICE_ID, _DPOP_PROOF],
+            "parameters": [_DEVICE_ID],
             "requestBody": _json_body("#/components/schemas/ReauthRequest"),
             "responses": {**_ok("#/components/schemas/TokenResponse"),
                           **_problems(401, *_COMMON)},
         }},
         "/v1/auth/password": {"post": {
             "operationId": "changePassword", "tags": ["sessions"], "security": _BEARER,
-            "parameters": [_DEVICE_ID, _DPOP_PROOF],
+            "parameters": [_DEVICE_ID],
             "requestBody": _json_body("#/components/schemas/PasswordChangeRequest"),
             "responses": {**_ok("#/components/schemas/TokenResponse"),
                           **_problems(401, 422, *_COMMON)},
         }},
         "/v1/me/sensitive": {"post": {
             "operationId": "sensitiveAction", "tags": ["account"], "security": _BEARER,
-            "parameters": [_DEVICE_ID, _DPOP_PROOF],
+            "parameters": [_DEVICE_ID],
             "responses": {**_ok("#/components/schemas/Ok"), **_problems(401, 403, *_COMMON)},
         }},
         "/v1/me": {"get": {
             "operationId": "me", "tags": ["account"], "security": _BEARER,
-            "parameters": [_DEVICE_ID, _DPOP_PROOF],
+            "parameters": [_DEVICE_ID],
             "responses": {**_ok("#/components/schemas/Me"), **_problems(401, *_COMMON)},
         }},
         "/.well-known/jwks.json": {"get": {
@@ -157,7 +157,7 @@ def _paths() -> dict[str, Any]:
             "description": "RFC 6749 section 6: grant_type=refresh_token for a public "
                            "client named by client_id (or Basic with an empty secret). "
                            "The same session rules as /v1/auth/refresh.",
-            "parameters": [_DEVICE_ID, _DPOP_PROOF],
+            "parameters": [_DEVICE_ID],
             "requestBody": _form_body("#/components/schemas/OAuthTokenRequest"),
             "responses": {**_ok("#/components/schemas/TokenResponse"),
                           **_oauth_errors(400, 401, 413, 429, 503)},
@@ -213,7 +213,7 @@ def _admin_paths() -> dict[str, Any]:
             "operationId": "adminListSessions", "tags": ["admin"], "security": _BEARER,
             "description": "Admin role and a step-up within STEP_UP_WINDOW; audited. "
                            "Non-admins get 404.",
-            "parameters": [_DEVICE_ID, _DPOP_PROOF,
+            "parameters": [_DEVICE_ID,
                            {"name": "username", "in": "query", "required": True,
                             "schema": {"type": "string"}}],
             "responses": {**_ok("#/components/schemas/AdminSessionList"),
@@ -224,7 +224,7 @@ def _admin_paths() -> dict[str, Any]:
             "description": "Admin role and a step-up within STEP_UP_WINDOW; audited. "
                            "Without session_id, every session of the user ends. "
                            "Non-admins get 404.",
-            "parameters": [_DEVICE_ID, _DPOP_PROOF],
+            "parameters": [_DEVICE_ID],
             "requestBody": _json_body("#/components/schemas/AdminRevokeRequest"),
             "responses": {"204": {"description": "Ended, reason admin"},
                           **_problems(401, 403, 404, *_COMMON)},
@@ -423,8 +423,7 @@ def openapi_document(*, admin_http: bool = False) -> dict[str, Any]:
                                            "bearerFormat": "JWT"},
                                 "dpop": {"type": "http", "scheme": "DPoP",
                                          "bearerFormat": "JWT",
-                                         "description": "RFC 9449: a DPoP-bound access "
-                                                        "token, with a DPoP proof header"},
+                                         "description": _DPOP_DESCRIPTION},
                                 "clientBasic": {"type": "http", "scheme": "basic",
                                                 "description": "client_id:client_secret "
                                                                "of a resource client"}},
