@@ -1,6 +1,7 @@
 """Attach the session to requests and keep it fresh: an ``httpx.Auth`` flow.
 
-For each request to the session's own origin the flow:
+For each request to one of the session's origins (the Latchkey server's and the app's
+``api_origins``, :class:`~latchkey_client.transport.TokenOrigins`) the flow:
 
 1. refuses a URL with a token-like query parameter (S2);
 2. ends the session locally if its absolute lifetime has passed, even offline (L6);
@@ -9,7 +10,9 @@ For each request to the session's own origin the flow:
    refreshes once and resends; on ``session_expired``/``session_revoked`` wipes local tokens
    and tells the app.
 
-Requests to any other origin go out untouched, without ``Authorization``.
+Requests to any other origin go out without ``Authorization``, and an answer that did not
+come from one of the session's origins (a redirect's target) is never acted on: it can
+neither make the flow refresh nor end the session.
 
 The refresh is single-flight: a thread lock (or asyncio lock) plus a re-check after taking
 it, then a lock file shared by processes using the same store plus a re-read of the stored
@@ -72,7 +75,7 @@ from .errors import (
     retry_after_seconds,
 )
 from .events import EventName, SignOutReason
-from .transport import check_request_url, same_origin
+from .transport import TokenOrigins, check_request_url
 
 __all__ = ["DEFAULT_REFRESH_REPLAY_SECONDS", "LatchkeyAuth"]
 
@@ -113,7 +116,7 @@ class LatchkeyAuth(httpx.Auth):
 
     Get one from ``LatchkeyClient.auth``/``AsyncLatchkeyClient.auth`` and pass it to your own
     ``httpx.Client(auth=...)`` to call your API with the session attached; it only ever
-    attaches the token to the Latchkey server's origin.
+    attaches the token to the Latchkey server's origin and the client's ``api_origins``.
     """
 
     def __init__(
@@ -128,9 +131,11 @@ class LatchkeyAuth(httpx.Auth):
         refresh_replay_seconds: float = DEFAULT_REFRESH_REPLAY_SECONDS,
         device_id: str | None = None,
         user_agent: str | None = None,
+        origins: TokenOrigins | None = None,
     ) -> None:
         self._core = core
         self._origin = origin
+        self._origins = origins or TokenOrigins(origin)
         self._refresh_url = refresh_url
         self._sync_http = sync_http
         self._async_http = async_http
@@ -150,7 +155,15 @@ class LatchkeyAuth(httpx.Auth):
 
     def _applies_to(self, request: httpx.Request) -> bool:
         check_request_url(request.url)
-        return same_origin(request.url, self._origin)
+        return self._origins.allows(request.url)
+
+    def _ours(self, response: httpx.Response) -> bool:
+        """Say whether ``response`` came from one of the session's origins.
+
+        httpx follows redirects below the auth flow, so with ``follow_redirects=True`` the
+        answer may be a foreign target's: its 401 must not refresh or sign out (R4).
+        """
+        return self._origins.allows(response.request.url)
 
     def _bind(self, request: httpx.Request) -> None:
         """Send the device id and User-Agent the session is bound to (D3), whoever's client
@@ -200,14 +213,14 @@ class LatchkeyAuth(httpx.Auth):
         self._bind(request)
         clip_to_deadline(request, deadline)
         response = yield request
-        if (response.status_code != 401
+        if (response.status_code != 401 or not self._ours(response)
                 or self._after_response(response) not in _REFRESH_AND_RESEND_CODES):
             return
         tokens = yield _Fresh(stale=tokens, deadline=deadline)
         request.headers["Authorization"] = f"Bearer {tokens.access_token}"
         clip_to_deadline(request, deadline)
         response = yield request
-        if response.status_code == 401:
+        if response.status_code == 401 and self._ours(response):
             self._after_response(response)
 
     def sync_auth_flow(

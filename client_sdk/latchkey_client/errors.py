@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
@@ -72,6 +73,7 @@ __all__ = [
     "TokenInUrlError",
     "UsernameTakenError",
     "WeakPasswordError",
+    "challenge_error",
     "error_from_response",
 ]
 
@@ -323,10 +325,33 @@ def _seconds_until(http_date: str, date_header: str | None) -> float | None:
     return (then - now).total_seconds()
 
 
+#: ``error="..."`` of a ``Bearer`` or ``DPoP`` challenge (RFC 6750 s3, RFC 9449 s7.1).
+_CHALLENGE_ERROR = re.compile(r'(?:^|,)\s*(?:Bearer|DPoP)\b[^,]*?\berror="([A-Za-z0-9_]{1,64})"',
+                              re.IGNORECASE)
+
+
+def challenge_error(response: httpx.Response) -> str | None:
+    """Return the ``error`` of the answer's ``WWW-Authenticate`` challenge, or ``None``.
+
+    The fallback code of an API that answers as RFC 6750 says and sends no problem+json (a
+    service in another language checking tokens by introspection): ``invalid_token`` there
+    means what it means from Latchkey, refresh once and resend.
+    """
+    for value in response.headers.get_list("WWW-Authenticate"):
+        match = _CHALLENGE_ERROR.search(value)
+        if match:
+            return match.group(1).lower()
+    return None
+
+
 def error_from_response(response: httpx.Response) -> ApiError:
-    """Map an error response (status >= 400, body already read) onto the tree above."""
+    """Map an error response (status >= 400, body already read) onto the tree above.
+
+    The problem+json ``code`` decides; without one, a ``WWW-Authenticate`` challenge's
+    ``error``; then the status.
+    """
     doc = _problem(response)
-    code = doc.get("code") if isinstance(doc.get("code"), str) else None
+    code = doc.get("code") if isinstance(doc.get("code"), str) else challenge_error(response)
     detail = doc.get("detail") if isinstance(doc.get("detail"), str) else None
     status = response.status_code
     if code in _BY_CODE:
