@@ -325,22 +325,30 @@ def _seconds_until(http_date: str, date_header: str | None) -> float | None:
     return (then - now).total_seconds()
 
 
-#: ``error="..."`` of a ``Bearer`` or ``DPoP`` challenge (RFC 6750 s3, RFC 9449 s7.1).
-_CHALLENGE_ERROR = re.compile(r'(?:^|,)\s*(?:Bearer|DPoP)\b[^,]*?\berror="([A-Za-z0-9_]{1,64})"',
-                              re.IGNORECASE)
+#: One item of a ``WWW-Authenticate`` value (RFC 9110 s11.6.1): an auth scheme (a bare
+#: token) or a ``name=value`` parameter, the value a token or a quoted string with escapes.
+_CHALLENGE_ITEM = re.compile(r'([^\s=,"]+)(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*))?')
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
 def challenge_error(response: httpx.Response) -> str | None:
-    """Return the ``error`` of the answer's ``WWW-Authenticate`` challenge, or ``None``.
+    """Return the ``error`` of the answer's ``Bearer`` or ``DPoP`` challenge, or ``None``.
 
-    The fallback code of an API that answers as RFC 6750 says and sends no problem+json (a
-    service in another language checking tokens by introspection): ``invalid_token`` there
-    means what it means from Latchkey, refresh once and resend.
+    The fallback code of an API that answers as RFC 6750 s3 (and RFC 9449 s7.1) says and
+    sends no problem+json (a service in another language checking tokens by introspection):
+    ``invalid_token`` there means what it means from Latchkey, refresh once and resend.
     """
     for value in response.headers.get_list("WWW-Authenticate"):
-        match = _CHALLENGE_ERROR.search(value)
-        if match:
-            return match.group(1).lower()
+        scheme = ""
+        for match in _CHALLENGE_ITEM.finditer(value):
+            name, raw = match.group(1), match.group(2)
+            if raw is None:
+                scheme = name.lower()  # a bare token starts the next challenge
+                continue
+            if scheme in {"bearer", "dpop"} and name.lower() == "error":
+                code = raw[1:-1] if raw.startswith('"') else raw
+                if _ERROR_CODE.fullmatch(code):
+                    return code.lower()
     return None
 
 
