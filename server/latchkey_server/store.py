@@ -74,6 +74,7 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
 import redis
 from latchkey_resource import scripts
+from latchkey_resource.policy import SessionPolicy, publish_policy
 from latchkey_resource.scripts import with_prelude
 
 from .config import Settings
@@ -457,6 +458,29 @@ class SessionStore:
         self._record_live_sessions = _Script(client, "record_live_sessions")
         self._set_password_hash = _Script(client, "set_password_hash")
         self._barrier = RevocationBarrier(settings)
+        self._policy_published = False
+        self._policy_event_key: bytes | None = None
+
+    def session_policy(self, event_key: bytes) -> SessionPolicy:
+        """Return the policy resource servers must apply to this server's sessions."""
+        s = self._settings
+        return SessionPolicy(idle_ms=self._idle_ms, retention_ms=self._retention_ms,
+                             binding_policy=s.binding_policy, issuer=s.issuer,
+                             audience=s.audience, default_client_id=s.default_client_id,
+                             event_key=event_key.hex(),
+                             security_stream_max_length=s.security_stream_max_length)
+
+    def publish_policy(self, event_key: bytes) -> bool:
+        """Publish the session policy for resource servers (latchkey_resource.policy); say
+        whether the store took it. Called at start; a store down then is tried again at the
+        next session creation, before any session a resource server could check exists."""
+        self._policy_event_key = event_key
+        try:
+            publish_policy(self.client, self.session_policy(event_key))
+        except STORE_DOWN_ERRORS:
+            return False
+        self._policy_published = True
+        return True
 
     def _stored_client(self, client_id: str | None) -> str:
         """Return a client id as session records hold it: '' for the built-in client."""
@@ -585,6 +609,8 @@ class SessionStore:
         ``SessionExpired`` says why. The arguments travel as one JSON record whose fields
         ``lua/create_session.lua`` documents.
         """
+        if not self._policy_published and self._policy_event_key is not None:
+            self.publish_policy(self._policy_event_key)
         s = self._settings
         created, ended = self._create_session(keys=[user_key(user_id)], args=[_encode_record({
             "sid": session_id,

@@ -1,0 +1,43 @@
+"""Name the shared store's keys a resource server touches: the one place outside the token
+server that knows them, and the place the token server's ``store.py`` takes them from.
+
+A user's record (one hash, ``lk:{u:<user id>}:user``) holds each of the user's sessions in a
+field ``s:<session id>``; the ``{...}`` hash tag keeps a user's record in one cluster slot,
+so the session check is one script on one node. ``POLICY_KEY`` is what the token server
+publishes of its session policy (``policy.py``), and ``SECURITY_STREAM_KEY`` the stream of
+security alerts both write to.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "KEY_PREFIX",
+    "POLICY_KEY",
+    "SECURITY_STREAM_KEY",
+    "SESSION_FIELD_PREFIX",
+    "session_field",
+    "user_key",
+]
+
+KEY_PREFIX = "lk"
+# A session's field in its user's record (lua/_prelude.lua builds the same name).
+SESSION_FIELD_PREFIX = "s:"
+# The session policy the token server publishes at start (its own slot: read once a few
+# seconds by each resource server process, never per request).
+POLICY_KEY = f"{KEY_PREFIX}:{{policy}}"
+# The alerts a security team consumes (only a genuine token or an operator can raise one).
+SECURITY_STREAM_KEY = f"{KEY_PREFIX}:security-events"
+
+
+def _user_tag(user_id: str) -> str:
+    return f"{KEY_PREFIX}:{{u:{user_id}}}"
+
+
+def user_key(user_id: str) -> str:
+    """Return the key of a user's record (the user and all of their sessions)."""
+    return f"{_user_tag(user_id)}:user"
+
+
+def session_field(session_id: str) -> str:
+    """Return the field of a user's record that holds one session (packed by scripts)."""
+    return SESSION_FIELD_PREFIX + session_id
