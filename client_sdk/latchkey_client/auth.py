@@ -106,6 +106,20 @@ class _Fresh:
 _Flow = httpx.Request | _Fresh
 
 
+def _born_expired(doc: dict[str, Any]) -> bool:
+    """Say whether a refresh answer's access token is already dead: the session's last second.
+
+    The server caps a token at the session's absolute end in whole seconds (R3), so a
+    refresh less than a second before that end gets ``expires_in: 0``. Every API would
+    refuse that token as ``token_expired`` and another refresh would get the same: the
+    session is over, and saying so now beats a ``token_expired`` the app cannot act on.
+    """
+    try:
+        return float(doc.get("expires_in", 1)) <= 0
+    except (TypeError, ValueError):
+        return False  # malformed: ``SessionCore.accept`` says so
+
+
 def _waited_too_long() -> NetworkTimeoutError:
     """The error of a call whose deadline passed while another caller was refreshing."""
     return NetworkTimeoutError("refresh: the call's deadline passed waiting for a refresh")
@@ -179,12 +193,16 @@ class LatchkeyAuth(httpx.Auth):
         if tokens.refresh_token is None:
             raise NotSignedInError("not signed in")
         if self._core.absolute_expired(tokens):
-            self._core.wipe(SignOutReason.ABSOLUTE)
-            raise SessionExpiredError(
-                "the session reached its absolute lifetime",
-                reason="absolute", status=401, code="session_expired",
-            )
+            raise self._ended_at_absolute()
         return tokens
+
+    def _ended_at_absolute(self) -> SessionExpiredError:
+        """Wipe the session, over at its absolute limit, and return the error saying so."""
+        self._core.wipe(SignOutReason.ABSOLUTE)
+        return SessionExpiredError(
+            "the session reached its absolute lifetime",
+            reason="absolute", status=401, code="session_expired",
+        )
 
     def _after_response(self, response: httpx.Response) -> str | None:
         """Return the 401 code (body read by the caller); end the session if it is over."""
@@ -377,6 +395,8 @@ class LatchkeyAuth(httpx.Auth):
                 # per expiry serves every process (``share_access_token``).
                 return self._core.tokens
             doc, received_at = yield from self._replay_plan(present, deadline)
+            if _born_expired(doc):
+                raise self._ended_at_absolute()
             return self._core.accept(doc, received_at=received_at, event=EventName.REFRESHED)
         except NetworkError as exc:
             return self._fall_back(tokens, stale, exc)
