@@ -8,9 +8,9 @@ signs with.
 - The document is held for its ``Cache-Control: max-age`` (the server sends 300 s; held
   between ``min_max_age_seconds`` and ``max_max_age_seconds``) and fetched again on the
   first use after that: a withdrawn key, gone from the JWKS, stops verifying then.
-- An unknown ``kid`` fetches it again at once, but at most once per
-  ``refetch_interval_seconds`` (10 s), so a flood of made-up ``kid``s costs the issuer one
-  request per interval, not one per token. The server publishes its next key before it
+- An unknown ``kid`` fetches it again at once, but unknown ``kid``s cause at most one
+  fetch per ``refetch_interval_seconds`` (10 s), so a flood of made-up ``kid``s costs the
+  issuer one request per interval, not one per token. The server publishes its next key before it
   signs with it, so a rotation never needs that fetch.
 - A fetch that fails keeps the keys held (a stale document is better than none while the
   issuer is down); with nothing held, verification cannot proceed: ``KeysUnavailable``.
@@ -99,6 +99,7 @@ class JwksCache:
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._fetched_at: float | None = None  # last success
         self._attempted_at: float | None = None  # last attempt, success or not
+        self._unknown_fetch_at: float | None = None  # last fetch an unknown kid caused
         self._last_failed = False
         self._max_age = 300.0
         self._lock = threading.Lock()
@@ -116,7 +117,7 @@ class JwksCache:
         found = self._keys.get(kid)
         if found is not None:
             return found
-        self._fetch_if_due(force_after=self._refetch_interval)
+        self._fetch_for_unknown_kid()
         found = self._keys.get(kid)
         if found is None and (self._fetched_at is None or self._last_failed):
             raise KeysUnavailable(f"the issuer's JWKS could not be fetched ({kid!r} unknown)")
@@ -135,9 +136,30 @@ class JwksCache:
 
     # -- fetching ----------------------------------------------------------------------
     def _refresh_if_stale(self) -> None:
+        """Fetch when nothing is held or what is held is past its max-age; after a failed
+        attempt, wait ``refetch_interval_seconds`` before the next (an issuer that is down
+        is not asked on every request)."""
         fetched = self._fetched_at
         if fetched is None or self._clock() - fetched >= self._max_age:
-            self._fetch_if_due(force_after=self._refetch_interval if fetched else 0.0)
+            if fetched is None and self._attempted_at is not None and self._last_failed:
+                if self._clock() - self._attempted_at < self._refetch_interval:
+                    raise KeysUnavailable("the issuer's JWKS could not be fetched")
+            self._fetch_if_due(force_after=self._refetch_interval if self._last_failed
+                               else 0.0)
+
+    def _fetch_for_unknown_kid(self) -> None:
+        """Fetch for an unknown ``kid`` unless another unknown ``kid`` did within the
+        interval: a regular fetch does not count, so a key newer than the document held
+        is found at once, while a flood of made-up ones costs one fetch per interval."""
+        last = self._unknown_fetch_at
+        if last is not None and self._clock() - last < self._refetch_interval:
+            return
+        with self._lock:
+            last = self._unknown_fetch_at
+            if last is not None and self._clock() - last < self._refetch_interval:
+                return
+            self._unknown_fetch_at = self._clock()
+            self._fetch()
 
     def _fetch_if_due(self, *, force_after: float) -> None:
         """Fetch unless another attempt was made within ``force_after`` seconds."""

@@ -17,6 +17,7 @@ __all__ = [
     "SESSION_FIELD_PREFIX",
     "session_field",
     "user_key",
+    "user_tag",
 ]
 
 KEY_PREFIX = "lk"
@@ -29,13 +30,14 @@ POLICY_KEY = f"{KEY_PREFIX}:{{policy}}"
 SECURITY_STREAM_KEY = f"{KEY_PREFIX}:security-events"
 
 
-def _user_tag(user_id: str) -> str:
+def user_tag(user_id: str) -> str:
+    """Return the prefix, hash tag included, of every key in a user's cluster slot."""
     return f"{KEY_PREFIX}:{{u:{user_id}}}"
 
 
 def user_key(user_id: str) -> str:
     """Return the key of a user's record (the user and all of their sessions)."""
-    return f"{_user_tag(user_id)}:user"
+    return f"{user_tag(user_id)}:user"
 
 
 def session_field(session_id: str) -> str:

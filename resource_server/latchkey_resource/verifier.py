@@ -96,6 +96,11 @@ class ResourceVerifier:
     ``decode_responses=True``). Everything else has a default: the JWKS is found through
     the issuer's RFC 8414 metadata, the audience, idle timeout, retention and binding
     policy are the ones the token server publishes (``policy.py``).
+
+    ``jwks_max_age_seconds`` caps how long the JWKS is held even if its ``Cache-Control``
+    allows longer (the server sends 300 s): the longest a withdrawn key keeps verifying
+    here. ``jwks_refetch_interval_seconds`` is the least time between two fetches an
+    unknown ``kid`` causes.
     """
 
     def __init__(self, issuer: str, redis_url: str | None = None, *,
@@ -104,6 +109,7 @@ class ResourceVerifier:
                  http_client: httpx.Client | None = None,
                  http_timeout: httpx.Timeout = HTTP_TIMEOUT,
                  jwks_refetch_interval_seconds: float = 10.0,
+                 jwks_max_age_seconds: float = 3600.0,
                  policy_refresh_seconds: float = 5.0, token_cache_size: int = 4096,
                  service_name: str = "resource-server") -> None:
         self.issuer = check_url(issuer.rstrip("/"), "issuer")
@@ -116,7 +122,9 @@ class ResourceVerifier:
         self._audience = audience
         self._http = http_client or httpx.Client(timeout=http_timeout)
         self.jwks = JwksCache(self.issuer, self._http, jwks_uri=jwks_uri,
-                              refetch_interval_seconds=jwks_refetch_interval_seconds)
+                              refetch_interval_seconds=jwks_refetch_interval_seconds,
+                              min_max_age_seconds=min(30.0, jwks_max_age_seconds),
+                              max_max_age_seconds=jwks_max_age_seconds)
         self.policy = PolicyCache(lambda: read_policy(self.redis), policy_refresh_seconds)
         self._script = Script(self.redis, VERIFY_TOUCH)
         self._events = ResourceEvents(self.redis, service_name)

@@ -471,9 +471,8 @@ class SessionStore:
                              security_stream_max_length=s.security_stream_max_length)
 
     def publish_policy(self, event_key: bytes) -> bool:
-        """Publish the session policy for resource servers (latchkey_resource.policy); say
-        whether the store took it. Called at start; a store down then is tried again at the
-        next session creation, before any session a resource server could check exists."""
+        """Publish the session policy for resource servers (``latchkey_resource.policy``);
+        say whether the store took it. The serving process calls it at start."""
         self._policy_event_key = event_key
         try:
             publish_policy(self.client, self.session_policy(event_key))
@@ -481,6 +480,13 @@ class SessionStore:
             return False
         self._policy_published = True
         return True
+
+    def publish_policy_with_first_session(self, event_key: bytes) -> None:
+        """Publish the policy again with this process's first session (one HSET per
+        worker), so a store that was down at start, or lost its data since, holds it before
+        any session a resource server could check exists. Operator commands, which create
+        no session, never write it."""
+        self._policy_event_key = event_key
 
     def _stored_client(self, client_id: str | None) -> str:
         """Return a client id as session records hold it: '' for the built-in client."""
