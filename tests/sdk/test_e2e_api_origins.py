@@ -9,17 +9,21 @@ whatever reaches it. Every test runs on the sync and the async client (the ``sdk
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 from latchkey_client import (
     ApiError,
     EventName,
     InsecureRequestError,
+    PinningError,
     SessionEndedError,
     SessionRevokedError,
     SignOutReason,
@@ -29,7 +33,9 @@ from tests.conftest import Api, ServerProcess
 from tests.server.oauth_support import create_client
 
 from .api_origin import ApiOrigin
+from .certs import make_key, self_signed, spki_pin
 from .conftest import PASSWORD, Sdk, SdkClient, make_user
+from .proxy import LoopbackProxy
 
 DEVICE = "phone-r4"
 
@@ -214,3 +220,55 @@ def test_api_origins_are_normalised_and_exposed(sdk: Sdk, server: ServerProcess)
                                       "https://api.example.com"])
     assert client.api_origins == ("https://api.example.com", "http://[::1]:8080")
     assert isinstance(client.base_url, httpx.URL)
+
+
+@pytest.fixture
+def tls_in_front(tmp_path: Path) -> Iterator[Callable[[str], tuple[LoopbackProxy, str]]]:
+    """Put a TLS proxy with a certificate of its own in front of ``upstream``; yield its pin.
+
+    Every certificate made here goes into one CA bundle (``tmp_path / "ca.pem"``)."""
+    proxies: list[LoopbackProxy] = []
+
+    def make(upstream: str) -> tuple[LoopbackProxy, str]:
+        # Each its own subject: a CA bundle finds a self-signed issuer by its name.
+        key = make_key()
+        cert = self_signed(key, common_name=f"api-origins-test-{len(proxies)}")
+        where = tmp_path / f"cert-{len(proxies)}"
+        where.mkdir()
+        cert_path, key_path = where / "cert.pem", where / "key.pem"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        with open(tmp_path / "ca.pem", "ab") as bundle:
+            bundle.write(cert_path.read_bytes())
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert_path, key_path)
+        proxies.append(LoopbackProxy(upstream, ssl_context=ctx).start())  # type: ignore[arg-type]
+        return proxies[-1], spki_pin(cert)
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
+
+
+def test_pins_hold_for_every_origin_the_token_goes_to(
+    sdk: Sdk, server: ServerProcess, api_origin: ApiOrigin, tmp_path: Path,
+    tls_in_front: Callable[[str], tuple[LoopbackProxy, str]]
+) -> None:
+    """One TLS context serves every origin: an API origin whose key is not pinned fails the
+    pin before a byte (the token) is written to it; pinning its key too lets it through."""
+    latchkey, latchkey_pin = tls_in_front(server.base_url)
+    api, api_pin = tls_in_front(api_origin.origin)
+    username = make_user(server)
+    ca = str(tmp_path / "ca.pem")
+    with sdk(latchkey, verify=ca, pins=[latchkey_pin], api_origins=[api.base_url]) as client:
+        client.login(username=username, password=PASSWORD)
+        with pytest.raises(PinningError):
+            client.get(api.base_url + "/whoami")
+        assert api.seen == []  # not one request was written to the unpinned API
+        assert client.is_signed_in
+    with sdk(latchkey, verify=ca, pins=[latchkey_pin, api_pin],
+             api_origins=[api.base_url]) as client:
+        client.login(username=username, password=PASSWORD)
+        assert client.get(api.base_url + "/whoami").status_code == 200
