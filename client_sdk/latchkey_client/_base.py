@@ -287,7 +287,9 @@ class ClientBase:
     def _url(self, path: str) -> httpx.URL:
         """Resolve ``path``: relative to ``base_url``, or absolute on one of the session's
         origins; anything else is refused before a byte is sent (S2, R4)."""
-        url = self._base_url.join(path.lstrip("/")) if "://" not in path else httpx.URL(path)
+        parsed = httpx.URL(path)
+        # Absolute means a scheme and a host: "/search?next=https://..." is still a path.
+        url = parsed if parsed.is_absolute_url else self._base_url.join(path.lstrip("/"))
         check_request_url(url)
         self._origins.check(url)
         return url

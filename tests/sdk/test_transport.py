@@ -151,3 +151,23 @@ def test_httpx_keeps_authorization_on_an_https_upgrade_and_the_sdk_strips_it() -
     assert first.headers["Authorization"] == "Bearer header.payload.signature"
     assert landing.url == "https://localhost/landing"
     assert not any(name in landing.headers for name in SESSION_HEADERS)
+
+
+def test_a_relative_path_whose_query_holds_a_url_still_goes_to_the_latchkey_server() -> None:
+    """Absolute means a scheme and a host, not "contains ://"."""
+    seen: list[httpx.Request] = []
+    with LatchkeyClient(base_url="http://localhost/", transport=_scripted(seen),
+                        idle_logout=False) as client:
+        client.login(username="ada", password="pw")
+        client.get("/landing?next=https://elsewhere.example/")
+        client.get("landing?next=https://elsewhere.example/")
+        client.get("http://localhost/landing")
+        sent = len(seen)
+        with pytest.raises(InsecureRequestError):
+            client.get("https://elsewhere.example/landing")
+    assert len(seen) == sent
+    assert [str(r.url) for r in seen[1:]] == [
+        "http://localhost/landing?next=https://elsewhere.example/",
+        "http://localhost/landing?next=https://elsewhere.example/",
+        "http://localhost/landing",
+    ]
