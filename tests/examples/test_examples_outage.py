@@ -14,6 +14,8 @@ import httpx
 import pytest
 from latchkey_client import EventName, ServerError
 
+from tests.conftest import PASSWORD, Api
+
 from .conftest import HELLO, Deployment, Deployments
 
 
@@ -25,13 +27,19 @@ def deployment(deployments: Deployments) -> Deployment:
 def test_a_redis_outage_fails_closed_and_the_session_survives_it(
     kind: str, deployment: Deployment, deployments: Deployments
 ) -> None:
-    client, _ = deployment.signed_in(kind)
+    client, username = deployment.signed_in(kind)
+    # A plain bearer session of the same user, for the raw HTTP check (the app's own token
+    # may be bound to its device key and is the SDK's to present).
+    api = Api(deployment.server.base_url)
+    try:
+        token = api.login(username, PASSWORD)["access_token"]
+    finally:
+        api.close()
     with client:
         ended: list[Any] = []
         client.on(EventName.SIGNED_OUT, ended.append)
         url = deployment.examples[kind].url(HELLO)
         session_id = client.get(url).json()["session_id"]
-        token = client._core.tokens.access_token
         down = deployment.redis
         down.stop()
         try:

@@ -121,7 +121,9 @@ class ApiOrigin:
     def _whoami(self, authorization: str | None, *, problem: bool
                 ) -> tuple[int, list[tuple[str, str]], bytes]:
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        # A DPoP-bound token comes as "DPoP <token>" (RFC 9449 s7.1). This test origin asks
+        # introspection about the token only; proofs are latchkey-resource's to check.
+        if scheme.lower() not in {"bearer", "dpop"} or not token:
             return self._refusal("invalid_token", problem=problem)
         info = self._http.post(f"{self._issuer}/oauth/introspect", data={"token": token},
                                auth=self._credentials).json()

@@ -29,7 +29,7 @@ from latchkey_client import (
     SignOutReason,
 )
 
-from tests.conftest import Api, ServerProcess
+from tests.conftest import Api, ServerProcess, free_port
 from tests.server.oauth_support import create_client
 
 from .api_origin import ApiOrigin
@@ -223,13 +223,13 @@ def test_api_origins_are_normalised_and_exposed(sdk: Sdk, server: ServerProcess)
 
 
 @pytest.fixture
-def tls_in_front(tmp_path: Path) -> Iterator[Callable[[str], tuple[LoopbackProxy, str]]]:
+def tls_in_front(tmp_path: Path) -> Iterator[Callable[..., tuple[LoopbackProxy, str]]]:
     """Put a TLS proxy with a certificate of its own in front of ``upstream``; yield its pin.
 
     Every certificate made here goes into one CA bundle (``tmp_path / "ca.pem"``)."""
     proxies: list[LoopbackProxy] = []
 
-    def make(upstream: str) -> tuple[LoopbackProxy, str]:
+    def make(upstream: str, port: int = 0) -> tuple[LoopbackProxy, str]:
         # Each its own subject: a CA bundle finds a self-signed issuer by its name.
         key = make_key()
         cert = self_signed(key, common_name=f"api-origins-test-{len(proxies)}")
@@ -244,8 +244,10 @@ def tls_in_front(tmp_path: Path) -> Iterator[Callable[[str], tuple[LoopbackProxy
             bundle.write(cert_path.read_bytes())
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(cert_path, key_path)
-        proxies.append(LoopbackProxy(upstream, ssl_context=ctx).start())  # type: ignore[arg-type]
-        return proxies[-1], spki_pin(cert)
+        proxy = LoopbackProxy(upstream, ssl_context=ctx)  # type: ignore[arg-type]
+        proxy.port = port
+        proxies.append(proxy.start())
+        return proxy, spki_pin(cert)
 
     yield make
     for proxy in proxies:
@@ -253,22 +255,33 @@ def tls_in_front(tmp_path: Path) -> Iterator[Callable[[str], tuple[LoopbackProxy
 
 
 def test_pins_hold_for_every_origin_the_token_goes_to(
-    sdk: Sdk, server: ServerProcess, api_origin: ApiOrigin, tmp_path: Path,
-    tls_in_front: Callable[[str], tuple[LoopbackProxy, str]]
+    sdk: Sdk, server_factory: Callable[..., ServerProcess], tmp_path: Path,
+    tls_in_front: Callable[..., tuple[LoopbackProxy, str]]
 ) -> None:
     """One TLS context serves every origin: an API origin whose key is not pinned fails the
-    pin before a byte (the token) is written to it; pinning its key too lets it through."""
-    latchkey, latchkey_pin = tls_in_front(server.base_url)
-    api, api_pin = tls_in_front(api_origin.origin)
-    username = make_user(server)
-    ca = str(tmp_path / "ca.pem")
-    with sdk(latchkey, verify=ca, pins=[latchkey_pin], api_origins=[api.base_url]) as client:
-        client.login(username=username, password=PASSWORD)
-        with pytest.raises(PinningError):
-            client.get(api.base_url + "/whoami")
-        assert api.seen == []  # not one request was written to the unpinned API
-        assert client.is_signed_in
-    with sdk(latchkey, verify=ca, pins=[latchkey_pin, api_pin],
-             api_origins=[api.base_url]) as client:
-        client.login(username=username, password=PASSWORD)
-        assert client.get(api.base_url + "/whoami").status_code == 200
+    pin before a byte (the token) is written to it; pinning its key too lets it through.
+
+    The server's issuer is its TLS front's URL, as behind any TLS terminator (a DPoP proof
+    names the URL the client used)."""
+    port = free_port()
+    server = server_factory(issuer=f"https://127.0.0.1:{port}")
+    latchkey, latchkey_pin = tls_in_front(server.base_url, port)
+    recorder = ApiOrigin().start()
+    try:
+        api, api_pin = tls_in_front(recorder.origin)
+        username = make_user(server)
+        ca = str(tmp_path / "ca.pem")
+        with sdk(latchkey, verify=ca, pins=[latchkey_pin],
+                 api_origins=[api.base_url]) as client:
+            client.login(username=username, password=PASSWORD)
+            with pytest.raises(PinningError):
+                client.get(api.base_url + "/orders")
+            assert api.seen == []  # not one request was written to the unpinned API
+            assert client.is_signed_in
+        with sdk(latchkey, verify=ca, pins=[latchkey_pin, api_pin],
+                 api_origins=[api.base_url]) as client:
+            client.login(username=username, password=PASSWORD)
+            assert client.get(api.base_url + "/orders").status_code == 200
+            assert recorder.requests("/orders")[-1].authorization is not None
+    finally:
+        recorder.stop()
