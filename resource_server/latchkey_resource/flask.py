@@ -80,7 +80,8 @@ class LatchkeyResource:
         """Verify the current request; return the principal or raise a ``Refusal``."""
         return self.verifier().verify(
             request.headers.get("Authorization"), method=request.method, url=request.url,
-            headers=cast(Mapping[str, str], request.headers), remote_addr=request.remote_addr or "")
+            headers=cast("Mapping[str, str]", request.headers),
+            remote_addr=request.remote_addr or "")
 
     def require_session(self, view: F) -> F:
         """Decorate a view so it runs only for a live session (the principal on ``g``)."""

@@ -35,6 +35,11 @@ def user_tag(user_id: str) -> str:
     return f"{KEY_PREFIX}:{{u:{user_id}}}"
 
 
+# The name this module used before ``user_tag`` was public; branches written against it
+# (i17-server's ``dpop_jti_key``) keep working when merged.
+_user_tag = user_tag
+
+
 def user_key(user_id: str) -> str:
     """Return the key of a user's record (the user and all of their sessions)."""
     return f"{user_tag(user_id)}:user"

@@ -17,6 +17,9 @@ Key layout (``{...}`` is the Redis Cluster hash tag)::
                                           durable on the user's node (durability.py)
     lk:{live-sessions}             hash   the live sessions the last sweep counted
                                           (n) and when (t, ms, Redis time)
+    lk:{policy}                    hash   the session policy resource servers apply
+                                          (idle, retention, binding, issuer...),
+                                          written at start (latchkey_resource.policy)
 
 A user's record and all of their sessions are one key in one cluster slot, so each
 script (create, verify-and-touch, rotate, revoke, and the multi-session operations built
@@ -76,6 +79,20 @@ import redis
 from latchkey_resource import scripts
 from latchkey_resource.policy import SessionPolicy, publish_policy
 from latchkey_resource.scripts import with_prelude
+from latchkey_resource.session_check import (
+    EXPIRY_REASONS,
+    SessionCheck,
+    SessionState,
+    verify_touch_call,
+)
+from latchkey_resource.store_keys import (
+    KEY_PREFIX,
+    SECURITY_STREAM_KEY,
+    SESSION_FIELD_PREFIX,
+    session_field,
+    user_key,
+    user_tag,
+)
 
 from .config import Settings
 from .durability import RevocationBarrier
@@ -88,6 +105,9 @@ from .errors import (
 )
 
 __all__ = [
+    "KEY_PREFIX",
+    "SECURITY_STREAM_KEY",
+    "SESSION_FIELD_PREFIX",
     "ClientRecord",
     "CreatedSession",
     "EndedSession",
@@ -101,20 +121,21 @@ __all__ = [
     "SessionState",
     "SessionStore",
     "Swept",
+    "session_field",
+    "user_key",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-KEY_PREFIX = "lk"
+# KEY_PREFIX, the user record's key and its session fields, and the alert stream are named
+# in latchkey_resource.store_keys, which resource servers share.
 # The fields of a user's record that are the user (the rest are sessions).
 USER_FIELDS = ("n", "p", "c", "role", "g")
 # Ended session records kept per user beyond which the oldest go before retention runs
 # out: a user who signs in and out all day must not grow one record without bound. A
 # replay of a token of a dropped record is refused as unknown instead of with its reason.
 ENDED_SESSIONS_KEPT = 40
-# A session's field in its user's record (lua/_prelude.lua builds the same name).
-SESSION_FIELD_PREFIX = "s:"
 # A known device's field (create_session.lua writes it at each successful login).
 KNOWN_DEVICE_PREFIX = "d:"
 # Redis settings Latchkey's records are sized for; the embedded store starts with them,
@@ -140,9 +161,8 @@ def recommended_redis_args() -> list[str]:
 # ``{...}`` hash tag per counter, so each one sits in one slot.
 RATE_LIMIT_KEY_PREFIX = f"{KEY_PREFIX}:rl"
 # The streams of security events (D4) a security team consumes, each capped with MAXLEN ~:
-# the alerts, which only a genuine token or an operator can raise, and the noise anyone
-# can (events.py), so that a flood of the one never evicts the other.
-SECURITY_STREAM_KEY = f"{KEY_PREFIX}:security-events"
+# the alerts (SECURITY_STREAM_KEY), which only a genuine token or an operator can raise,
+# and the noise anyone can (events.py), so that a flood of the one never evicts the other.
 # The OAuth client registry: one hash, one field per client (see the module docstring).
 CLIENTS_KEY = f"{KEY_PREFIX}:{{clients}}"
 SECURITY_NOISE_STREAM_KEY = f"{KEY_PREFIX}:security-noise"
@@ -154,20 +174,6 @@ LIVE_SESSIONS_KEY = f"{KEY_PREFIX}:{{live-sessions}}"
 EVENT_BUDGET_KEY_PREFIX = f"{KEY_PREFIX}:evb"
 
 
-def _user_tag(user_id: str) -> str:
-    return f"{KEY_PREFIX}:{{u:{user_id}}}"
-
-
-def user_key(user_id: str) -> str:
-    """Return the key of a user's record."""
-    return f"{_user_tag(user_id)}:user"
-
-
-def session_field(session_id: str) -> str:
-    """Return the field of a user's record that holds one session (packed by scripts)."""
-    return SESSION_FIELD_PREFIX + session_id
-
-
 def _user_id_of(key: str) -> str:
     """Return the user id in a user record's key (the inverse of ``user_key``)."""
     head, tail = user_key("\0").split("\0")
@@ -176,7 +182,7 @@ def _user_id_of(key: str) -> str:
 
 def fence_key(user_id: str) -> str:
     """Return the short-lived key a revocation's confirmation writes in the user's slot."""
-    return f"{_user_tag(user_id)}:fence"
+    return f"{user_tag(user_id)}:fence"
 
 
 def username_key(username: str) -> str:
@@ -246,20 +252,6 @@ def _store_call(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 # -- what the scripts answer, decoded ---------------------------------------------------
-class SessionState(StrEnum):
-    """Where a session stands, as a script found it (``unknown``: no record of it)."""
-
-    LIVE = "live"
-    REVOKED = "revoked"
-    EXPIRED = "expired"
-    UNKNOWN = "unknown"
-
-
-# A reply's state word to its member without the enum call's cost: verify_touch decodes
-# one on every protected request.
-_STATES = {state.value: state for state in SessionState}
-
-
 class Rotation(StrEnum):
     """What ``rotate_refresh.lua`` did with a presented refresh token."""
 
@@ -279,10 +271,6 @@ class Revocation(StrEnum):
     ENDED = "ended"      # it was already over
     UNKNOWN = "unknown"  # no such session (or the refresh hash is not one of it)
     WRONG_CLIENT = "wrong_client"  # issued to another client than the one asking
-
-
-# A session's end reasons that mean it expired rather than was ended by someone.
-EXPIRY_REASONS = frozenset({"idle", "absolute"})
 
 
 class EndedSession(NamedTuple):
@@ -307,37 +295,6 @@ class CreatedSession:
 
     created_ms: int
     ended: list[EndedSession]
-
-
-@dataclass(frozen=True)
-class SessionCheck:
-    """What ``verify_touch.lua`` learned about a session."""
-
-    state: SessionState
-    reason: str = ""
-    auth_level: str = ""
-    auth_time: int = 0
-    device_id: str = ""
-    user_agent: str = ""
-    username: str = ""
-    just_ended: bool = False
-    # Which bound fields (device_id, user_agent) this request changed: to report now
-    # (live session, first time seen) or why enforcement just ended it.
-    binding_changed: str = ""
-    absolute_ms: int = 0  # a live session's absolute end, Redis time
-    client_id: str = ""  # as stored: '' for the built-in client (``SessionStore`` maps it)
-
-    @classmethod
-    def from_reply(cls, reply: list[Any]) -> SessionCheck:
-        """Decode the script's reply (its header documents the shapes)."""
-        state = _STATES[reply[0]]
-        if state is SessionState.LIVE:
-            # reply[5] is Redis's clock, which no caller needs.
-            return cls(state, "", reply[1], int(reply[2]), reply[3], reply[4],
-                       username=reply[6], binding_changed=reply[7],
-                       absolute_ms=int(reply[8]), client_id=reply[9])
-        return cls(state, reply[1] if len(reply) > 1 else "", just_ended=len(reply) > 2,
-                   binding_changed=reply[3] if len(reply) > 3 else "")
 
 
 @dataclass(frozen=True)
@@ -664,11 +621,11 @@ class SessionStore:
         not the device) and, for a refresh token, its ``refresh_hash``.
         """
         policy = self._settings.binding_policy if binding_policy is None else binding_policy
-        return SessionCheck.from_reply(self._verify_touch(
-            keys=[user_key(user_id)],
-            args=[session_id, self._idle_ms, self._retention_ms, policy, device_id,
-                  user_agent, binding_fingerprint, refresh_hash],
-        ))
+        keys, args = verify_touch_call(
+            user_id, session_id, idle_ms=self._idle_ms, retention_ms=self._retention_ms,
+            binding_policy=policy, device_id=device_id, user_agent=user_agent,
+            binding_fingerprint=binding_fingerprint, refresh_hash=refresh_hash)
+        return SessionCheck.from_reply(self._verify_touch(keys=keys, args=args))
 
     @_store_call
     def rotate_refresh(self, *, user_id: str, session_id: str, presented_hash: str,

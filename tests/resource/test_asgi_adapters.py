@@ -97,3 +97,23 @@ def test_starlette_middleware_serves_a_live_session_and_refuses_it_once_logged_o
 def test_starlette_middleware_lets_exempt_paths_through(starlette_client):
     assert starlette_client.get("/healthz").json() == {"ok": True}
     assert starlette_client.get("/orders").status_code == 401
+
+
+def test_the_dependency_works_in_a_plain_starlette_endpoint(deployment, verifier):
+    session = LatchkeySession(verifier)
+
+    async def orders(request: Request) -> JSONResponse:
+        principal = await session(request)
+        return JSONResponse({"username": principal.username})
+
+    app = Starlette(routes=[Route("/orders", orders)])
+    install(app)
+    tokens = deployment.sign_in()
+    with TestClient(app) as client:
+        r = client.get("/orders", headers=app_headers(tokens["access_token"]))
+        assert r.status_code == 200 and r.json() == {"username": tokens["username"]}
+        assert bearer_to(deployment.server, "POST", "/v1/auth/logout-all",
+                         tokens["access_token"]).status_code == 204
+        r = client.get("/orders", headers=app_headers(tokens["access_token"]))
+        assert r.status_code == 401 and r.json()["reason"] == "logout"
+        assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'
