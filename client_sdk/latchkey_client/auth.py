@@ -171,6 +171,21 @@ class LatchkeyAuth(httpx.Auth):
         check_request_url(request.url)
         return self._origins.allows(request.url)
 
+    def request_hook(self, request: httpx.Request) -> None:
+        """An ``httpx.Client`` request hook that keeps the session home across redirects.
+
+        httpx follows redirects below the auth flow and keeps ``Authorization`` on an
+        ``http://host`` to ``https://host`` upgrade, and every other header always; with
+        ``event_hooks={"request": [client.auth.request_hook]}`` your own client drops the
+        session's headers (``Authorization``, ``DPoP``, ``X-Device-Id``) from any request
+        leaving the session's origins, as the SDK's own client does.
+        """
+        self._origins.strip_if_foreign(request)
+
+    async def async_request_hook(self, request: httpx.Request) -> None:
+        """:meth:`request_hook` for an ``httpx.AsyncClient`` (its hooks are awaited)."""
+        self._origins.strip_if_foreign(request)
+
     def _ours(self, response: httpx.Response) -> bool:
         """Say whether ``response`` came from one of the session's origins.
 

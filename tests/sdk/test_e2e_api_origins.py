@@ -137,6 +137,23 @@ def test_a_followed_redirect_to_another_origin_never_carries_the_session(
         assert api_origin.requests("/redirect")[-1].authorization is not None
 
 
+def test_the_apps_own_client_following_redirects_keeps_the_session_home_with_the_hook(
+    signed_in: Callable[..., SdkClient], api_origin: ApiOrigin, foreign: ApiOrigin
+) -> None:
+    with signed_in() as client:
+        url = api_origin.url("/redirect?to=") + foreign.url("/landing")
+        hook = client.auth.request_hook if client.kind == "sync" else client.auth.async_request_hook
+        since = len(foreign.seen)
+        client.app_get(url, follow_redirects=True)
+        # The control: httpx alone dropped Authorization here but kept the device id.
+        assert [s.device_id for s in foreign.seen[since:]] == [DEVICE]
+        since = len(foreign.seen)
+        assert client.app_get(url, follow_redirects=True,
+                              event_hooks={"request": [hook]}).status_code == 200
+        assert [s.path for s in foreign.seen[since:]] == ["/landing"]
+        assert no_session_reached(foreign, since)
+
+
 def test_a_refusal_from_a_redirects_foreign_target_neither_refreshes_nor_signs_out(
     signed_in: Callable[..., SdkClient], api_origin: ApiOrigin, foreign: ApiOrigin
 ) -> None:
