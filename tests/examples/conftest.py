@@ -44,6 +44,8 @@ KINDS = ("flask", "fastapi")
 #: The protected endpoint of both examples, and the open one.
 HELLO, HEALTHZ = "/api/hello", "/healthz"
 DEVICE = "phone-example-1"
+#: How each example is started: its server's command and the app it serves, as its README says.
+APP_SPECS = {"flask": ("gunicorn", "app:create_app()"), "fastapi": ("uvicorn", "main:create_app")}
 
 
 @dataclass
@@ -71,12 +73,12 @@ def start_example(kind: str, *, issuer: str, redis_url: str, log_dir: Path,
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY_")}
     env.update(LATCHKEY_ISSUER=issuer, LATCHKEY_REDIS_URL=redis_url)
+    server, target = APP_SPECS[kind]
     if kind == "flask":
-        argv = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}",
-                "--workers", str(workers), "--chdir", str(EXAMPLES / "flask_api"),
-                "app:create_app()"]
+        argv = [str(VENV_BIN / server), "--bind", f"127.0.0.1:{port}",
+                "--workers", str(workers), "--chdir", str(EXAMPLES / "flask_api"), target]
     else:
-        argv = [str(VENV_BIN / "uvicorn"), "--factory", "main:create_app",
+        argv = [str(VENV_BIN / server), "--factory", target,
                 "--app-dir", str(EXAMPLES / "fastapi_api"), "--host", "127.0.0.1",
                 "--port", str(port), "--workers", str(workers)]
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ example with the access token because the app names the example's origin.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from latchkey_client import (
+    AsyncLatchkeyClient,
     EventName,
     InvalidTokenError,
     LatchkeyClient,
@@ -25,7 +27,7 @@ from latchkey_client import (
 
 from tests.conftest import PASSWORD, Api
 
-from .conftest import HEALTHZ, HELLO, Deployment, Deployments
+from .conftest import APP_SPECS, EXAMPLES, HEALTHZ, HELLO, Deployment, Deployments
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +185,24 @@ def test_a_token_of_another_deployment_is_invalid_token_and_ends_nothing(
         assert client.auth.refresh_requests == 1
         assert client.is_signed_in  # its own session at its own deployment is fine
         assert client.get("/v1/me").status_code == 200
+
+
+def test_the_async_client_calls_the_example_too(kind: str, main: Deployment) -> None:
+    username = main.new_user()
+
+    async def call() -> dict[str, Any]:
+        async with AsyncLatchkeyClient(base_url=main.server.base_url, idle_logout=False,
+                                       api_origins=[main.examples[kind].base_url]) as client:
+            await client.login(username=username, password=PASSWORD)
+            doc = (await client.get(main.examples[kind].url(HELLO))).json()
+            await client.logout()
+            return dict(doc)
+
+    assert asyncio.run(call())["message"] == f"Hello, {username}: your session is live."
+
+
+def test_each_readme_runs_the_example_the_way_these_tests_do(kind: str) -> None:
+    server, target = APP_SPECS[kind]
+    readme = (EXAMPLES / f"{kind}_api" / "README.md").read_text()
+    runs = [line for line in readme.splitlines() if line.startswith(f"{server} ")]
+    assert runs and all(target in line for line in runs), runs
