@@ -36,6 +36,7 @@ from .events import AuthEvent, EventName, SessionInfo, SignOutReason
 from .idle import AsyncIdleTimer, IdleTimer, default_warning_seconds
 from .storage.base import Storage
 from .transport import (
+    TokenOrigins,
     check_base_url,
     check_device_id,
     check_request_url,
@@ -128,6 +129,7 @@ class ClientBase:
         self,
         *,
         base_url: str,
+        api_origins: Iterable[str] = (),
         storage: Storage | None = None,
         stay_signed_in: bool = False,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
@@ -147,6 +149,7 @@ class ClientBase:
         share_access_token: bool = False,
     ) -> None:
         self._base_url = check_base_url(base_url)
+        self._origins = TokenOrigins(self._base_url, api_origins)
         device_id, user_agent = check_device_id(device_id), check_user_agent(user_agent)
         if pins is not None:
             if self._base_url.scheme != "https":
@@ -195,6 +198,7 @@ class ClientBase:
             refresh_replay_seconds=DEFAULT_REFRESH_REPLAY_SECONDS,
             device_id=device_id,
             user_agent=self._headers["User-Agent"],
+            origins=self._origins,
         )
 
     def _open_http(self, options: dict[str, Any]) -> Any:
@@ -233,6 +237,11 @@ class ClientBase:
     def base_url(self) -> httpx.URL:
         """The server's base URL, checked at construction."""
         return self._base_url
+
+    @property
+    def api_origins(self) -> tuple[str, ...]:
+        """The app's API origins the access token may go to, besides the Latchkey server."""
+        return self._origins.api_origins
 
     @property
     def is_signed_in(self) -> bool:
@@ -276,9 +285,19 @@ class ClientBase:
     # -- request building --------------------------------------------------------------------
 
     def _url(self, path: str) -> httpx.URL:
-        url = self._base_url.join(path.lstrip("/")) if "://" not in path else httpx.URL(path)
+        """Resolve ``path``: relative to ``base_url``, or absolute on one of the session's
+        origins; anything else is refused before a byte is sent (S2, R4)."""
+        parsed = httpx.URL(path)
+        # Absolute means a scheme and a host: "/search?next=https://..." is still a path.
+        url = parsed if parsed.is_absolute_url else self._base_url.join(path.lstrip("/"))
         check_request_url(url)
+        self._origins.check(url)
         return url
+
+    def _strip_if_foreign(self, request: httpx.Request) -> None:
+        """The HTTP client's request hook: no session header leaves the session's origins,
+        whatever redirect the app chose to follow (``follow_redirects=True``)."""
+        self._origins.strip_if_foreign(request)
 
     def _is_own_origin(self, url: httpx.URL) -> bool:
         return same_origin(url, self._base_url)
@@ -302,10 +321,19 @@ class ClientBase:
             warn = default_warning_seconds(timeout)
         return timeout, warn
 
-    @staticmethod
-    def _raise_for(response: httpx.Response) -> None:
-        if response.status_code >= 400:
-            raise error_from_response(response)
+    def _raise_for(self, response: httpx.Response) -> None:
+        """Raise the typed error of a >= 400 answer.
+
+        Only the session's own origins speak for the session: a refusal from a redirect's
+        foreign target is a plain :class:`ApiError`, never "your session ended".
+        """
+        if response.status_code < 400:
+            return
+        if not self._origins.allows(response.request.url):
+            status = response.status_code
+            raise ApiError(f"http_{status} ({status}) from a redirect's target outside the "
+                           "session's origins", status=status, code=f"http_{status}")
+        raise error_from_response(response)
 
     @staticmethod
     def _json(response: httpx.Response) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from .errors import (
     StorageError,
     StorageLost,
     StorageUnavailable,
+    challenge_error,
 )
 from .events import AuthEvent, EventName, SessionInfo, SignOutReason, _Emitter
 from .storage.base import MemoryStorage, Storage
@@ -546,10 +547,10 @@ def _digest(value: str) -> str:
 
 
 def problem_code(response: httpx.Response) -> str | None:
-    """Return the problem+json ``code`` of a read response, or ``None``."""
+    """Return the problem+json ``code`` of a read response, else its challenge's ``error``."""
     try:
         doc = json.loads(response.content or b"{}")
     except ValueError:
-        return None
+        doc = None
     code = doc.get("code") if isinstance(doc, dict) else None
-    return code if isinstance(code, str) else None
+    return code if isinstance(code, str) else challenge_error(response)

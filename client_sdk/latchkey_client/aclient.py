@@ -39,7 +39,10 @@ class AsyncLatchkeyClient(ClientBase):
     _http: httpx.AsyncClient
 
     def _open_http(self, options: dict[str, Any]) -> httpx.AsyncClient:
-        return httpx.AsyncClient(**options)
+        async def strip_if_foreign(request: httpx.Request) -> None:
+            self._strip_if_foreign(request)
+
+        return httpx.AsyncClient(**options, event_hooks={"request": [strip_if_foreign]})
 
     async def _run(self, plan: Plan[T]) -> T:
         self._core.retry_storage()  # a write a locked store deferred goes first, if it can
@@ -102,7 +105,10 @@ class AsyncLatchkeyClient(ClientBase):
 
     async def request(self, method: str, path: str, *, idempotent: bool | None = None,
                       **kwargs: Any) -> httpx.Response:
-        """Call the app's API with the session attached; raise a typed error on >= 400."""
+        """Call the app's API with the session attached; raise a typed error on >= 400.
+
+        ``path`` is relative to ``base_url`` or an absolute URL on one of ``api_origins``.
+        """
         return await self._run(self._call_plan(method, path, authenticated=True,
                                                idempotent=idempotent, **kwargs))
 

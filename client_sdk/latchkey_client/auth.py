@@ -1,6 +1,7 @@
 """Attach the session to requests and keep it fresh: an ``httpx.Auth`` flow.
 
-For each request to the session's own origin the flow:
+For each request to one of the session's origins (the Latchkey server's and the app's
+``api_origins``, :class:`~latchkey_client.transport.TokenOrigins`) the flow:
 
 1. refuses a URL with a token-like query parameter (S2);
 2. ends the session locally if its absolute lifetime has passed, even offline (L6);
@@ -9,7 +10,9 @@ For each request to the session's own origin the flow:
    refreshes once and resends; on ``session_expired``/``session_revoked`` wipes local tokens
    and tells the app.
 
-Requests to any other origin go out untouched, without ``Authorization``.
+Requests to any other origin go out without ``Authorization``, and an answer that did not
+come from one of the session's origins (a redirect's target) is never acted on: it can
+neither make the flow refresh nor end the session.
 
 The refresh is single-flight: a thread lock (or asyncio lock) plus a re-check after taking
 it, then a lock file shared by processes using the same store plus a re-read of the stored
@@ -72,7 +75,7 @@ from .errors import (
     retry_after_seconds,
 )
 from .events import EventName, SignOutReason
-from .transport import check_request_url, same_origin
+from .transport import TokenOrigins, check_request_url
 
 __all__ = ["DEFAULT_REFRESH_REPLAY_SECONDS", "LatchkeyAuth"]
 
@@ -103,6 +106,20 @@ class _Fresh:
 _Flow = httpx.Request | _Fresh
 
 
+def _born_expired(doc: dict[str, Any]) -> bool:
+    """Say whether a refresh answer's access token is already dead: the session's last second.
+
+    The server caps a token at the session's absolute end in whole seconds (R3), so a
+    refresh less than a second before that end gets ``expires_in: 0``. Every API would
+    refuse that token as ``token_expired`` and another refresh would get the same: the
+    session is over, and saying so now beats a ``token_expired`` the app cannot act on.
+    """
+    try:
+        return float(doc.get("expires_in", 1)) <= 0
+    except (TypeError, ValueError):
+        return False  # malformed: ``SessionCore.accept`` says so
+
+
 def _waited_too_long() -> NetworkTimeoutError:
     """The error of a call whose deadline passed while another caller was refreshing."""
     return NetworkTimeoutError("refresh: the call's deadline passed waiting for a refresh")
@@ -113,7 +130,7 @@ class LatchkeyAuth(httpx.Auth):
 
     Get one from ``LatchkeyClient.auth``/``AsyncLatchkeyClient.auth`` and pass it to your own
     ``httpx.Client(auth=...)`` to call your API with the session attached; it only ever
-    attaches the token to the Latchkey server's origin.
+    attaches the token to the Latchkey server's origin and the client's ``api_origins``.
     """
 
     def __init__(
@@ -128,9 +145,11 @@ class LatchkeyAuth(httpx.Auth):
         refresh_replay_seconds: float = DEFAULT_REFRESH_REPLAY_SECONDS,
         device_id: str | None = None,
         user_agent: str | None = None,
+        origins: TokenOrigins | None = None,
     ) -> None:
         self._core = core
         self._origin = origin
+        self._origins = origins or TokenOrigins(origin)
         self._refresh_url = refresh_url
         self._sync_http = sync_http
         self._async_http = async_http
@@ -150,7 +169,30 @@ class LatchkeyAuth(httpx.Auth):
 
     def _applies_to(self, request: httpx.Request) -> bool:
         check_request_url(request.url)
-        return same_origin(request.url, self._origin)
+        return self._origins.allows(request.url)
+
+    def request_hook(self, request: httpx.Request) -> None:
+        """An ``httpx.Client`` request hook that keeps the session home across redirects.
+
+        httpx follows redirects below the auth flow and keeps ``Authorization`` on an
+        ``http://host`` to ``https://host`` upgrade, and every other header always; with
+        ``event_hooks={"request": [client.auth.request_hook]}`` your own client drops the
+        session's headers (``Authorization``, ``DPoP``, ``X-Device-Id``) from any request
+        leaving the session's origins, as the SDK's own client does.
+        """
+        self._origins.strip_if_foreign(request)
+
+    async def async_request_hook(self, request: httpx.Request) -> None:
+        """:meth:`request_hook` for an ``httpx.AsyncClient`` (its hooks are awaited)."""
+        self._origins.strip_if_foreign(request)
+
+    def _ours(self, response: httpx.Response) -> bool:
+        """Say whether ``response`` came from one of the session's origins.
+
+        httpx follows redirects below the auth flow, so with ``follow_redirects=True`` the
+        answer may be a foreign target's: its 401 must not refresh or sign out (R4).
+        """
+        return self._origins.allows(response.request.url)
 
     def _bind(self, request: httpx.Request) -> None:
         """Send the device id and User-Agent the session is bound to (D3), whoever's client
@@ -166,12 +208,16 @@ class LatchkeyAuth(httpx.Auth):
         if tokens.refresh_token is None:
             raise NotSignedInError("not signed in")
         if self._core.absolute_expired(tokens):
-            self._core.wipe(SignOutReason.ABSOLUTE)
-            raise SessionExpiredError(
-                "the session reached its absolute lifetime",
-                reason="absolute", status=401, code="session_expired",
-            )
+            raise self._ended_at_absolute()
         return tokens
+
+    def _ended_at_absolute(self) -> SessionExpiredError:
+        """Wipe the session, over at its absolute limit, and return the error saying so."""
+        self._core.wipe(SignOutReason.ABSOLUTE)
+        return SessionExpiredError(
+            "the session reached its absolute lifetime",
+            reason="absolute", status=401, code="session_expired",
+        )
 
     def _after_response(self, response: httpx.Response) -> str | None:
         """Return the 401 code (body read by the caller); end the session if it is over."""
@@ -200,14 +246,14 @@ class LatchkeyAuth(httpx.Auth):
         self._bind(request)
         clip_to_deadline(request, deadline)
         response = yield request
-        if (response.status_code != 401
+        if (response.status_code != 401 or not self._ours(response)
                 or self._after_response(response) not in _REFRESH_AND_RESEND_CODES):
             return
         tokens = yield _Fresh(stale=tokens, deadline=deadline)
         request.headers["Authorization"] = f"Bearer {tokens.access_token}"
         clip_to_deadline(request, deadline)
         response = yield request
-        if response.status_code == 401:
+        if response.status_code == 401 and self._ours(response):
             self._after_response(response)
 
     def sync_auth_flow(
@@ -364,6 +410,8 @@ class LatchkeyAuth(httpx.Auth):
                 # per expiry serves every process (``share_access_token``).
                 return self._core.tokens
             doc, received_at = yield from self._replay_plan(present, deadline)
+            if _born_expired(doc):
+                raise self._ended_at_absolute()
             return self._core.accept(doc, received_at=received_at, event=EventName.REFRESHED)
         except NetworkError as exc:
             return self._fall_back(tokens, stale, exc)

@@ -31,9 +31,11 @@ class LatchkeyClient(ClientBase):
     Every option is keyword-only::
 
         client = LatchkeyClient(base_url="https://auth.example.com",
+                                api_origins=["https://api.example.com"],
                                 storage=KeyringStorage(), stay_signed_in=True)
         client.login(username="ada", password="...")
         me = client.get("/v1/me").json()
+        orders = client.get("https://api.example.com/orders").json()
         client.logout()
 
     Thread-safe: any number of threads may call it; a refresh happens once for all of them.
@@ -43,7 +45,7 @@ class LatchkeyClient(ClientBase):
     _http: httpx.Client
 
     def _open_http(self, options: dict[str, Any]) -> httpx.Client:
-        return httpx.Client(**options)
+        return httpx.Client(**options, event_hooks={"request": [self._strip_if_foreign]})
 
     def _run(self, plan: Plan[T]) -> T:
         self._core.retry_storage()  # a write a locked store deferred goes first, if it can
@@ -115,8 +117,10 @@ class LatchkeyClient(ClientBase):
                 **kwargs: Any) -> httpx.Response:
         """Call the app's API with the session attached; raise a typed error on >= 400.
 
-        ``path`` is relative to ``base_url``. GET/PUT/DELETE/HEAD/OPTIONS are retried on
-        failure; pass ``idempotent=True`` for a POST your API makes safe to repeat.
+        ``path`` is relative to ``base_url``, or an absolute URL on one of ``api_origins``
+        (any other origin raises ``InsecureRequestError`` before sending). GET/PUT/DELETE/
+        HEAD/OPTIONS are retried on failure; pass ``idempotent=True`` for a POST your API
+        makes safe to repeat.
         """
         return self._run(self._call_plan(method, path, authenticated=True,
                                          idempotent=idempotent, **kwargs))

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
@@ -72,6 +73,7 @@ __all__ = [
     "TokenInUrlError",
     "UsernameTakenError",
     "WeakPasswordError",
+    "challenge_error",
     "error_from_response",
 ]
 
@@ -323,10 +325,41 @@ def _seconds_until(http_date: str, date_header: str | None) -> float | None:
     return (then - now).total_seconds()
 
 
+#: One item of a ``WWW-Authenticate`` value (RFC 9110 s11.6.1): an auth scheme (a bare
+#: token) or a ``name=value`` parameter, the value a token or a quoted string with escapes.
+_CHALLENGE_ITEM = re.compile(r'([^\s=,"]+)(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*))?')
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def challenge_error(response: httpx.Response) -> str | None:
+    """Return the ``error`` of the answer's ``Bearer`` or ``DPoP`` challenge, or ``None``.
+
+    The fallback code of an API that answers as RFC 6750 s3 (and RFC 9449 s7.1) says and
+    sends no problem+json (a service in another language checking tokens by introspection):
+    ``invalid_token`` there means what it means from Latchkey, refresh once and resend.
+    """
+    for value in response.headers.get_list("WWW-Authenticate"):
+        scheme = ""
+        for match in _CHALLENGE_ITEM.finditer(value):
+            name, raw = match.group(1), match.group(2)
+            if raw is None:
+                scheme = name.lower()  # a bare token starts the next challenge
+                continue
+            if scheme in {"bearer", "dpop"} and name.lower() == "error":
+                code = raw[1:-1] if raw.startswith('"') else raw
+                if _ERROR_CODE.fullmatch(code):
+                    return code.lower()
+    return None
+
+
 def error_from_response(response: httpx.Response) -> ApiError:
-    """Map an error response (status >= 400, body already read) onto the tree above."""
+    """Map an error response (status >= 400, body already read) onto the tree above.
+
+    The problem+json ``code`` decides; without one, a ``WWW-Authenticate`` challenge's
+    ``error``; then the status.
+    """
     doc = _problem(response)
-    code = doc.get("code") if isinstance(doc.get("code"), str) else None
+    code = doc.get("code") if isinstance(doc.get("code"), str) else challenge_error(response)
     detail = doc.get("detail") if isinstance(doc.get("detail"), str) else None
     status = response.status_code
     if code in _BY_CODE:

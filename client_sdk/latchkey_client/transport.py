@@ -1,9 +1,10 @@
 """Keep tokens on the wire where they belong: TLS, the right origin, never a URL.
 
-Three guards (X2, S2): a plain ``http://`` base URL is refused unless it is loopback (a
-development server on the same device); a request URL that carries a token-like query
-parameter is refused before it is sent; and ``Authorization`` is attached only to requests
-for the session's own origin. SPKI pinning (:func:`pinned_ssl_context`) checks the server's
+Three guards (X2, S2, R4): a plain ``http://`` base URL (or API origin) is refused unless it
+is loopback (a development server on the same device); a request URL that carries a
+token-like query parameter is refused before it is sent; and the session goes only to the
+origins :class:`TokenOrigins` names, the Latchkey server's and the app's ``api_origins``,
+redirects included. SPKI pinning (:func:`pinned_ssl_context`) checks the server's
 public key during the TLS handshake, before a single request byte, so a token is never
 written to a connection that failed the pin.
 """
@@ -25,7 +26,10 @@ from .errors import ConfigurationError, InsecureRequestError, PinningError
 __all__ = [
     "DEVICE_ID_PATTERN",
     "MAX_DEVICE_ID_LENGTH",
+    "SESSION_HEADERS",
     "TOKEN_QUERY_PARAMS",
+    "TokenOrigins",
+    "check_api_origin",
     "check_base_url",
     "check_device_id",
     "check_request_url",
@@ -125,6 +129,110 @@ def same_origin(a: httpx.URL, b: httpx.URL) -> bool:
 
 def _default_port(url: httpx.URL) -> int:
     return 443 if url.scheme == "https" else 80
+
+
+# -- where the session may go (R4) -----------------------------------------------------------
+
+#: The request headers that carry the session or name the device it is bound to: none of
+#: them may reach an origin the app did not name (a redirect's target included).
+SESSION_HEADERS = ("Authorization", "DPoP", "X-Device-Id")
+
+_Origin = tuple[str, str, int]
+
+
+def _origin_of(url: httpx.URL) -> _Origin:
+    return url.scheme, url.host.lower(), url.port or _default_port(url)
+
+
+def _show(origin: _Origin) -> str:
+    scheme, host, port = origin
+    netloc = f"[{host}]" if ":" in host else host
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{netloc}" if port == default else f"{scheme}://{netloc}:{port}"
+
+
+def check_api_origin(origin: str) -> httpx.URL:
+    """Return ``origin`` as a URL, or raise ``ConfigurationError`` if it is not exactly one.
+
+    An API origin is ``scheme://host[:port]`` and nothing else: the access token goes to
+    every path on it, so a path would promise a narrowing the SDK does not make, and a
+    wildcard, userinfo or query has no single meaning. ``https`` only, except loopback (the
+    base URL's rule: a token must not travel unencrypted over a network).
+    """
+    if not isinstance(origin, str):
+        raise ConfigurationError("each of api_origins is a string such as "
+                                 "'https://api.example.com'")
+    if "*" in origin:
+        raise ConfigurationError(
+            f"api_origins: {origin!r} has a wildcard; name each origin exactly "
+            "(scheme://host[:port])")
+    try:
+        url = httpx.URL(origin)
+    except httpx.InvalidURL as exc:
+        raise ConfigurationError(f"api_origins: {origin!r} is not a URL") from exc
+    if url.scheme not in {"https", "http"} or not url.host:
+        raise ConfigurationError(
+            f"api_origins: {origin!r} must be an absolute https:// origin "
+            "(scheme://host[:port])")
+    if url.scheme == "http" and not _is_loopback(url.host):
+        raise ConfigurationError(
+            f"api_origins: refusing plain http:// to the non-loopback host in {origin!r}: "
+            "the access token would travel unencrypted")
+    if url.userinfo:
+        raise ConfigurationError(f"api_origins: {origin!r} must not carry credentials")
+    if url.path not in {"", "/"} or url.query or url.fragment:
+        raise ConfigurationError(
+            f"api_origins: {origin!r} has a path, query or fragment; an origin is only "
+            "scheme://host[:port] (the token goes to every path on it)")
+    return url
+
+
+class TokenOrigins:
+    """Say where the session may go: the Latchkey server's origin and the app's API origins.
+
+    The one place that decides it (R4). The auth flow attaches the access token only to a
+    request whose origin this allows and acts only on answers from one; the clients refuse
+    to send anything elsewhere and strip :data:`SESSION_HEADERS` from any request (a
+    redirect's) that would leave these origins.
+    """
+
+    def __init__(self, base_url: httpx.URL, api_origins: Iterable[str] = ()) -> None:
+        if isinstance(api_origins, str | bytes):
+            raise ConfigurationError(
+                "api_origins is a list of origins: write api_origins=[...] even for one")
+        self._base = _origin_of(base_url)
+        self._api = tuple(dict.fromkeys(_origin_of(check_api_origin(o)) for o in api_origins))
+        self._allowed = frozenset((self._base, *self._api))
+
+    def __repr__(self) -> str:
+        return f"TokenOrigins({_show(self._base)!r}, api_origins={self.api_origins!r})"
+
+    @property
+    def api_origins(self) -> tuple[str, ...]:
+        """The app's API origins, normalised (``scheme://host[:port]``, default port left out)."""
+        return tuple(_show(o) for o in self._api)
+
+    def allows(self, url: httpx.URL) -> bool:
+        """Say whether the session may go to ``url``'s origin (exact scheme, host and port)."""
+        return _origin_of(url) in self._allowed
+
+    def check(self, url: httpx.URL) -> None:
+        """Raise ``InsecureRequestError`` unless the session may go to ``url``'s origin."""
+        if not self.allows(url):
+            raise InsecureRequestError(
+                f"refusing to send a request to {_show(_origin_of(url))}: it is neither the "
+                "Latchkey server nor one of api_origins")
+
+    def strip_if_foreign(self, request: httpx.Request) -> None:
+        """Remove the session's headers from ``request`` unless its origin is allowed.
+
+        Run on every request the SDK's HTTP client sends, redirects included: httpx drops
+        ``Authorization`` on a cross-origin redirect except an ``http`` to ``https`` upgrade
+        of the same host, and keeps every other header (``DPoP``, ``X-Device-Id``).
+        """
+        if not self.allows(request.url):
+            for name in SESSION_HEADERS:
+                request.headers.pop(name, None)
 
 
 def check_request_url(url: httpx.URL) -> None:

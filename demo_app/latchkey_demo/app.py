@@ -83,6 +83,8 @@ class LatchkeyDemoApp(App):
     auth_level = StringProperty("normal")
     session_fingerprint = StringProperty("—")
     device_name = StringProperty("")
+    #: The demo backend's origin (the Flask example), or "" when none was started.
+    backend_url = StringProperty("")
     #: The idle warning while it is open (``None`` otherwise).
     idle_warning = ObjectProperty(None, allownone=True)
     #: ``client.on_resume`` is checking the session after a return from the background.
@@ -115,6 +117,7 @@ class LatchkeyDemoApp(App):
         install_redaction()
         self.platform = platform_setup.prepare(Path(self.user_data_dir))
         self.device_name = self.platform.settings.device_name
+        self.backend_url = self.platform.settings.backend_url
         self.worker = Worker()
         for name in ("theme.kv", *KV_FILES):
             Builder.load_file(str(KV_DIR / name))
@@ -387,6 +390,8 @@ class LatchkeyDemoApp(App):
         settings = self.platform.settings
         client = LatchkeyClient(
             base_url=settings.server_url,
+            # The demo backend checks the session itself: the token may go there too (R4).
+            api_origins=[settings.backend_url] if settings.backend_url else [],
             storage=self.platform.storage,
             stay_signed_in=stay_signed_in,
             idle_warning_seconds=settings.idle_warning_seconds,

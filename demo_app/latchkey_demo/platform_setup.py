@@ -41,6 +41,9 @@ class DemoSettings:
     """Everything the app reads from its environment, read once at start."""
 
     server_url: str
+    #: The demo backend's origin (``LATCHKEY_DEMO_BACKEND``), an API the SDK may send the
+    #: session to (``api_origins``); empty when there is none.
+    backend_url: str
     storage_kind: str
     device_name: str
     user_agent: str
@@ -78,6 +81,7 @@ def load_settings(data_dir: Path) -> DemoSettings:
     warning = os.environ.get("LATCHKEY_DEMO_IDLE_WARNING_SECONDS")
     return DemoSettings(
         server_url=os.environ.get("LATCHKEY_DEMO_SERVER", DEFAULT_SERVER_URL),
+        backend_url=os.environ.get("LATCHKEY_DEMO_BACKEND", "").rstrip("/"),
         storage_kind=os.environ.get("LATCHKEY_DEMO_STORAGE", "auto"),
         device_name=_device_name(kind),
         user_agent=(

@@ -129,6 +129,9 @@ def run_demo(tmp_path: Path, display_env: dict[str, str]) -> Callable[..., DemoR
             "LATCHKEY_DEMO_CHECK_SECONDS": str(params.pop("check_seconds", 1)),
             "LATCHKEY_DEMO_DEVICE_NAME": params.pop("device_name", "Test phone"),
         })
+        backend = params.get("backend_url")
+        if backend:
+            env["LATCHKEY_DEMO_BACKEND"] = backend
         warning = params.pop("idle_warning_seconds", None)
         if warning is not None:
             env["LATCHKEY_DEMO_IDLE_WARNING_SECONDS"] = str(warning)

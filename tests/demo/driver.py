@@ -274,6 +274,28 @@ async def ended_elsewhere(app: LatchkeyDemoApp) -> None:
 
 
 @scenario
+async def demo_backend(app: LatchkeyDemoApp) -> None:
+    """Call the demo backend (api_origins), get signed out elsewhere, call it again."""
+    await sign_in(app)
+    home = find(app, "home")
+    OBSERVED["card_shown"] = find(app, "home", "backend_card").shown
+    tap(find(app, "home", "backend_button"))
+    await wait_until(lambda: home.backend_answer and not app.busy, what="the backend's answer")
+    OBSERVED["answer"] = find(app, "home", "backend_answer").text
+    http, _body = other_device()
+    sessions = http.get("/v1/auth/sessions").json()["sessions"]
+    mine = [s for s in sessions if not s["current"]]
+    check(len(mine) == 1, "expected exactly the app's session besides the other device")
+    http.delete(f"/v1/auth/sessions/{mine[0]['session_id']}").raise_for_status()
+    http.close()
+    tap(find(app, "home", "backend_button"))
+    await wait_until(lambda: app.screen == "signin", timeout_seconds=15,
+                     what="the app to show the backend's refusal")
+    OBSERVED["notice"] = notice(app)
+    OBSERVED["reason"] = find(app, "signin").signed_out_reason
+
+
+@scenario
 async def change_password(app: LatchkeyDemoApp) -> None:
     """Change the password in the app: the other device is signed out, the id changes."""
     await sign_in(app)

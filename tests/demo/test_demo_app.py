@@ -15,6 +15,7 @@ import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from latchkey_client import SignOutReason
@@ -24,7 +25,8 @@ from tests.conftest import PASSWORD, Api, ServerProcess, free_port, unique_usern
 from .conftest import DemoRun
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "demo_app"))
-from latchkey_demo.wording import (  # the demo is not an installed package
+from devserver import running_backend  # the demo is not an installed package
+from latchkey_demo.wording import (
     OFFLINE_KEPT,
     STORAGE_LOCKED_AT_START,
     STORAGE_LOCKED_SIGNED_IN,
@@ -143,6 +145,31 @@ def test_a_session_ended_elsewhere_shows_up_in_the_app_with_its_reason(
 
     assert run.observed["notice"] == words
     assert run.observed["reason"] == ("remote" if how == "remote" else "password_change")
+
+
+def test_the_demo_backend_answers_for_the_session_and_refuses_it_once_ended_elsewhere(
+        run_demo: RunDemo, module_redis_factory: Callable[..., Any],
+        module_server_factory: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    """The app calls its own API through the SDK's api_origins (R4): the demo backend,
+    the Flask example under gunicorn as ``devserver.py`` starts it, on a deployment of its
+    own (its store holds this server's session policy). No background checks: the call
+    after the remote sign-out is the backend's, and its access log says it refused it."""
+    redis = module_redis_factory()
+    server = module_server_factory(store_url=redis.url)
+    with contextlib.closing(Api(server.base_url)) as own_api:
+        username = own_api.register(unique_username("backend"))
+    log = tmp_path / "backend.log"
+    with running_backend(server.base_url, redis.url, port=free_port(), log_path=log) as url:
+        run = run_demo("demo_backend", server.base_url, backend_url=url, username=username,
+                       password=PASSWORD, check_seconds=0)
+
+    seen = run.observed
+    assert seen["card_shown"]
+    assert seen["answer"] == f"Hello, {username}: your session is live."
+    assert seen["notice"] == "You were signed out from another device."
+    assert seen["reason"] == "remote"
+    calls = [line for line in log.read_text().splitlines() if line.startswith("GET /api/")]
+    assert calls == ["GET /api/hello 200", "GET /api/hello 401"]
 
 
 def test_change_password_signs_out_the_other_device_and_keeps_this_one(

@@ -25,7 +25,7 @@ from latchkey_client import (
     WeakPasswordError,
     error_from_response,
 )
-from latchkey_client.errors import retry_after_seconds
+from latchkey_client.errors import challenge_error, retry_after_seconds
 
 
 def problem(status: int, code: str | None, headers: dict[str, str] | None = None,
@@ -100,3 +100,22 @@ def test_retry_after_is_read_as_seconds_or_an_http_date(
     headers: dict[str, str], seconds: float | None
 ) -> None:
     assert retry_after_seconds(httpx.Response(503, headers=headers)) == seconds
+
+
+@pytest.mark.parametrize(("challenge", "code"), [
+    ('Bearer error="invalid_token"', "invalid_token"),
+    ('Bearer realm="api", error="invalid_token", error_description="expired"', "invalid_token"),
+    ('DPoP algs="ES256", error="use_dpop_nonce"', "use_dpop_nonce"),
+    ('Basic realm="x", Bearer error="insufficient_scope"', "insufficient_scope"),
+    ('Bearer realm="api"', None),
+    ('Basic realm="error=\\"x\\""', None),
+])
+def test_an_rfc_6750_challenge_without_a_problem_body_is_read_by_its_error(
+    challenge: str, code: str | None
+) -> None:
+    """A service in any language answers as RFC 6750 says, with no problem+json."""
+    response = httpx.Response(401, headers={"WWW-Authenticate": challenge})
+    assert challenge_error(response) == code
+    error = error_from_response(response)
+    assert isinstance(error, InvalidTokenError)
+    assert error.code == (code or "http_401")

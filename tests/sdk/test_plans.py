@@ -20,6 +20,7 @@ from latchkey_client import (
     MemoryStorage,
     NetworkError,
     NetworkTimeoutError,
+    SessionExpiredError,
     SignOutReason,
 )
 from latchkey_client._steps import Plan, Send, Sleep
@@ -187,3 +188,18 @@ def test_a_logout_that_meets_a_closed_client_stays_pending() -> None:
         result = finish(plan, ClientClosedError("the client is closed"))
     assert result.pending and not result.server_confirmed
     assert storage.load("pending_revocations")
+
+
+def test_a_refresh_in_the_sessions_last_second_ends_it_as_absolute_not_token_expired(
+    client: LatchkeyClient,
+) -> None:
+    """The server caps a token at the absolute end in whole seconds: ``expires_in: 0``."""
+    signed_in(client)
+    plan = client.auth._refresh_plan(stale=client._core.tokens)
+    step = next(plan)
+    with pytest.raises(SessionExpiredError) as caught:
+        plan.send(answer(step, 200, json={"access_token": "b", "refresh_token": "r-2",
+                                          "expires_in": 0, "absolute_expires_in": 0,
+                                          "session_id": "s"}))
+    assert caught.value.reason == "absolute"
+    assert not client.is_signed_in and client.signed_out_reason is SignOutReason.ABSOLUTE

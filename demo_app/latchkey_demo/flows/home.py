@@ -1,4 +1,10 @@
-"""Home: the profile from ``/v1/me``, this session, and the idle countdown."""
+"""Home: the profile from ``/v1/me``, this session, the idle countdown, and the demo backend.
+
+The demo backend is a backend team's own API (``examples/flask_api``, started by
+``devserver.py``): the SDK sends it the session because the app names its origin
+(``api_origins``), and it checks the session in the shared store on every call, so a
+session ended anywhere is refused there too, and the app says why.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +28,26 @@ class HomeScreen(FlowScreen):
     idle_total_seconds = NumericProperty(0.0)
     idle_text = StringProperty("—")
     absolute_text = StringProperty("—")
+    #: The demo backend's last answer, as it worded it.
+    backend_answer = StringProperty("")
+
+    #: The demo backend's protected endpoint (``examples/flask_api``).
+    BACKEND_PATH = "/api/hello"
 
     def reset(self) -> None:
         """Forget whose profile this was."""
         self.username = ""
         self.user_id_short = ""
+        self.backend_answer = ""
+
+    def call_backend(self) -> None:
+        """Call the demo backend with the session; a refusal signs out with its reason."""
+        client, url = self.app.client, self.app.backend_url + self.BACKEND_PATH
+        self.app.run(lambda: client.get(url).json(), "Asking the demo backend…",
+                     self._show_backend)
+
+    def _show_backend(self, answer: dict[str, Any]) -> None:
+        self.backend_answer = str(answer.get("message", ""))
 
     def opened(self) -> None:
         """Reload the profile whenever the user comes back to Home."""
