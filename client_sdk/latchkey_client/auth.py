@@ -5,9 +5,11 @@ For each request to the session's own origin the flow:
 1. refuses a URL with a token-like query parameter (S2);
 2. ends the session locally if its absolute lifetime has passed, even offline (L6);
 3. refreshes ahead of expiry, measured on the monotonic clock from ``expires_in`` (S3);
-4. sends with ``Authorization: Bearer``; on one 401 ``token_expired`` or ``invalid_token``
-   refreshes once and resends; on ``session_expired``/``session_revoked`` wipes local tokens
-   and tells the app.
+4. sends with ``Authorization: Bearer``, or for a session bound to the device key
+   (``token_type: DPoP``, P1) ``Authorization: DPoP`` plus a fresh proof with ``ath``
+   (``dpop_flow.py``), tried once more with a new proof on ``use_dpop_nonce``; on one 401
+   ``token_expired`` or ``invalid_token`` refreshes once and resends; on
+   ``session_expired``/``session_revoked`` wipes local tokens and tells the app.
 
 Requests to any other origin go out untouched, without ``Authorization``.
 
@@ -19,7 +21,9 @@ exactly one caller refreshes and the others use its result.
 When a refresh's outcome is unknown (connection dropped or timed out after sending), the
 *same* refresh token is replayed until ``refresh_replay_seconds`` is spent; inside the
 server's grace window the server answers with the same successor, so the user stays signed
-in instead of tripping reuse detection.
+in instead of tripping reuse detection. Each replay carries a fresh DPoP proof (the server
+takes a proof's ``jti`` once): the refresh's ``Send`` step carries a
+:class:`~.dpop_flow.ProofAuth`, which signs anew for every request httpx sends.
 
 Sans-I/O, as httpx's own ``Auth.auth_flow`` is: :meth:`LatchkeyAuth._bearer_flow` decides what
 a request needs and :meth:`LatchkeyAuth._refresh_plan` decides how a refresh goes (re-check,
@@ -55,10 +59,13 @@ from ._steps import (
     run_sync,
 )
 from ._timing import Deadline, backoff_delay_seconds
+from .dpop_flow import DPoPProver, ProofAuth
 from .errors import (
     ApiError,
     ClientClosedError,
     ConfigurationError,
+    DPoPKeyLostError,
+    DPoPProofRefusedError,
     InvalidTokenError,
     NetworkError,
     NetworkTimeoutError,
@@ -128,8 +135,11 @@ class LatchkeyAuth(httpx.Auth):
         refresh_replay_seconds: float = DEFAULT_REFRESH_REPLAY_SECONDS,
         device_id: str | None = None,
         user_agent: str | None = None,
+        prover: DPoPProver | None = None,
     ) -> None:
         self._core = core
+        self._prover = prover
+        self._refresh_auth = None if prover is None else ProofAuth(prover, create=False)
         self._origin = origin
         self._refresh_url = refresh_url
         self._sync_http = sync_http
@@ -160,6 +170,34 @@ class LatchkeyAuth(httpx.Auth):
             request.headers["X-Device-Id"] = self._device_id
         if self._user_agent is not None:
             request.headers["User-Agent"] = self._user_agent
+
+    def _authorize(self, request: httpx.Request, tokens: Tokens) -> None:
+        """Attach the access token: ``DPoP`` with a fresh proof when bound, else ``Bearer``.
+
+        A bound session whose key is gone can never be used again: signed out as
+        ``storage_lost`` (M2), as a lost refresh token is.
+        """
+        assert tokens.access_token is not None
+        if not (tokens.bound and self._prover is not None):
+            request.headers.pop("DPoP", None)
+            request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+            return
+        try:
+            self._prover.attach(request, tokens.access_token, required=True)
+        except DPoPKeyLostError:
+            self._core.storage_lost()
+            raise
+        request.headers["Authorization"] = f"DPoP {tokens.access_token}"
+
+    def _proof_retry(self, request: httpx.Request, tokens: Tokens,
+                     response: httpx.Response) -> bool:
+        """Read a bound request's answer (nonce, clock); re-sign it if one retry may help."""
+        if not (tokens.bound and self._prover is not None):
+            return False
+        if not self._prover.worth_retrying(request, response):
+            return False
+        self._authorize(request, tokens)
+        return True
 
     def _precheck(self) -> Tokens:
         tokens = self._core.tokens
@@ -196,19 +234,33 @@ class LatchkeyAuth(httpx.Auth):
             return
         deadline = call_deadline(request)
         tokens = yield _Fresh(stale=None, deadline=deadline)
-        request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+        self._authorize(request, tokens)
         self._bind(request)
         clip_to_deadline(request, deadline)
         response = yield request
+        if self._proof_retry(request, tokens, response):
+            clip_to_deadline(request, deadline)
+            response = yield request  # a new nonce or a corrected clock: once, no more
+            self._prover_observe(request, tokens, response)
         if (response.status_code != 401
                 or self._after_response(response) not in _REFRESH_AND_RESEND_CODES):
             return
         tokens = yield _Fresh(stale=tokens, deadline=deadline)
-        request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+        self._authorize(request, tokens)
         clip_to_deadline(request, deadline)
         response = yield request
+        if self._proof_retry(request, tokens, response):
+            clip_to_deadline(request, deadline)
+            response = yield request
+            self._prover_observe(request, tokens, response)
         if response.status_code == 401:
             self._after_response(response)
+
+    def _prover_observe(self, request: httpx.Request, tokens: Tokens,
+                        response: httpx.Response) -> None:
+        """Keep the nonce and clock of an answer no further retry will follow."""
+        if tokens.bound and self._prover is not None:
+            self._prover.state.observe(request.url, response)
 
     def sync_auth_flow(
         self, request: httpx.Request
@@ -385,6 +437,12 @@ class LatchkeyAuth(httpx.Auth):
             return None  # 429/5xx: nothing changed on the server; try the same token again
         if isinstance(error, SessionEndedError | InvalidTokenError):
             self._core.end_from_error(error)
+        elif isinstance(error, DPoPProofRefusedError):
+            # Refused even after the one retry a nonce or the clock deserved: this refresh
+            # token is bound to a key this installation does not hold (a copied token), or
+            # the key changed under it. It will never refresh here again. (The real
+            # holder hears STOLEN only if the server ends the session: reason ``stolen``.)
+            self._core.wipe(SignOutReason.REVOKED)
         raise error
 
     def _replay_plan(self, refresh_token: str, call_deadline: Deadline | None = None
@@ -407,6 +465,7 @@ class LatchkeyAuth(httpx.Auth):
             outcome = yield Send(
                 "POST", self._refresh_url,
                 timeout=attempt_timeout(self._refresh_timeout, deadline.remaining_seconds()),
+                auth=self._refresh_auth,  # a fresh proof on every attempt, replays included
                 options={"json": {"refresh_token": refresh_token}},
             )
             if isinstance(outcome, ClientClosedError):

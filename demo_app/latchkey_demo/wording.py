@@ -67,6 +67,11 @@ _SIGN_OUT_WORDS: dict[SignOutReason, str] = {
         "Your saved sign-in can no longer be read on this device (restored from a backup, "
         "or the phone's security settings changed). Please sign in again."
     ),
+    SignOutReason.STOLEN: (
+        "Your session was used from somewhere that does not hold this device's key, so "
+        "someone may have copied it. You were signed out for safety; sign in again and "
+        "consider changing your password."
+    ),
 }
 
 #: Shown while secure storage is locked: the session goes on, nothing was lost.

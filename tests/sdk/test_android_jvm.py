@@ -92,8 +92,11 @@ _ANDROID_API_STUBS = {
 package android.security.keystore;
 public abstract class KeyProperties {
     public static final String KEY_ALGORITHM_AES = "AES";
+    public static final String KEY_ALGORITHM_EC = "EC";
     public static final int PURPOSE_ENCRYPT = 1;
     public static final int PURPOSE_DECRYPT = 2;
+    public static final int PURPOSE_SIGN = 4;
+    public static final String DIGEST_SHA256 = "SHA-256";
     public static final String BLOCK_MODE_GCM = "GCM";
     public static final String ENCRYPTION_PADDING_NONE = "NoPadding";
 }
@@ -126,6 +129,10 @@ public final class KeyGenParameterSpec implements java.security.spec.AlgorithmPa
         public Builder setEncryptionPaddings(String... paddings) { return this; }
         public Builder setKeySize(int keySize) { return this; }
         public Builder setRandomizedEncryptionRequired(boolean required) { return this; }
+        public Builder setAlgorithmParameterSpec(java.security.spec.AlgorithmParameterSpec spec) {
+            return this;
+        }
+        public Builder setDigests(String... digests) { return this; }
         public KeyGenParameterSpec build() { return new KeyGenParameterSpec(); }
     }
 }
@@ -156,6 +163,7 @@ def jvm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         (sources / rel).write_text(text)
     # AndroidKeys.java needs android.jar, so it is the one file not compiled here.
     files = [str(HELPER_SRC / "org/latchkey/KeystoreBox.java"),
+             str(HELPER_SRC / "org/latchkey/DeviceKeys.java"),
              *(str(sources / rel) for rel in _TEST_JAVA)]
     subprocess.run([str(java_home / "bin" / "javac"), "-Xlint:all", "-Werror", "-d",
                     str(classes), *files], check=True, capture_output=True, text=True)
@@ -404,6 +412,7 @@ def test_android_keys_compiles_against_the_android_api_it_uses(
     result = subprocess.run(
         [str(java_home / "bin" / "javac"), "-Xlint:all", "-Werror", "-d", str(tmp_path / "out"),
          str(HELPER_SRC / "org/latchkey/KeystoreBox.java"),
+         str(HELPER_SRC / "org/latchkey/DeviceKeys.java"),
          str(HELPER_SRC / "org/latchkey/AndroidKeys.java"),
          *(str(tmp_path / "src" / rel) for rel in _ANDROID_API_STUBS)],
         capture_output=True, text=True,

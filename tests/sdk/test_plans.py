@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from latchkey_client.dpop_flow import ProofAuth
 import pytest
 from latchkey_client import (
     ClientClosedError,
@@ -126,7 +127,8 @@ def test_a_refresh_whose_answer_was_lost_is_replayed_with_the_same_token(
 ) -> None:
     plan = client.auth._replay_plan("r-1")
     first = next(plan)
-    assert isinstance(first, Send) and first.auth is None  # the refresh carries no bearer
+    # No bearer on a refresh; only the DPoP proof auth, which signs anew on every send.
+    assert isinstance(first, Send) and isinstance(first.auth, ProofAuth)
     assert isinstance(plan.send(httpx.ReadError("dropped")), Sleep)
     replay = plan.send(None)
     assert isinstance(replay, Send) and replay.options == first.options
