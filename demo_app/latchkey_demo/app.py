@@ -51,6 +51,7 @@ from .wording import (
     STORAGE_LOCKED_AT_START,
     STORAGE_LOCKED_SIGNED_IN,
     describe_error,
+    device_key_status,
     fingerprint,
     sign_out_message,
 )
@@ -82,6 +83,8 @@ class LatchkeyDemoApp(App):
     #: This session as every signed-in screen shows it (mirrors ``client.session``).
     auth_level = StringProperty("normal")
     session_fingerprint = StringProperty("—")
+    #: "This device holds its key (<store>)" while the session is DPoP-bound.
+    device_key_text = StringProperty("—")
     device_name = StringProperty("")
     #: The idle warning while it is open (``None`` otherwise).
     idle_warning = ObjectProperty(None, allownone=True)
@@ -279,6 +282,7 @@ class LatchkeyDemoApp(App):
         self.busy_text = ""
         self._reset_flows()
         self.session_fingerprint = "—"
+        self.device_key_text = "—"
         self.root.get_screen("signin").signed_out_reason = reason.value
         self.screen = "signin"
         kind = "info" if reason is SignOutReason.USER else "warning"
@@ -445,6 +449,7 @@ class LatchkeyDemoApp(App):
             return
         self.auth_level = info.auth_level
         self.session_fingerprint = fingerprint(info.session_id)
+        self.device_key_text = device_key_status(info.dpop_bound, client.device_key_holder)
         self._show_countdowns()
 
     def _set_busy(self, text: str) -> None:

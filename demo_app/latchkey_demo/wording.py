@@ -12,6 +12,9 @@ import hashlib
 from datetime import UTC, datetime
 
 from latchkey_client import (
+    DPoPKeyLostError,
+    DPoPKeyUnavailableError,
+    DPoPProofRefusedError,
     ForbiddenError,
     InvalidCredentialsError,
     InvalidRequestError,
@@ -31,7 +34,9 @@ from latchkey_client import (
 )
 
 __all__ = [
+    "KEY_HELD",
     "describe_error",
+    "device_key_status",
     "fingerprint",
     "format_countdown",
     "format_relative",
@@ -113,6 +118,14 @@ def describe_error(error: BaseException) -> str:
         return "Please confirm your password to continue."
     if isinstance(error, SessionEndedError):
         return "Your session has ended. Please sign in again."
+    if isinstance(error, DPoPKeyUnavailableError):
+        return ("This device's key store is locked. Unlock your phone and try again; "
+                "you are still signed in.")
+    if isinstance(error, DPoPKeyLostError):
+        return "This device's key is gone, so its session cannot go on. Please sign in again."
+    if isinstance(error, DPoPProofRefusedError):
+        return ("The server did not accept this device's proof of its key. "
+                "Please sign in again.")
     if isinstance(error, NotSignedInError):
         return "You are not signed in."
     if isinstance(error, PinningError):
@@ -134,6 +147,20 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, LatchkeyError):
         return "Something went wrong. Please try again."
     return "Something unexpected went wrong. Please try again."
+
+
+#: The session screen's line when the session is bound to this device's key (DPoP, P1).
+KEY_HELD = "This device holds its key"
+
+
+def device_key_status(bound: bool, holder: str | None) -> str:
+    """Say whether a copied token would work elsewhere: the session's DPoP binding.
+
+    ``holder`` is where the key lives (``client.device_key_holder``).
+    """
+    if bound:
+        return f"{KEY_HELD} ({holder})" if holder else KEY_HELD
+    return "Not bound to a device key"
 
 
 def fingerprint(session_id: str | None) -> str:

@@ -50,8 +50,9 @@ def _users(server: ServerProcess, n: int) -> list[str]:
 def test_lossy_network_logs_nobody_out_and_every_stolen_token_replay_is_caught(
     chaos_server: ServerProcess, lossy_proxy: LoopbackProxy
 ) -> None:
+    # Bearer sessions (dpop=False): theft is caught by reuse detection, after the grace.
     config = ChaosConfig(clients=12, threads_per_client=3, victims=3, duration_seconds=20,
-                         grace_seconds=GRACE_SECONDS)
+                         grace_seconds=GRACE_SECONDS, dpop=False)
     users = _users(chaos_server, config.clients + config.victims)
     report = run_chaos(chaos_server.base_url, lossy_proxy, users, PASSWORD, config)
     print(json.dumps(report.as_dict(), indent=1))  # shown with -s or on failure
@@ -70,3 +71,45 @@ def test_lossy_network_logs_nobody_out_and_every_stolen_token_replay_is_caught(
     assert report.reuse_detections == config.victims, report.theft_details
     assert report.victims_signed_out_reuse == config.victims, report.theft_details
     assert "refresh_token_reused" in chaos_server.logs()
+
+
+@pytest.fixture
+def dpop_chaos_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    """The chaos server, DPoP on (``allowed``, the default) and stolen tokens revoked."""
+    return server_factory(access_token_ttl=2, refresh_reuse_grace=GRACE_SECONDS, workers=2,
+                          log_level="INFO", dpop_stolen_token="revoke")
+
+
+@pytest.fixture
+def dpop_lossy_proxy(dpop_chaos_server: ServerProcess) -> Iterator[LoopbackProxy]:
+    proxy = LoopbackProxy(dpop_chaos_server.base_url, record=False, seed=8).start()
+    yield proxy
+    proxy.stop()
+
+
+def test_with_dpop_16_lossy_clients_stay_signed_in_and_every_keyless_replay_is_caught(
+    dpop_chaos_server: ServerProcess, dpop_lossy_proxy: LoopbackProxy
+) -> None:
+    """The issue's run: 16 clients (13 honest, 3 victims), DPoP on, a lossy network.
+
+    Every refresh, retry and lost-response replay carries a fresh proof; a copied refresh
+    token replayed at once (inside the grace window) without the key is refused.
+    """
+    config = ChaosConfig(clients=13, threads_per_client=3, victims=3, duration_seconds=20,
+                         grace_seconds=GRACE_SECONDS, dpop=True)
+    users = _users(dpop_chaos_server, config.clients + config.victims)
+    report = run_chaos(dpop_chaos_server.base_url, dpop_lossy_proxy, users, PASSWORD, config)
+    print(json.dumps(report.as_dict(), indent=1))
+    assert report.proxy_dropped >= 20 and report.proxy_delayed >= 20
+    assert report.refreshes >= 100
+    assert report.refresh_responses_dropped >= 3
+    assert report.sdk_refresh_attempts > report.refreshes  # replays, each with a new proof
+    assert report.false_logouts == 0, report.false_logout_details
+    assert report.honest_clients_signed_in_at_end == config.clients
+    assert report.honest_sessions_live_at_end == config.clients
+    assert report.honest_sessions_bound == config.clients  # DPoP really was on
+    assert report.api_calls_other_errors == 0, report.other_error_details
+    assert report.theft_replays == config.victims, report.theft_details
+    assert report.dpop_refusals == config.victims, report.theft_details
+    assert report.victims_signed_out_stolen == config.victims, report.theft_details
+    assert "dpop_stolen_token" in dpop_chaos_server.logs()

@@ -126,6 +126,7 @@ async def sign_in_profile_and_sessions(app: LatchkeyDemoApp) -> None:
     await sign_in(app)
     OBSERVED["username"] = find(app, "home").username
     OBSERVED["auth_level_row"] = find(app, "home", "level_row").value
+    OBSERVED["device_key_row"] = find(app, "home", "key_row").value
     OBSERVED["device_name"] = app.device_name
     home = find(app, "home")
     await wait_until(lambda: home.idle_text not in ("", "—"), what="the idle countdown")

@@ -22,13 +22,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import jwt as pyjwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from joserfc import jws
+from joserfc.jwk import ECKey
 from latchkey_client import (
     AndroidKeystoreStorage,
+    DPoPKeyLostError,
     StorageError,
     StorageLost,
     StorageUnavailable,
 )
+from latchkey_client.dpop import build_proof, jwk_thumbprint
+from latchkey_client.dpop_android import AndroidDeviceKey
+from latchkey_client.storage.android import java_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPER_SRC = ROOT / "demo_app" / "android" / "src"
@@ -436,3 +445,46 @@ def test_android_storage_works_from_a_worker_thread(jvm: Any) -> None:
     worker.join(timeout=30)
     assert seen == [TOKEN]
     assert store.load("refresh_token") == TOKEN
+
+
+# -- the DPoP key: EC P-256 signing in Java, the private key never in Python (P2) ----------
+
+
+def test_the_android_dpop_key_signs_proofs_joserfc_and_pyjwt_verify(jvm: Any) -> None:
+
+    helper = jvm("org.latchkey.DeviceKeys").inMemory()
+    key = AndroidDeviceKey(helper=helper)
+    assert key.signer(create=False) is None and not helper.hasKey("latchkey_dpop")
+    signer = key.signer(create=True)
+    assert signer is not None and helper.hasKey("latchkey_dpop")
+    jwk = signer.public_jwk()
+    assert set(jwk) == {"kty", "crv", "x", "y"}  # the public point only, from the JVM
+    for _ in range(20):  # DER -> r||s must hold for every signature, short r and s included
+        proof = build_proof(signer, method="POST", issued_at=1,
+                            url=httpx.URL("https://a.example/v1/auth/refresh"))
+        jws.deserialize_compact(proof, ECKey.import_key(jwk), algorithms=["ES256"])
+    assert pyjwt.decode(proof, pyjwt.PyJWK.from_dict(jwk, "ES256").key,
+                        algorithms=["ES256"])["htm"] == "POST"
+    # A restart of the app finds the same key.
+    again = AndroidDeviceKey(helper=helper).signer(create=False)
+    assert again is not None and jwk_thumbprint(again.public_jwk()) == jwk_thumbprint(jwk)
+
+
+def test_the_android_dpop_key_once_deleted_is_lost_for_a_bound_session(jvm: Any) -> None:
+
+    helper = jvm("org.latchkey.DeviceKeys").inMemory()
+    key = AndroidDeviceKey(helper=helper)
+    signer = key.signer(create=True)
+    assert signer is not None
+    helper.deleteKey("latchkey_dpop")  # e.g. the app's data was cleared under it
+    with pytest.raises(DPoPKeyLostError):
+        signer.sign(b"proof")
+    key.delete()  # "forget this device": absent is fine
+    assert AndroidDeviceKey(helper=helper).signer(create=False) is None
+
+
+def test_der_to_jose_in_java_pads_and_trims_like_the_jws_spec(jvm: Any) -> None:
+    keys = jvm("org.latchkey.DeviceKeys")
+    for r, s in ((1, 2), (2**255 + 7, 2**256 - 189), (2**200, 3)):
+        raw = java_bytes(keys.derToJose(encode_dss_signature(r, s)))
+        assert raw == r.to_bytes(32, "big") + s.to_bytes(32, "big")

@@ -134,7 +134,7 @@ public final class DeviceKeys {
     }
 
     /** Turn a DER {@code SEQUENCE { INTEGER r, INTEGER s }} into JOSE's {@code r || s}. */
-    static byte[] derToJose(byte[] der) throws GeneralSecurityException {
+    public static byte[] derToJose(byte[] der) throws GeneralSecurityException {
         int[] at = {0};
         expect(der, at, 0x30);
         int end = length(der, at) + at[0];
