@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -220,3 +224,50 @@ def test_a_device_clock_ten_minutes_off_is_corrected_from_the_servers_date(
         assert client.get("/v1/me").status_code == 200
         client.refresh_now()
         assert client.get("/v1/me").status_code == 200
+
+
+# -- exactly one retry, whatever the server keeps saying ------------------------------------
+
+
+class _Refuser(BaseHTTPRequestHandler):
+    """A server that refuses every login proof: a new nonce each time, or a far clock."""
+
+    mode = "nonce"
+    proofs: list[str] = []
+
+    def do_POST(self) -> None:
+        type(self).proofs.append(self.headers.get("DPoP", ""))
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        code = "use_dpop_nonce" if self.mode == "nonce" else "invalid_dpop_proof"
+        body = json.dumps({"code": code, "status": 400, "title": "refused"}).encode()
+        self.send_response_only(400)  # no Date of http.server's own: ours, below
+        self.send_header("Content-Type", "application/problem+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("DPoP-Nonce", f"nonce-{len(type(self).proofs)}")
+        ahead = datetime.now(UTC) + timedelta(minutes=10 * len(type(self).proofs))
+        self.send_header("Date", format_datetime(ahead, usegmt=True))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["nonce", "clock"])
+def test_a_server_that_keeps_refusing_gets_exactly_one_retry(mode: str, sdk: Sdk) -> None:
+    _Refuser.mode, _Refuser.proofs = mode, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refuser)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with sdk(f"http://127.0.0.1:{server.server_port}") as client:
+            with pytest.raises(DPoPProofRefusedError):
+                client.login(username="someone", password=PASSWORD)
+    finally:
+        server.shutdown()
+        server.server_close()
+    first, second = (_claims(p) for p in _Refuser.proofs)  # two requests, no more
+    assert first["jti"] != second["jti"]
+    if mode == "nonce":
+        assert "nonce" not in first and second["nonce"] == "nonce-1"
+    else:
+        assert 590 <= second["iat"] - first["iat"] <= 610  # the corrected clock

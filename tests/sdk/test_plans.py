@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from latchkey_client.dpop_flow import ProofAuth
 import pytest
 from latchkey_client import (
     ClientClosedError,
@@ -25,6 +24,7 @@ from latchkey_client import (
 )
 from latchkey_client._steps import Plan, Send, Sleep
 from latchkey_client._timing import Deadline
+from latchkey_client.dpop_flow import ProofAuth
 
 BASE = "http://127.0.0.1:9"  # never contacted: nothing here performs a step
 
