@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, extension, hardening, oauth, observability, throttle
+from . import errors, extension, hardening, oauth, observability, proofs, throttle
 from .access_log import init_app as init_access_log
 from .api import account, admin_sessions, auth, ops, sessions, wellknown
 from .config import load_settings
@@ -31,6 +31,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.extensions["latchkey_embedded_redis"] = embedded
     svc = extension.init_app(app, settings, redis_url)
     errors.init_app(app)
+    proofs.init_app(app, svc.dpop)
     hardening.init_app(app, settings)
     init_access_log(app)
     for module in (auth, sessions, account, wellknown, ops):

@@ -61,6 +61,7 @@ PROFILES: dict[str, Profile] = {
 }
 
 BINDING_POLICIES = ("off", "report", "enforce")
+DPOP_MODES = ("off", "allowed", "required")
 
 _SPEC_KEY = "latchkey_setting"
 
@@ -137,6 +138,31 @@ class Settings:
     binding_policy: str = setting(
         "BINDING_POLICY", "report",
         doc="`off`, `report` or `enforce` a change of device mid-session")
+    dpop: str = setting(
+        "DPOP", "allowed",
+        doc="DPoP (RFC 9449): `off` ignores proofs; `allowed` binds a session to the key of "
+            "the proof its token request carries; `required` refuses token requests "
+            "without one (docs/API-NOTES.md)")
+    dpop_iat_window_seconds: int = setting(
+        "DPOP_IAT_WINDOW", 60, unit="seconds", minimum=1, maximum=600,
+        doc="how far a DPoP proof's `iat` may be from server time; each `jti` is "
+            "remembered for twice this")
+    dpop_nonce: str = setting(
+        "DPOP_NONCE", "off",
+        doc="`on`: proofs must carry a server nonce (`DPoP-Nonce`, error `use_dpop_nonce`), "
+            "derived from the HMAC secret and the clock, so every worker agrees")
+    dpop_nonce_period_seconds: int = setting(
+        "DPOP_NONCE_PERIOD", 300, unit="seconds", minimum=10, maximum=86400,
+        doc="how often the DPoP nonce changes (the previous one stays valid one more period)")
+    dpop_theft_policy: str = setting(
+        "DPOP_STOLEN_TOKEN", "report",
+        doc="a DPoP-bound token presented without its key: `report` (the security event; "
+            "the session stays live, the key holder still uses it) or `revoke` (the event, "
+            "and the session ends with reason `stolen`)")
+    dpop_jti_limit: int = setting(
+        "DPOP_JTI_LIMIT", 2000, unit="proofs", minimum=10,
+        doc="DPoP `jti`s remembered per user at once (each for twice the iat window); a "
+            "proof beyond it is refused, so only the key holder can be slowed by it")
     allow_registration: bool = setting(
         "ALLOW_REGISTRATION", True, doc="`POST /v1/auth/register` on or off")
     admin_http: bool = setting(
@@ -418,6 +444,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError("key_retention_seconds cannot be shorter than the access token TTL")
     if s.binding_policy not in BINDING_POLICIES:
         raise ConfigError(f"binding_policy must be one of {', '.join(BINDING_POLICIES)}")
+    if s.dpop not in DPOP_MODES:
+        raise ConfigError(f"dpop must be one of {', '.join(DPOP_MODES)}")
+    if s.dpop_nonce not in ("off", "on"):
+        raise ConfigError("dpop_nonce must be off or on")
+    if s.dpop_theft_policy not in ("report", "revoke"):
+        raise ConfigError("dpop_theft_policy must be report or revoke")
     if not s.host.strip():
         raise ConfigError("host cannot be empty")
     _validate_issuer(s.issuer)

@@ -11,12 +11,16 @@ The tree, one class per condition, each carrying its stable ``code`` and HTTP st
     ├── SessionExpired (401) *        ├── PayloadTooLarge (413)
     ├── SessionRevoked (401) *        ├── UnsupportedMediaType (415)
     ├── RefreshTokenReused (401)      ├── WeakPassword (422)
-    │                                 ├── TooManyRequests (429, Retry-After)
+    ├── InvalidDPoPProof (400 / 401)  ├── TooManyRequests (429, Retry-After)
+    │   └── UseDPoPNonce (DPoP-Nonce) │
     │                                 ├── StoreUnavailable (503)
     │                                 └── InternalError (500, never with details)
 
 ``*`` marks errors that carry ``WWW-Authenticate: Bearer error="invalid_token"`` when they
-answer a Bearer-protected request (RFC 6750 section 3). The codes are the contract with
+answer a Bearer-protected request (RFC 6750 section 3), and ``DPoP error="invalid_token"``
+when they answer a request sent with ``Authorization: DPoP`` (RFC 9449 section 7.1). The
+DPoP errors are 400 from token endpoints and 401 with their own ``WWW-Authenticate: DPoP``
+challenge from protected resources (RFC 9449 sections 7.1 and 8). The codes are the contract with
 clients (API.md); their titles are for humans and may change.
 """
 
@@ -36,6 +40,7 @@ __all__ = [
     "ApiError",
     "InternalError",
     "InvalidCredentials",
+    "InvalidDPoPProof",
     "InvalidRequest",
     "InvalidToken",
     "MethodNotAllowed",
@@ -51,6 +56,7 @@ __all__ = [
     "TokenInUrl",
     "TooManyRequests",
     "UnsupportedMediaType",
+    "UseDPoPNonce",
     "UsernameTaken",
     "WeakPassword",
     "WrongClient",
@@ -149,6 +155,44 @@ class RefreshTokenReused(ApiError):
     status, code, title = 401, "refresh_token_reused", "The refresh token was already used"
 
 
+# The algorithms a DPoP challenge advertises (RFC 9449 section 7.1, ``algs``).
+DPOP_ALGS = "ES256 EdDSA"
+
+
+class InvalidDPoPProof(ApiError):
+    """A DPoP proof missing, malformed, replayed or by the wrong key (RFC 9449 section 7.1).
+
+    ``resource=True`` answers a protected request: 401 with a ``DPoP`` challenge; else a
+    token request: 400 (section 5).
+    """
+
+    status, code, title = 400, "invalid_dpop_proof", "The DPoP proof is not acceptable"
+
+    def __init__(self, detail: str | None = None, *, resource: bool = False,
+                 headers: dict[str, str] | None = None) -> None:
+        headers = dict(headers or {})
+        if resource:
+            self.status = 401
+            headers["WWW-Authenticate"] = (f'DPoP error="{self.code}", '
+                                           f'error_description="{_quoted(detail or self.title)}", '
+                                           f'algs="{DPOP_ALGS}"')
+        super().__init__(detail, headers=headers)
+
+
+class UseDPoPNonce(InvalidDPoPProof):
+    """The proof lacks the server's current nonce: here it is (RFC 9449 section 8)."""
+
+    code, title = "use_dpop_nonce", "Use the DPoP nonce the server provides"
+
+    def __init__(self, nonce: str, *, resource: bool = False) -> None:
+        super().__init__(self.title, resource=resource, headers={"DPoP-Nonce": nonce})
+
+
+def _quoted(text: str) -> str:
+    """Return ``text`` safe inside a quoted-string of an auth-param (RFC 9110 11.2)."""
+    return "".join(ch for ch in text if 0x20 <= ord(ch) <= 0x7E and ch not in '"\\')
+
+
 class StepUpRequired(ApiError):
     status, code, title = 403, "step_up_required", "Re-authenticate to do this"
 
@@ -206,7 +250,8 @@ ERROR_CODES: dict[str, int] = {
     cls.code: cls.status
     for cls in (
         InvalidRequest, TokenInUrl, InvalidCredentials, InvalidToken, TokenExpired,
-        SessionExpired, SessionRevoked, RefreshTokenReused, StepUpRequired,
+        SessionExpired, SessionRevoked, RefreshTokenReused, InvalidDPoPProof, UseDPoPNonce,
+        StepUpRequired,
         RegistrationDisabled, NotFound, MethodNotAllowed, UsernameTaken, PayloadTooLarge,
         UnsupportedMediaType, WeakPassword, TooManyRequests, StoreUnavailable, InternalError,
     )
@@ -250,7 +295,9 @@ def problem_response(error: ApiError) -> Response:
     )
     for name, value in error.headers.items():
         resp.headers[name] = value
-    if error.bearer_challenge and getattr(g, "bearer_presented", False):
+    if error.bearer_challenge and getattr(g, "dpop_presented", False):
+        resp.headers["WWW-Authenticate"] = f'DPoP error="invalid_token", algs="{DPOP_ALGS}"'
+    elif error.bearer_challenge and getattr(g, "bearer_presented", False):
         resp.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return resp
 

@@ -51,11 +51,13 @@ SECURITY_EVENTS = frozenset({
     "token_guessing", "unknown_session_token", "admin_action",
     "token_shaped_value_in_url", SUMMARY_EVENT,
     "revocation_unconfirmed",  # L1: the store did not confirm a revocation durable in time
+    "dpop_stolen_token",  # P1: a DPoP-bound token without a proof by its key
+    "dpop_proof_replayed",  # P1: a DPoP proof presented again (its jti was seen)
 })
 # Events only a genuine token or an operator can raise: the alert stream (see above).
 ALERT_EVENTS = frozenset({
     "refresh_token_reused", "token_in_url", "binding_changed", "unknown_session_token",
-    "admin_action",
+    "admin_action", "dpop_stolen_token", "dpop_proof_replayed",
 })
 _UNBUDGETED = frozenset({"admin_action"})  # an operator's own actions: every one counts
 # Summaries are written when a source's count reaches one of these.

@@ -15,6 +15,7 @@ from .config import Settings
 from .events import EventLog
 from .keys import HmacKeys, KeyRing
 from .passwords import Passwords
+from .proofs import DPoPPolicy
 from .redis_connection import connect
 from .sessions import SessionService
 from .store import SessionStore
@@ -28,7 +29,7 @@ EXTENSION_KEY = "latchkey"
 @dataclass
 class Services:
     """Everything a view needs: settings, the session service, store, tokens, passwords,
-    events. Sessions change only through ``sessions`` (the session service)."""
+    events, the DPoP policy. Sessions change only through ``sessions`` (the session service)."""
 
     settings: Settings
     store: SessionStore
@@ -37,6 +38,7 @@ class Services:
     passwords: Passwords
     events: EventLog
     sessions: SessionService
+    dpop: DPoPPolicy
 
 
 def init_app(app: Flask, settings: Settings, redis_url: str) -> Services:
@@ -54,6 +56,7 @@ def init_app(app: Flask, settings: Settings, redis_url: str) -> Services:
         passwords=Passwords(settings),
         events=events,
         sessions=SessionService(settings, store, tokens, events),
+        dpop=DPoPPolicy(settings, hmac_keys.dpop_nonce),
     )
     app.extensions[EXTENSION_KEY] = svc
     return svc

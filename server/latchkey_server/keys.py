@@ -525,6 +525,7 @@ class HmacKeys:
         self.refresh_successor = self._derive(secret, b"latchkey/refresh-successor/v1")
         self.log_pseudonym = self._derive(secret, b"latchkey/log-pseudonym/v1")
         self.client_secret_hash = self._derive(secret, b"latchkey/client-secret-hash/v1")
+        self.dpop_nonce = self._derive(secret, b"latchkey/dpop-nonce/v1")
 
     @staticmethod
     def _derive(secret: bytes, label: bytes) -> bytes:

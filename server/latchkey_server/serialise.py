@@ -47,7 +47,7 @@ def token_json(grant: TokenGrant) -> dict[str, object]:
     """Return the token response of API.md for a grant of the session service."""
     return {
         "access_token": grant.access_token,
-        "token_type": "Bearer",
+        "token_type": grant.token_type,
         "expires_in": grant.expires_in,
         "refresh_token": grant.refresh_token.value,
         "session_id": grant.session_id,

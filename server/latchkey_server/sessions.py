@@ -28,6 +28,7 @@ from typing import NoReturn
 
 from .config import Settings
 from .errors import (
+    InvalidDPoPProof,
     InvalidToken,
     RefreshTokenReused,
     SessionExpired,
@@ -38,6 +39,7 @@ from .errors import (
 from .events import EventLog
 from .serialise import rfc3339
 from .store import (
+    PROOF_REFUSED,
     EndedSession,
     Revocation,
     Rotation,
@@ -88,6 +90,7 @@ class Principal:
     device_id: str
     user_agent: str
     username: str
+    jkt: str = ""  # the DPoP key its access token is bound to ('' for a bearer token)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,12 @@ class TokenGrant:
     auth_level: str
     auth_time: int
     client_id: str
+    jkt: str = ""  # the DPoP key the session is bound to: token_type DPoP, cnf.jkt
+
+    @property
+    def token_type(self) -> str:
+        """Return the token response's ``token_type`` (RFC 9449 section 5)."""
+        return "DPoP" if self.jkt else "Bearer"
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,7 @@ class Introspection:
     issued_at: int | None  # None for a refresh token: when it was minted is not kept
     expires_at: int
     token_type: str  # "access_token" or "refresh_token"
+    jkt: str = ""  # the DPoP key it is bound to: cnf.jkt (RFC 9449 section 6.2), or ''
 
 
 class SessionService:
@@ -143,7 +153,8 @@ class SessionService:
               replaces: str = "", replaced_reason: str = "", end_others_reason: str = "",
               new_password_hash: str = "", verified_password_hash: str = "",
               client_id: str | None = None, verified_generation: str = "",
-              rehashed_password_hash: str = "", remember_device: bool = False) -> TokenGrant:
+              rehashed_password_hash: str = "", remember_device: bool = False,
+              dpop_jkt: str = "", dpop_jti: str = "") -> TokenGrant:
         """Create a fresh session (new id, new tokens) for an authenticated user.
 
         Step-up and password change pass ``replaces`` (and password change a new password
@@ -157,6 +168,8 @@ class SessionService:
         the script refuses the login (``InvalidCredentials``) rather than let a session
         authorised by the old credential outlive it (L4). ``remember_device`` records the
         client's device as one that signed in (its own login budget, D2).
+        ``dpop_jkt`` binds the session to a DPoP key (a login's proof, or the replaced
+        session's key); ``dpop_jti`` is the request's proof's, accepted once.
         """
         session_id = new_session_id()
         refresh = self._tokens.new_refresh_token(user_id, session_id)
@@ -173,6 +186,7 @@ class SessionService:
             rehashed_password_hash=rehashed_password_hash,
             known_device_ref=(self._events.device_ref(user_id, client.device_id)
                               if remember_device and client.device_id else ""),
+            dpop_jkt=dpop_jkt, dpop_jti=dpop_jti,
         )
         self._log_ended(user_id, created.ended)
         self._events.lifecycle("session_created", session_id=session_id, user_id=user_id,
@@ -182,11 +196,12 @@ class SessionService:
         if new_password_hash or _revoked(created.ended):
             self._make_durable(user_id)
         return self._grant(refresh, auth_level, auth_time,
-                           self._settings.absolute_timeout_seconds, client_id)
+                           self._settings.absolute_timeout_seconds, client_id, dpop_jkt)
 
     # -- rotate (L3, D3) ------------------------------------------------------------
     def rotate(self, token: RefreshToken, client: Client, *,
-               client_id: str | None = None) -> TokenGrant:
+               client_id: str | None = None, dpop_jkt: str = "",
+               dpop_jti: str = "") -> TokenGrant:
         """Exchange a refresh token for its successor, or raise why not.
 
         The store script decides rotation, the grace-window retry, reuse after the
@@ -201,6 +216,10 @@ class SessionService:
 
         ``client_id`` is the OAuth client presenting the token (default: the built-in
         one, as on ``/v1``); a token issued to another client is ``WrongClient``.
+
+        ``dpop_jkt``/``dpop_jti`` are the request's checked DPoP proof ('' without one): a
+        bound session's token without a proof by its key is refused as stolen (P1), and
+        the script decides it before anything rotates.
         """
         authentic = self._tokens.is_authentic(token)
         successor = self._tokens.successor(token)
@@ -211,11 +230,20 @@ class SessionService:
             presented_generation=token.generation if authentic else -1,
             device_id=client.device_id,
             user_agent=client.user_agent, binding_fingerprint=client.fingerprint,
-            client_id=client_id,
+            client_id=client_id, dpop_jkt=dpop_jkt, dpop_jti=dpop_jti,
         )
         # 0. Another client's token (RFC 6749 section 6): refused, nothing changed.
         if result.outcome is Rotation.WRONG_CLIENT:
             raise WrongClient()
+        # 0b. DPoP (RFC 9449 section 5): a bound session's token without its key was
+        # copied; a proof seen before was captured. Refused before anything rotated.
+        if result.outcome is Rotation.DPOP_STOLEN:
+            raise self._stolen(token.user_id, token.session_id, client, "refresh",
+                               result.dpop_missing, result.just_ended)
+        if result.outcome in (Rotation.DPOP_REPLAYED, Rotation.DPOP_FULL):
+            refused = "replayed" if result.outcome is Rotation.DPOP_REPLAYED else "full"
+            raise self._proof_refused(token.user_id, token.session_id, client, refused,
+                                      "refresh", resource=False)
         # 1. The current token, or a retry of the previous one inside the grace window.
         if result.outcome in (Rotation.ROTATED, Rotation.REPLAYED):
             if result.binding_changed:
@@ -225,7 +253,7 @@ class SessionService:
                 self._events.lifecycle("session_refreshed", session_id=token.session_id,
                                        user_id=token.user_id, generation=successor.generation)
             return self._grant(successor, result.auth_level, result.auth_time,
-                               result.absolute_left_ms // 1000, client_id)
+                               result.absolute_left_ms // 1000, client_id, result.jkt)
         # 2. The session is over: expired, ended by someone, or ended now by binding.
         if result.outcome is Rotation.ENDED:
             self._refuse_ended(token.user_id, token.session_id, client, result.state,
@@ -258,20 +286,28 @@ class SessionService:
         return RefreshTokenReused()
 
     # -- verify (T2, D3) ------------------------------------------------------------
-    def verify(self, claims: AccessClaims, client: Client) -> Principal:
+    def verify(self, claims: AccessClaims, client: Client, *, dpop_jti: str = "") -> Principal:
         """Check a verified access token's session is live, apply the binding policy and
-        touch the idle clock (one round trip); return who is calling or raise why not."""
+        touch the idle clock (one round trip); return who is calling or raise why not.
+
+        ``dpop_jti`` is the request's checked DPoP proof's (its key already compared with
+        the token's ``cnf.jkt`` by the caller): the same script accepts it once.
+        """
         check = self._store.verify_touch(claims.user_id, claims.session_id,
                                          device_id=client.device_id,
                                          user_agent=client.user_agent,
-                                         binding_fingerprint=client.fingerprint)
+                                         binding_fingerprint=client.fingerprint,
+                                         dpop_jti=dpop_jti)
+        if check.proof_refused:
+            raise self._proof_refused(claims.user_id, claims.session_id, client,
+                                      check.proof_refused, "access", resource=True)
         if check.state is SessionState.LIVE:
             if check.binding_changed:
                 self._binding_changed(claims.user_id, claims.session_id, client,
                                       check.binding_changed, revoked=False)
             return Principal(claims.user_id, claims.session_id, check.auth_level,
                              check.auth_time, check.device_id, check.user_agent,
-                             check.username)
+                             check.username, claims.jkt)
         if check.state is SessionState.UNKNOWN:
             # Our signature, but no session we hold: forged with a stolen key, or restored.
             self._events.security("unknown_session_token", session_id=claims.session_id,
@@ -279,6 +315,21 @@ class SessionService:
             raise InvalidToken()
         self._refuse_ended(claims.user_id, claims.session_id, client, check.state,
                            check.reason, check.just_ended, check.binding_changed)
+
+    def refuse_unproven(self, claims: AccessClaims, client: Client,
+                        missing: str) -> InvalidDPoPProof:
+        """Report a DPoP-bound access token presented without a proof by its key
+        (``missing``: ``bearer``, ``no_proof`` or ``other_key``); return the error to raise.
+
+        By ``DPOP_STOLEN_TOKEN`` the session stays live (the key holder still uses it) or
+        is ended now with reason ``stolen``.
+        """
+        ended = False
+        if self._settings.dpop_theft_policy == "revoke":
+            ended = self._store.revoke_session(claims.user_id, claims.session_id,
+                                               "stolen") is Revocation.REVOKED
+        return self._stolen(claims.user_id, claims.session_id, client, "access", missing,
+                            ended)
 
     def introspect(self, user_id: str, session_id: str, *, claims: AccessClaims | None = None,
                    refresh: RefreshToken | None = None) -> Introspection | None:
@@ -301,11 +352,11 @@ class SessionService:
         if claims is not None:
             return Introspection(user_id, session_id, claims.client_id, check.auth_level,
                                  check.auth_time, claims.issued_at, claims.expires_at,
-                                 "access_token")
+                                 "access_token", claims.jkt)
         # A refresh token lasts as long as its session may: its absolute end.
         return Introspection(user_id, session_id, self._store.client_of(check),
                              check.auth_level, check.auth_time, None,
-                             check.absolute_ms // 1000, "refresh_token")
+                             check.absolute_ms // 1000, "refresh_token", check.jkt)
 
     # -- end (L1, D5) ---------------------------------------------------------------
     def revoke(self, user_id: str, session_id: str, reason: str, *,
@@ -386,6 +437,27 @@ class SessionService:
                               changed=changed, policy=self._settings.binding_policy,
                               ip=client.ip, revoked=revoked)
 
+    def _stolen(self, user_id: str, session_id: str, client: Client, kind: str,
+                missing: str, ended: bool) -> InvalidDPoPProof:
+        """Raise the stolen-token event (P1): a genuine token of a DPoP-bound session
+        without a proof by its key; return the error for the request."""
+        self._events.security("dpop_stolen_token", session_id=session_id, user_id=user_id,
+                              ip=client.ip, kind=kind, missing=missing,
+                              policy=self._settings.dpop_theft_policy, revoked=ended)
+        if ended:
+            self._log_ended(user_id, [EndedSession(session_id, "stolen")])
+            self._make_durable(user_id)
+        return InvalidDPoPProof("This session is bound to a DPoP key: send a proof by it",
+                                resource=kind == "access")
+
+    def _proof_refused(self, user_id: str, session_id: str, client: Client, refused: str,
+                       kind: str, *, resource: bool) -> InvalidDPoPProof:
+        """Report a proof whose jti was seen (a captured proof replayed); return the error."""
+        if refused == "replayed":
+            self._events.security("dpop_proof_replayed", session_id=session_id,
+                                  user_id=user_id, ip=client.ip, kind=kind)
+        return InvalidDPoPProof(PROOF_REFUSED[refused], resource=resource)
+
     def _refuse_ended(self, user_id: str, session_id: str, client: Client, state: SessionState,
                       reason: str, just_ended: bool, binding_changed: str) -> NoReturn:
         """Raise the error for a token of a session that is over; log it if it just ended."""
@@ -401,20 +473,22 @@ class SessionService:
         raise SessionRevoked(reason or None)
 
     def _grant(self, refresh: RefreshToken, auth_level: str, auth_time: int,
-               absolute_left_seconds: int, client_id: str | None) -> TokenGrant:
+               absolute_left_seconds: int, client_id: str | None, jkt: str) -> TokenGrant:
         """Mint the access token for a session's new refresh token: its ``exp`` is capped
         at the session's absolute end (R3), so ``expires_in`` never exceeds
         ``absolute_expires_in``."""
         absolute_left = max(0, absolute_left_seconds)
+        if self._settings.dpop == "off":
+            jkt = ""  # DPoP switched off: sessions bound before get bearer tokens again
         lifetime = self._tokens.access_token_lifetime(absolute_left)
         client_id = client_id or self._settings.default_client_id
         access = self._tokens.issue_access_token(refresh.user_id, refresh.session_id,
                                                  auth_level, auth_time, client_id=client_id,
-                                                 lifetime_seconds=lifetime)
+                                                 lifetime_seconds=lifetime, jkt=jkt)
         return TokenGrant(
             user_id=refresh.user_id, session_id=refresh.session_id, access_token=access,
             refresh_token=refresh, expires_in=lifetime,
             idle_timeout=self._settings.idle_timeout_seconds,
             absolute_expires_in=absolute_left, auth_level=auth_level,
-            auth_time=auth_time, client_id=client_id,
+            auth_time=auth_time, client_id=client_id, jkt=jkt,
         )

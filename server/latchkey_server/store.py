@@ -15,6 +15,11 @@ Key layout (``{...}`` is the Redis Cluster hash tag)::
                                           hash of the secret, created)
     lk:{u:<user_id>}:fence         string written (10 s TTL) to confirm a revocation is
                                           durable on the user's node (durability.py)
+    lk:{u:<user_id>}:dpop-jti      zset   the DPoP proof ``jti``s the user's requests
+                                          carried, scored with when each may be
+                                          forgotten (RFC 9449 section 11.1: single use);
+                                          in the user's slot, so the script a request
+                                          already runs checks it: no extra round trip
     lk:{live-sessions}             hash   the live sessions the last sweep counted
                                           (n) and when (t, ms, Redis time)
 
@@ -43,7 +48,9 @@ packed with Redis's ``struct`` library by the scripts (``lua/_prelude.lua``), bi
     H user agent, H client address, B binding fingerprint last reported (D3, so one
     change is reported once), B reason it ended, B the OAuth client it was issued to
     ('' for the built-in client of ``/v1`` logins, so that costs one byte; records
-    written before the field existed decode as the built-in client's)
+    written before the field existed decode as the built-in client's), B the RFC 7638
+    thumbprint of the DPoP key the session is bound to ('' when unbound; absent in
+    records written before DPoP, which decode as unbound)
 
 Only the scripts pack and unpack it; Python sees what the scripts return. Ended sessions
 are marked, not deleted, and kept for a retention period so that a replay of one of their
@@ -80,6 +87,7 @@ from .config import Settings
 from .durability import RevocationBarrier
 from .errors import (
     InvalidCredentials,
+    InvalidDPoPProof,
     SessionExpired,
     SessionRevoked,
     StoreUnavailable,
@@ -87,6 +95,7 @@ from .errors import (
 )
 
 __all__ = [
+    "PROOF_REFUSED",
     "ClientRecord",
     "CreatedSession",
     "EndedSession",
@@ -178,6 +187,11 @@ def fence_key(user_id: str) -> str:
     return f"{_user_tag(user_id)}:fence"
 
 
+def dpop_jti_key(user_id: str) -> str:
+    """Return the key of the user's remembered DPoP ``jti``s (in the user's slot)."""
+    return f"{_user_tag(user_id)}:dpop-jti"
+
+
 def username_key(username: str) -> str:
     """Return the key of the case-insensitive username index entry."""
     return f"{KEY_PREFIX}:{{n:{username.lower()}}}"
@@ -257,6 +271,11 @@ class SessionState(StrEnum):
 # A reply's state word to its member without the enum call's cost: verify_touch decodes
 # one on every protected request.
 _STATES = {state.value: state for state in SessionState}
+# The replies of a refused DPoP jti (``dpop_jti_fresh`` in the prelude).
+_PROOF_REFUSALS = {"dpop_replayed": "replayed", "dpop_full": "full"}
+# What a client is told for each.
+PROOF_REFUSED = {"replayed": "The DPoP proof was used already: make a new one",
+                  "full": "Too many DPoP proofs for this account in the proof window"}
 
 
 class Rotation(StrEnum):
@@ -268,6 +287,9 @@ class Rotation(StrEnum):
     REUSED = "reused"      # the previous token after the window: the session was ended
     CHECK = "check"        # a minted token of an older generation: an ancestor
     WRONG_CLIENT = "wrong_client"  # issued to another client: nothing changed
+    DPOP_STOLEN = "dpop_stolen"  # a bound session's token without its key (or another)
+    DPOP_REPLAYED = "dpop_replayed"  # the proof's jti was seen: nothing changed
+    DPOP_FULL = "dpop_full"  # the user's jti set is full: nothing changed
     UNKNOWN = "unknown"    # no such session, or not a token of it
 
 
@@ -325,16 +347,23 @@ class SessionCheck:
     binding_changed: str = ""
     absolute_ms: int = 0  # a live session's absolute end, Redis time
     client_id: str = ""  # as stored: '' for the built-in client (``SessionStore`` maps it)
+    jkt: str = ""  # the DPoP key thumbprint the session is bound to ('' when unbound)
+    # 'replayed' or 'full': the request's DPoP jti was refused, nothing else was done
+    # (the session is live; ``state`` says LIVE but the request must be refused).
+    proof_refused: str = ""
 
     @classmethod
     def from_reply(cls, reply: list[Any]) -> SessionCheck:
         """Decode the script's reply (its header documents the shapes)."""
+        if reply[0] in _PROOF_REFUSALS:
+            return cls(SessionState.LIVE, proof_refused=_PROOF_REFUSALS[reply[0]])
         state = _STATES[reply[0]]
         if state is SessionState.LIVE:
             # reply[5] is Redis's clock, which no caller needs.
             return cls(state, "", reply[1], int(reply[2]), reply[3], reply[4],
                        username=reply[6], binding_changed=reply[7],
-                       absolute_ms=int(reply[8]), client_id=reply[9])
+                       absolute_ms=int(reply[8]), client_id=reply[9],
+                       jkt=reply[10] if len(reply) > 10 else "")
         return cls(state, reply[1] if len(reply) > 1 else "", just_ended=len(reply) > 2,
                    binding_changed=reply[3] if len(reply) > 3 else "")
 
@@ -369,6 +398,8 @@ class RotationResult:
     just_ended: bool = False
     # As in ``SessionCheck``: a binding change to report now, or why enforcement ended it.
     binding_changed: str = ""
+    jkt: str = ""  # ROTATED/REPLAYED: the DPoP key the session is bound to ('' if none)
+    dpop_missing: str = ""  # DPOP_STOLEN: 'no_proof' or 'other_key'
 
     @classmethod
     def from_reply(cls, reply: list[Any]) -> RotationResult:
@@ -376,7 +407,9 @@ class RotationResult:
         outcome = Rotation(reply[0])
         if outcome in (Rotation.ROTATED, Rotation.REPLAYED):
             return cls(outcome, int(reply[1]), reply[2], int(reply[3]),
-                       binding_changed=reply[4])
+                       binding_changed=reply[4], jkt=reply[5])
+        if outcome is Rotation.DPOP_STOLEN:
+            return cls(outcome, dpop_missing=reply[1], just_ended=len(reply) > 2)
         if outcome is Rotation.ENDED:
             return cls(outcome, state=SessionState(reply[1]), reason=reply[2],
                        just_ended=len(reply) > 3,
@@ -447,6 +480,10 @@ class SessionStore:
         self._settings = settings
         self._retention_ms = settings.ended_session_retention_seconds * 1000
         self._idle_ms = settings.idle_timeout_seconds * 1000
+        # A jti is remembered until its proof's iat window has surely passed: the proof may
+        # be up to one window early, and is refused one window after its iat (plus slack
+        # for the clocks of Redis and the workers).
+        self._jti_ttl_ms = (2 * settings.dpop_iat_window_seconds + 5) * 1000
         self._create_session = _Script(client, "create_session")
         self._verify_touch = _Script(client, "verify_touch")
         self._rotate_refresh = _Script(client, "rotate_refresh")
@@ -569,6 +606,8 @@ class SessionStore:
         verified_generation: str = "",
         rehashed_password_hash: str = "",
         known_device_ref: str = "",
+        dpop_jkt: str = "",
+        dpop_jti: str = "",
     ) -> CreatedSession:
         """Create a session under the concurrency policy; return it and what it ended.
 
@@ -579,6 +618,8 @@ class SessionStore:
         change, logout-all or revoke-all committed meanwhile. ``rehashed_password_hash``
         replaces the verified hash only if it is still stored (compare-and-set).
         ``known_device_ref`` records the device as one that signed in (D2).
+        ``dpop_jkt`` binds the session to a DPoP key; ``dpop_jti``, the proof's, is accepted
+        once (``InvalidDPoPProof`` if seen, with nothing changed).
         With ``replaces`` and no ``device_name``, the new session keeps the replaced one's;
         if the session to replace is no longer live (a remote sign-out or a timeout raced
         the caller's request), nothing changes and ``SessionRevoked`` or
@@ -586,7 +627,8 @@ class SessionStore:
         ``lua/create_session.lua`` documents.
         """
         s = self._settings
-        created, ended = self._create_session(keys=[user_key(user_id)], args=[_encode_record({
+        keys = [user_key(user_id)] + ([dpop_jti_key(user_id)] if dpop_jti else [])
+        created, ended = self._create_session(keys=keys, args=[_encode_record({
             "sid": session_id,
             "absolute_ttl_ms": s.absolute_timeout_seconds * 1000,
             "idle_ms": self._idle_ms,
@@ -610,7 +652,13 @@ class SessionStore:
             "verified_generation": verified_generation,
             "rehashed_password_hash": rehashed_password_hash,
             "known_device": known_device_ref,
+            "dpop_jkt": dpop_jkt,
+            "dpop_jti": dpop_jti,
+            "dpop_jti_ttl_ms": self._jti_ttl_ms,
+            "dpop_jti_limit": s.dpop_jti_limit,
         })])
+        if int(created) == -3:
+            raise InvalidDPoPProof(PROOF_REFUSED[_PROOF_REFUSALS["dpop_" + ended[0]]])
         if int(created) == -1:
             raise InvalidCredentials("The credentials changed meanwhile; sign in again")
         if int(created) == -2:
@@ -624,38 +672,49 @@ class SessionStore:
     def verify_touch(self, user_id: str, session_id: str, *, device_id: str = "",
                      user_agent: str = "", binding_fingerprint: str = "",
                      binding_policy: str | None = None, refresh_hash: str = "",
-                     ) -> SessionCheck:
+                     dpop_jti: str = "") -> SessionCheck:
         """Check a session is live on server time, apply the binding policy to this
         request's device id and user agent, and mark the session used: one round trip.
 
         Introspection passes ``binding_policy="off"`` (the caller is a resource server,
-        not the device) and, for a refresh token, its ``refresh_hash``.
+        not the device) and, for a refresh token, its ``refresh_hash``. ``dpop_jti`` is
+        the request's DPoP proof's, accepted once (``SessionCheck.proof_refused`` if not).
         """
         policy = self._settings.binding_policy if binding_policy is None else binding_policy
-        return SessionCheck.from_reply(self._verify_touch(
-            keys=[user_key(user_id)],
-            args=[session_id, self._idle_ms, self._retention_ms, policy, device_id,
-                  user_agent, binding_fingerprint, refresh_hash],
-        ))
+        keys, args = [user_key(user_id)], [session_id, self._idle_ms, self._retention_ms,
+                                           policy, device_id, user_agent, binding_fingerprint,
+                                           refresh_hash]
+        if dpop_jti:
+            keys.append(dpop_jti_key(user_id))
+            args += [dpop_jti, self._jti_ttl_ms, self._settings.dpop_jti_limit]
+        return SessionCheck.from_reply(self._verify_touch(keys=keys, args=args))
 
     @_store_call
     def rotate_refresh(self, *, user_id: str, session_id: str, presented_hash: str,
                        successor_hash: str, presented_generation: int, device_id: str = "",
                        user_agent: str = "", binding_fingerprint: str = "",
-                       client_id: str | None = None) -> RotationResult:
+                       client_id: str | None = None, dpop_jkt: str = "",
+                       dpop_jti: str = "") -> RotationResult:
         """Present a refresh token: rotate, replay inside grace, or detect reuse; apply the
         binding policy to this request's device id and user agent: one round trip.
 
         ``client_id`` is the client presenting it (``None``: the built-in one); a token
-        issued to another client answers ``WRONG_CLIENT`` and changes nothing.
+        issued to another client answers ``WRONG_CLIENT`` and changes nothing. Unless
+        DPoP is off, a bound session's token must come with a proof by its key
+        (``dpop_jkt``; else ``DPOP_STOLEN``, and under ``DPOP_STOLEN_TOKEN=revoke`` the
+        session ends), the proof's ``dpop_jti`` is accepted once, and a proof binds a
+        session not bound yet.
         """
         s = self._settings
+        keys = [user_key(user_id)] + ([dpop_jti_key(user_id)] if dpop_jti else [])
         return RotationResult.from_reply(self._rotate_refresh(
-            keys=[user_key(user_id)],
+            keys=keys,
             args=[session_id, presented_hash, successor_hash, presented_generation,
                   self._idle_ms, s.refresh_reuse_grace_seconds * 1000, self._retention_ms,
                   s.binding_policy, device_id, user_agent, binding_fingerprint,
-                  self._stored_client(client_id)],
+                  self._stored_client(client_id), "off" if s.dpop == "off" else "check",
+                  dpop_jkt, "revoke" if s.dpop_theft_policy == "revoke" else "report",
+                  dpop_jti, self._jti_ttl_ms, s.dpop_jti_limit],
         ))
 
     @_store_call

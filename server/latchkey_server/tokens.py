@@ -88,6 +88,7 @@ _REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "client_id", "jti", "iat", "exp"
 ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a media type, not a secret
 _ACCESS_TOKEN_TYPS = frozenset({ACCESS_TOKEN_TYP, "application/at+jwt"})
 AUTH_LEVELS = ("normal", "elevated")
+_JKT_MAX_LENGTH = 43  # a base64url SHA-256: what RFC 7638 thumbprints are here
 
 
 def new_user_id() -> str:
@@ -209,6 +210,7 @@ class AccessClaims:
     jti: str
     client_id: str
     issued_at: int
+    jkt: str = ""  # cnf.jkt (RFC 9449 section 6.1): the DPoP key it is bound to, or ''
 
 
 class _Verified(NamedTuple):
@@ -280,12 +282,13 @@ class TokenService:
 
     def issue_access_token(
         self, user_id: str, session_id: str, auth_level: str, auth_time: int, *,
-        client_id: str | None = None, lifetime_seconds: int | None = None,
+        client_id: str | None = None, lifetime_seconds: int | None = None, jkt: str = "",
     ) -> str:
         """Sign an RFC 9068 access token carrying exactly the claims in API.md.
 
         ``lifetime_seconds`` comes from :meth:`access_token_lifetime` (default: the full
-        TTL); ``client_id`` defaults to the built-in client that ``/v1`` logins belong to.
+        TTL); ``client_id`` defaults to the built-in client that ``/v1`` logins belong to;
+        ``jkt`` binds it to a DPoP key (``cnf.jkt``, RFC 9449 section 6.1).
         """
         now = int(time.time())
         key = self._keyring.current
@@ -303,6 +306,8 @@ class TokenService:
             "auth_level": auth_level,
             "auth_time": int(auth_time),
         }
+        if jkt:
+            claims["cnf"] = {"jkt": jkt}
         return jwt.encode(claims, key.private_key, algorithm="EdDSA",
                           headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYP})
 
@@ -367,6 +372,10 @@ class TokenService:
                 or not isinstance(claims["client_id"], str)
                 or not all(isinstance(claims[name], int) for name in ("exp", "iat", "auth_time"))):
             raise InvalidToken()
+        cnf = claims.get("cnf", {})
+        jkt = cnf.get("jkt", "") if isinstance(cnf, dict) else None
+        if not isinstance(jkt, str) or len(jkt) > _JKT_MAX_LENGTH:
+            raise InvalidToken()
         return AccessClaims(claims["sub"], claims["sid"], claims["auth_level"],
                             claims["auth_time"], claims["exp"], str(claims["jti"]),
-                            claims["client_id"], claims["iat"])
+                            claims["client_id"], claims["iat"], jkt)

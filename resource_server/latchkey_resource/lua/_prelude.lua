@@ -20,19 +20,20 @@ local SESSION_FIXED = '>BBI4I6I6I6I6I4'
 -- client-supplied string (device id and name, user agent, address) gets two bytes: it may
 -- be up to 128 or 256 characters of UTF-8. struct wraps a length that does not fit its
 -- prefix, which would corrupt the record, so encode_session refuses one instead.
--- The last, 'ci', is the OAuth client the session was issued to ('' for the built-in
--- client of /v1 logins, so the common case costs one byte); records written before it
--- existed lack it and decode as the built-in client's.
+-- The last two are optional: 'ci', the OAuth client the session was issued to ('' for
+-- the built-in client of /v1 logins, so the common case costs one byte), then 'jk', the
+-- RFC 7638 thumbprint of the DPoP key the session is bound to ('' when unbound). Records
+-- written before one existed lack it (and what follows) and decode with it as ''.
 local SESSION_STRINGS = {{'rc', 'B'}, {'rp', 'B'}, {'d', 'H'}, {'dn', 'H'}, {'ua', 'H'},
-  {'ip', 'H'}, {'bx', 'B'}, {'r', 'B'}, {'ci', 'B'}}
+  {'ip', 'H'}, {'bx', 'B'}, {'r', 'B'}, {'ci', 'B'}, {'jk', 'B'}}
+local OPTIONAL_STRINGS = 2
 local LENGTH_LIMITS = {B = 255, H = 65535}
+-- SESSION_FORMATS[k]: the fixed part and the first k strings.
+local SESSION_FORMATS = {}
 local SESSION_FORMAT = SESSION_FIXED
-local SESSION_FORMAT_BEFORE_CLIENT = SESSION_FIXED
 for i, string_field in ipairs(SESSION_STRINGS) do
   SESSION_FORMAT = SESSION_FORMAT .. string_field[2] .. 'c0'
-  if i < #SESSION_STRINGS then
-    SESSION_FORMAT_BEFORE_CLIENT = SESSION_FORMAT
-  end
+  SESSION_FORMATS[i] = SESSION_FORMAT
 end
 local STATE_NAMES = {'live', 'revoked', 'expired'}
 local STATE_CODES = {live = 1, revoked = 2, expired = 3}
@@ -44,14 +45,18 @@ local function session_field(sid)
 end
 
 local function decode_session(raw)
+  local n = #SESSION_STRINGS
   local ok, v = pcall(function() return {struct.unpack(SESSION_FORMAT, raw)} end)
-  if not ok then v = {struct.unpack(SESSION_FORMAT_BEFORE_CLIENT, raw)} end
+  while not ok and n > #SESSION_STRINGS - OPTIONAL_STRINGS do
+    n = n - 1
+    ok, v = pcall(function() return {struct.unpack(SESSION_FORMATS[n], raw)} end)
+  end
+  if not ok then error(v) end
   local s = {st = STATE_NAMES[v[1]], lv = LEVEL_NAMES[v[2]], g = v[3], c = v[4], l = v[5],
     a = v[6], t = v[7], at = v[8]}
   for i, string_field in ipairs(SESSION_STRINGS) do
-    s[string_field[1]] = v[8 + i]
+    s[string_field[1]] = i <= n and v[8 + i] or ''
   end
-  if not ok then s.ci = '' end
   return s
 end
 
@@ -107,7 +112,7 @@ end
 -- so a retained record keeps just its state, times and refresh hashes.
 local function end_session(user_key, sid, s, state, reason, now)
   s.st, s.r, s.t = state, reason, now
-  s.d, s.dn, s.ua, s.ip, s.bx = '', '', '', '', ''
+  s.d, s.dn, s.ua, s.ip, s.bx, s.jk = '', '', '', '', '', ''
   save_session(user_key, sid, s)
 end
 
@@ -177,4 +182,21 @@ local function apply_binding(user_key, sid, s, policy, device_id, user_agent, fi
   if s.bx == fingerprint then return false, '' end
   s.bx = fingerprint
   return false, table.concat(changed, ',')
+end
+
+-- DPoP (RFC 9449 section 11.1): accept a proof's jti once. Every jti of a user is a
+-- member of one sorted set in the user's slot (`jti_key`, store.py names it), scored
+-- with when it may be forgotten: its proof's iat window has passed by then, so a replay
+-- would be refused for its iat anyway. Forgotten ones are dropped first; at most
+-- `limit` are held (only the key holder can make proofs, so only they can fill it).
+-- Returns 'fresh' (now remembered), 'replayed' or 'full'; nothing is written unless
+-- fresh. Called by the one script each path runs (verify_touch, rotate_refresh,
+-- create_session): no extra round trip.
+local function dpop_jti_fresh(jti_key, jti, ttl_ms, limit, now)
+  redis.call('ZREMRANGEBYSCORE', jti_key, '-inf', now)
+  if redis.call('ZSCORE', jti_key, jti) then return 'replayed' end
+  if redis.call('ZCARD', jti_key) >= limit then return 'full' end
+  redis.call('ZADD', jti_key, now + ttl_ms, jti)
+  redis.call('PEXPIRE', jti_key, ttl_ms)
+  return 'fresh'
 end

@@ -1,13 +1,18 @@
 -- Verify a session for a protected request, apply the device-binding policy (D3) and
 -- touch its idle clock: all in one round trip, atomically.
--- KEYS[1] the user's record (holds the session, and the username a profile view shows).
+-- KEYS[1] the user's record (holds the session, and the username a profile view shows);
+-- KEYS[2] (optional) the user's DPoP jti set, when the request carries a proof.
 -- ARGV: 1 sid, 2 idle_ms, 3 retention_ms, 4 binding policy (off|report|enforce),
 --       5 the request's device id, 6 its user agent, 7 their fingerprint,
 --       8 a refresh hash or '' (introspection of a refresh token: it must be the current
 --         one, or the previous one inside its grace window, else the answer is unknown)
+--       9 a DPoP proof's jti (with KEYS[2]), 10 how long to remember it (ms), 11 how
+--         many a user's set may hold (dpop_jti_fresh in the prelude)
 -- Returns {'live', auth_level, auth_time, device_id, user_agent, now_ms, username,
 --          binding change to report now ('' if none or already reported),
---          absolute expiry (ms), client id ('' for the built-in client)}
+--          absolute expiry (ms), client id ('' for the built-in client),
+--          DPoP key thumbprint ('' when unbound)}
+--      or {'dpop_replayed'|'dpop_full'} (the proof's jti was seen; nothing changed)
 --      or {'revoked'|'expired', reason[, 'now' when this call ended it[, changed]]}
 --      or {'unknown'}.
 local sid = ARGV[1]
@@ -33,10 +38,16 @@ local ended, report = apply_binding(KEYS[1], sid, s, ARGV[4], ARGV[5], ARGV[6], 
 if ended then return {'revoked', 'binding', 'now', report} end
 local dirty = report ~= ''
 
+-- DPoP: the proof's jti is accepted once (RFC 9449 section 11.1).
+if KEYS[2] then
+  local jti = dpop_jti_fresh(KEYS[2], ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11]), now)
+  if jti ~= 'fresh' then return {'dpop_' .. jti} end
+end
+
 -- Rewrite the idle clock at most once a second: idle limits are minutes, and skipping
 -- the write spares the AOF a record on most requests of a busy session.
 if now - s.l >= 1000 then
   s.l, dirty = now, true
 end
 if dirty then save_session(KEYS[1], sid, s) end
-return {'live', s.lv, s.at, s.d, s.ua, now, f[2] or '', report, s.a, s.ci}
+return {'live', s.lv, s.at, s.d, s.ua, now, f[2] or '', report, s.a, s.ci, s.jk}

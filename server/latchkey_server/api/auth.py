@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from latchkey_resource.dpop import Proof
 
 from .. import throttle
 from ..binding import login_device_id, request_client
@@ -25,7 +26,7 @@ from ..serialise import token_json
 from ..tokens import RefreshToken
 from .inputs import json_body, optional_str, required_str
 
-__all__ = ["bp"]
+__all__ = ["bp", "dpop_binding"]
 
 bp = Blueprint("auth", __name__, url_prefix="/v1/auth")
 
@@ -59,6 +60,7 @@ def login() -> Response:
     body = json_body()
     username = required_str(body, "username", max_length=64)
     password = required_str(body, "password", max_length=4096)
+    proof = svc.dpop.token_request()
     # The device id binds the session (D3); clients may send it as X-Device-Id instead.
     client = request_client(login_device_id(body))
     device_name = optional_str(body, "device_name")
@@ -70,10 +72,13 @@ def login() -> Response:
     # The session is created only if the credential is still the one verified here, and a
     # rehash is stored only over the hash verified (both atomic in the store, L4).
     rehash = svc.passwords.hash(password) if svc.passwords.needs_rehash(user["p"]) else ""
+    # A DPoP proof binds the new session to the device's key (P1), checked before any
+    # password work would be wasted on a request that cannot succeed.
     grant = svc.sessions.issue(user_id=user_id, auth_level="normal", client=client,
                                device_name=device_name, verified_password_hash=user["p"],
                                verified_generation=user.get("g", "0"),
-                               rehashed_password_hash=rehash, remember_device=True)
+                               rehashed_password_hash=rehash, remember_device=True,
+                               **dpop_binding(proof))
     return jsonify(token_json(grant))
 
 
@@ -85,7 +90,13 @@ def refresh() -> Response:
     if not svc.tokens.is_authentic(token):
         # Not minted by us (or minted before the MAC): its budget is spent first (H2).
         throttle.charge_unverified_token()
-    return jsonify(token_json(svc.sessions.rotate(token, request_client())))
+    proof = svc.dpop.token_request()
+    return jsonify(token_json(svc.sessions.rotate(token, request_client(), **dpop_binding(proof))))
+
+
+def dpop_binding(proof: Proof | None) -> dict[str, str]:
+    """Return the session service's DPoP arguments for a token request's checked proof."""
+    return {"dpop_jkt": proof.jkt, "dpop_jti": proof.jti} if proof else {}
 
 
 def _logout_target(svc: Services, body: dict[str, Any]) -> tuple[str, str, str]:

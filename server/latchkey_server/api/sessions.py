@@ -23,6 +23,7 @@ from ..serialise import session_json, token_json
 from ..sessions import Client, Principal
 from ..store import Revocation
 from ..tokens import parse_session_id
+from .auth import dpop_binding
 from .inputs import json_body, required_str
 
 __all__ = ["LOGOUT_SCOPES", "bp"]
@@ -92,6 +93,15 @@ def _replacing_client(p: Principal) -> Client:
     return request_client(request_device_id() or p.device_id)
 
 
+def _carried_binding(svc: Services, p: Principal) -> dict[str, str]:
+    """Return the DPoP key the replacing session is bound to: the caller's session's, whose
+    proof the guard has checked (and used up); an unbound session's request may bind its
+    successor with a proof of its own, as a login does (under ``required`` it must)."""
+    if p.jkt:
+        return {"dpop_jkt": p.jkt}
+    return dpop_binding(svc.dpop.token_request())
+
+
 @bp.post("/reauth")
 @throttle.limited(throttle.STEP_UP_FAILURES, throttle.STEP_UP_IP_FAILURES)
 @require_session
@@ -106,7 +116,7 @@ def reauth() -> Response:
     _verify_password(svc, p, password)
     grant = svc.sessions.issue(user_id=p.user_id, auth_level="elevated",
                                client=_replacing_client(p), replaces=p.session_id,
-                               replaced_reason="step_up")
+                               replaced_reason="step_up", **_carried_binding(svc, p))
     return jsonify(token_json(grant))
 
 
@@ -134,6 +144,6 @@ def change_password() -> Response:
         user_id=p.user_id, auth_level="normal", client=_replacing_client(p),
         replaces=p.session_id, replaced_reason="password_change",
         end_others_reason="password_change", new_password_hash=svc.passwords.hash(new),
-        verified_password_hash=user["p"],
+        verified_password_hash=user["p"], **_carried_binding(svc, p),
     )
     return jsonify(token_json(grant))

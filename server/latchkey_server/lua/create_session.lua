@@ -9,7 +9,8 @@
 -- change). A login's rehash (new argon2 parameters) is a compare-and-set against the
 -- verified hash, so it can never put an old password back.
 -- Records past retention are pruned on the way.
--- KEYS[1] the user's record (holds the password hash and every session of the user).
+-- KEYS[1] the user's record (holds the password hash and every session of the user);
+-- KEYS[2] (optional) the user's DPoP jti set, when the request carries a proof.
 -- ARGV[1] one JSON object (store.py builds it; decoded with cjson), with the fields:
 --   sid                  the new session's id
 --   absolute_ttl_ms      its absolute lifetime
@@ -30,11 +31,15 @@
 --                        is still the verified one, or ''
 --   known_device         a login's device pseudonym, recorded as 'd:' .. it (a device
 --                        that has signed in: its own failure budget, D2), or ''
+--   dpop_jkt             the DPoP key thumbprint the session is bound to, or ''
+--   dpop_jti             the proof's jti (with KEYS[2]): accepted once, remembered for
+--                        dpop_jti_ttl_ms, at most dpop_jti_limit per user
 -- Returns {created_at_ms, {ended sid, reason, ...}}; or, with nothing changed,
 -- {-1, {}} when the password hash or the credential generation is no longer the
 -- verified one, and
 -- {-2, {state, reason}} when the session to replace is no longer live (it was signed out
--- remotely, or expired, after the caller's request was authenticated: that wins).
+-- remotely, or expired, after the caller's request was authenticated: that wins), and
+-- {-3, {'replayed'|'full'}} when the DPoP proof's jti was seen already.
 local req = cjson.decode(ARGV[1])
 local sid, abs_ttl, idle = req.sid, req.absolute_ttl_ms, req.idle_ms
 local retention, max_sessions = req.retention_ms, req.max_sessions
@@ -45,6 +50,11 @@ if req.replaces ~= '' then
   if replaced.st ~= 'live' then return {-2, {replaced.st, replaced.r}} end
   local why = expiry_reason(replaced.a, replaced.l, idle, now)
   if why then return {-2, {'expired', why}} end
+end
+if KEYS[2] then
+  local jti = dpop_jti_fresh(KEYS[2], req.dpop_jti, req.dpop_jti_ttl_ms, req.dpop_jti_limit,
+    now)
+  if jti ~= 'fresh' then return {-3, {jti}} end
 end
 if req.verified_generation ~= '' and
     (redis.call('HGET', KEYS[1], 'g') or '0') ~= req.verified_generation then
@@ -95,5 +105,5 @@ end
 save_session(KEYS[1], sid, {st = 'live', lv = req.auth_level, g = 0, c = now, l = now,
   a = now + abs_ttl, t = 0, at = req.auth_time, rc = req.refresh_hash, rp = '',
   d = req.device_id, dn = device_name, ua = req.user_agent, ip = req.ip, bx = '', r = '',
-  ci = req.client_id})
+  ci = req.client_id, jk = req.dpop_jkt})
 return {now, ended}

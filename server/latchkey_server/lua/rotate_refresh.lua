@@ -3,15 +3,24 @@
 -- the previous token after the window is theft and ends the session. Both answers that
 -- hand out a successor apply the device-binding policy (D3) first, exactly as a
 -- protected request does (apply_binding in the prelude): one round trip in every policy.
--- KEYS[1] the user's record (holds the session).
+-- KEYS[1] the user's record (holds the session); KEYS[2] (optional) the user's DPoP jti
+-- set, when the request carries a proof.
 -- ARGV: 1 sid, 2 presented hash, 3 successor hash, 4 presented generation, or -1 when
 --       its MAC does not check (not minted by this server, or minted before the MAC:
 --       compared with the current and previous hashes, never answered 'check'),
 --       5 idle_ms, 6 grace_ms, 7 retention_ms, 8 binding policy (off|report|enforce),
 --       9 the request's device id, 10 its user agent, 11 their fingerprint,
---       12 the OAuth client presenting it ('' for the built-in one)
+--       12 the OAuth client presenting it ('' for the built-in one),
+--       13 DPoP: 'check' (compare the proof's key with the session's) or 'off' (ignore),
+--       14 the proof's key thumbprint ('' without a proof), 15 what a bound session's
+--       token presented without its key does: 'report' (nothing) or 'revoke' (ends it,
+--       reason 'stolen'), 16 the proof's jti (with KEYS[2]), 17 how long to remember it
+--       (ms), 18 how many a user's set may hold
 -- Returns {'rotated'|'replayed', ms left to absolute, auth_level, auth_time,
---          binding change to report now ('' if none or already reported)},
+--          binding change to report now ('' if none or already reported),
+--          DPoP key thumbprint the session is bound to ('' if none)},
+--         {'dpop_stolen', 'no_proof'|'other_key'[, 'now' when the policy ended it]},
+--         {'dpop_replayed'|'dpop_full'} (the proof's jti was seen; nothing changed),
 --         {'ended', state, reason[, 'now' when this call ended it[, changed]]},
 --         {'reused'}, {'check', current generation, current hash, previous hash, state,
 --         reason}, {'wrong_client'} (nothing changed), or {'unknown'}.
@@ -49,6 +58,26 @@ end
 -- answer was lost): the device binding first, as for a protected request.
 local is_retry = not is_current and now <= s.t and successor == s.rc
 if is_current or is_retry then
+  -- DPoP (RFC 9449 section 5): a bound session's refresh proves the same key; a proof
+  -- binds a session that is not bound yet. Nothing rotates without the key.
+  if ARGV[13] == 'check' then
+    local jkt = ARGV[14]
+    if s.jk ~= '' and jkt ~= s.jk then
+      local missing = 'other_key'
+      if jkt == '' then missing = 'no_proof' end
+      if ARGV[15] == 'revoke' then
+        end_session(KEYS[1], sid, s, 'revoked', 'stolen', now)
+        return {'dpop_stolen', missing, 'now'}
+      end
+      return {'dpop_stolen', missing}
+    end
+    if KEYS[2] then
+      local jti = dpop_jti_fresh(KEYS[2], ARGV[16], tonumber(ARGV[17]), tonumber(ARGV[18]),
+        now)
+      if jti ~= 'fresh' then return {'dpop_' .. jti} end
+    end
+    if s.jk == '' then s.jk = jkt end
+  end
   local ended, report = apply_binding(KEYS[1], sid, s, ARGV[8], ARGV[9], ARGV[10], ARGV[11],
     now)
   if ended then return {'ended', 'revoked', 'binding', 'now', report} end
@@ -58,8 +87,8 @@ if is_current or is_retry then
   end
   s.l = now
   save_session(KEYS[1], sid, s)
-  if is_current then return {'rotated', s.a - now, s.lv, s.at, report} end
-  return {'replayed', s.a - now, s.lv, s.at, report}
+  if is_current then return {'rotated', s.a - now, s.lv, s.at, report, s.jk} end
+  return {'replayed', s.a - now, s.lv, s.at, report, s.jk}
 end
 
 -- 6. The previous token after the window: someone else holds the chain. End it.

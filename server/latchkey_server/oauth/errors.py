@@ -18,6 +18,10 @@ Section 5.2's table, as the endpoints use it::
                                  unknown, or another client's
     unauthorized_client     400  a client of a type that may not use this endpoint
     unsupported_grant_type  400  any grant but ``refresh_token``
+    invalid_dpop_proof      400  RFC 9449 section 5: a proof missing (a bound session's
+                                 token, or ``DPOP=required``), bad, replayed, or by
+                                 another key than the session's
+    use_dpop_nonce          400  RFC 9449 section 8: with the nonce in ``DPoP-Nonce``
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from flask import Response, json
 
 from ..errors import (
     ApiError,
+    InvalidDPoPProof,
     InvalidToken,
     PayloadTooLarge,
     RefreshTokenReused,
@@ -77,6 +82,10 @@ def from_api_error(error: ApiError) -> OAuth2Error:
     transport's refusals (a token in the URL, a non-form body, TRACE) are
     ``invalid_request``; the rest keep their HTTP status.
     """
+    if isinstance(error, InvalidDPoPProof):
+        # RFC 9449 sections 5 and 8: the token endpoint's DPoP errors, 400, in this shape
+        # (with the DPoP-Nonce header for use_dpop_nonce).
+        return _StatusError(error.code, 400, _ascii(error.detail), error.headers)
     if isinstance(error, InvalidToken | SessionExpired | SessionRevoked | RefreshTokenReused):
         return InvalidGrantError(description=_ascii(error.detail))
     if isinstance(error, TooManyRequests):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from latchkey_resource.dpop import Proof
+
 from ..serialise import token_json
 from ..sessions import Client, SessionService
 from ..tokens import RefreshToken
@@ -27,8 +29,12 @@ GRANT_TYPES = ("refresh_token",)
 
 
 def refresh_grant(form: dict[str, str], client: OAuthClient, sessions: SessionService,
-                  device: Client) -> dict[str, Any]:
+                  device: Client, proof: Proof | None = None) -> dict[str, Any]:
     """Run section 6 for an identified client; return the section 5.1 response body.
+
+    ``proof`` is the request's checked DPoP proof (RFC 9449 section 5), if any: a bound
+    session's refresh token needs one by its key, and the response is then
+    ``token_type`` ``DPoP``.
 
     Errors of the session service propagate: the endpoint answers them as section 5.2's
     ``invalid_grant`` (``errors.from_api_error``).
@@ -56,7 +62,9 @@ def refresh_grant(form: dict[str, str], client: OAuthClient, sessions: SessionSe
         raise InvalidRequestError(description="Latchkey grants no scopes")
     # Section 6: validate the refresh token and that it was issued to this client;
     # then issue a new access token and (section 6, last paragraph) a new refresh token.
-    grant = sessions.rotate(RefreshToken.parse(value), device, client_id=client.client_id)
+    grant = sessions.rotate(RefreshToken.parse(value), device, client_id=client.client_id,
+                            dpop_jkt=proof.jkt if proof else "",
+                            dpop_jti=proof.jti if proof else "")
     # Section 5.1: access_token, token_type, expires_in, refresh_token, plus the /v1 token
     # response's other fields (section 5.1 allows additional parameters).
     return token_json(grant)

@@ -63,4 +63,7 @@ def _active(found: Introspection, settings: Settings) -> dict[str, Any]:
         body["iat"] = found.issued_at
     body.update(token_type=found.token_type, auth_level=found.auth_level,
                 auth_time=found.auth_time)
+    if found.jkt:
+        # RFC 9449 section 6.2: the key a bound token must be presented with.
+        body["cnf"] = {"jkt": found.jkt}
     return body

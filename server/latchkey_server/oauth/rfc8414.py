@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+from latchkey_resource.dpop import DPOP_ALGORITHMS
 
 from ..config import Settings
 from .rfc6749 import GRANT_TYPES
@@ -49,6 +50,9 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "introspection_endpoint": base + INTROSPECTION_PATH,
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
     }
+    if settings.dpop != "off":
+        # RFC 9449 section 5.1: the proof algorithms the token endpoint accepts.
+        doc["dpop_signing_alg_values_supported"] = list(DPOP_ALGORITHMS)
     return doc
 
 

@@ -43,7 +43,9 @@ def token() -> Response:
     """RFC 6749 section 6: exchange a refresh token for new tokens."""
     form = read_form()
     client = registry().authenticate(request, form)
-    return jsonify(refresh_grant(form, client, services().sessions, request_client()))
+    svc = services()
+    return jsonify(refresh_grant(form, client, svc.sessions, request_client(),
+                                 svc.dpop.token_request()))
 
 
 @bp.post("/revoke")
