@@ -100,8 +100,14 @@ def access_token_hash(access_token: str) -> str:
 
 
 def htu_of(url: httpx.URL) -> str:
-    """Return the ``htu`` of a request URL: without query and fragment (RFC 9449 s4.2)."""
-    return str(url.copy_with(query=None, fragment=None))
+    """Return the ``htu`` of a request URL: without query and fragment (RFC 9449 s4.2).
+
+    Built from the URL's parts as httpx sends them (``raw_path`` is the path as sent, then
+    the query, never the fragment), not by re-parsing: a proof per request should cost a
+    signature, not a URL parse.
+    """
+    path = url.raw_path.split(b"?", 1)[0].decode("ascii")
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{path}"
 
 
 def build_proof(

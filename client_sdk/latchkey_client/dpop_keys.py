@@ -99,8 +99,13 @@ class _SoftwareSigner:
     def __init__(self, key: Any, alg: str) -> None:
         self._key = key
         self._alg = alg
+        self._ecdsa: Any = None
         public = key.public_key()
         if alg == "ES256":
+            from cryptography.hazmat.primitives import hashes
+
+            ec, _, self._utils = _crypto()
+            self._ecdsa = ec.ECDSA(hashes.SHA256())
             numbers = public.public_numbers()
             self._jwk = {"kty": "EC", "crv": "P-256", "x": _int_b64(numbers.x, 32),
                          "y": _int_b64(numbers.y, 32)}
@@ -119,13 +124,10 @@ class _SoftwareSigner:
         return dict(self._jwk)
 
     def sign(self, data: bytes) -> bytes:
-        if self._alg == "EdDSA":
+        if self._ecdsa is None:  # EdDSA
             signature: bytes = self._key.sign(data)
             return signature
-        from cryptography.hazmat.primitives import hashes
-
-        ec, _, utils = _crypto()
-        r, s = utils.decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
+        r, s = self._utils.decode_dss_signature(self._key.sign(data, self._ecdsa))
         return int(r).to_bytes(32, "big") + int(s).to_bytes(32, "big")
 
     def __repr__(self) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import PASSWORD, Api, ServerProcess, unique_username
+from tests.conftest import PASSWORD, Api, ServerProcess, free_port, unique_username
 from tests.netproxy import LoopbackProxy
 
 from .workload import ChaosConfig, run_chaos
@@ -74,27 +74,31 @@ def test_lossy_network_logs_nobody_out_and_every_stolen_token_replay_is_caught(
 
 
 @pytest.fixture
-def dpop_chaos_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
-    """The chaos server, DPoP on (``allowed``, the default) and stolen tokens revoked."""
-    return server_factory(access_token_ttl=2, refresh_reuse_grace=GRACE_SECONDS, workers=2,
-                          log_level="INFO", dpop_stolen_token="revoke")
-
-
-@pytest.fixture
-def dpop_lossy_proxy(dpop_chaos_server: ServerProcess) -> Iterator[LoopbackProxy]:
-    proxy = LoopbackProxy(dpop_chaos_server.base_url, record=False, seed=8).start()
-    yield proxy
+def dpop_chaos(server_factory: Callable[..., ServerProcess]
+               ) -> Iterator[tuple[ServerProcess, LoopbackProxy]]:
+    """The chaos server with DPoP on (``allowed``, the default) and stolen tokens revoked,
+    behind its lossy proxy. The proxy's URL is the server's public one (``LATCHKEY_ISSUER``),
+    as a load balancer's is: a proof's ``htu`` names the URL the client called."""
+    port = free_port()
+    server = server_factory(access_token_ttl=2, refresh_reuse_grace=GRACE_SECONDS, workers=2,
+                            log_level="INFO", dpop_stolen_token="revoke",
+                            issuer=f"http://127.0.0.1:{port}")
+    proxy = LoopbackProxy(server.base_url, record=False, seed=8)
+    proxy.port = port
+    proxy.start()
+    yield server, proxy
     proxy.stop()
 
 
 def test_with_dpop_16_lossy_clients_stay_signed_in_and_every_keyless_replay_is_caught(
-    dpop_chaos_server: ServerProcess, dpop_lossy_proxy: LoopbackProxy
+    dpop_chaos: tuple[ServerProcess, LoopbackProxy],
 ) -> None:
     """The issue's run: 16 clients (13 honest, 3 victims), DPoP on, a lossy network.
 
     Every refresh, retry and lost-response replay carries a fresh proof; a copied refresh
     token replayed at once (inside the grace window) without the key is refused.
     """
+    dpop_chaos_server, dpop_lossy_proxy = dpop_chaos
     config = ChaosConfig(clients=13, threads_per_client=3, victims=3, duration_seconds=20,
                          grace_seconds=GRACE_SECONDS, dpop=True)
     users = _users(dpop_chaos_server, config.clients + config.victims)

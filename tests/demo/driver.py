@@ -409,7 +409,11 @@ def main() -> int:
         sys.path.insert(0, str(ROOT))
         from tests.netproxy import LoopbackProxy
 
-        PROXY.append(LoopbackProxy(PARAMS["server_url"], record=False).start())
+        proxy = LoopbackProxy(PARAMS["server_url"], record=False)
+        # On the port the server calls its public URL (LATCHKEY_ISSUER), if the test set
+        # one: a DPoP proof's htu names the URL the app called.
+        proxy.port = int(PARAMS.get("proxy_port") or 0)
+        PROXY.append(proxy.start())
         os.environ["LATCHKEY_DEMO_SERVER"] = PROXY[0].base_url
     try:
         run_scripted(LatchkeyDemoApp(), script)
