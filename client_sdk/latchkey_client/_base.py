@@ -192,7 +192,8 @@ class ClientBase:
         # phone) unless the app names one.
         self._prover: DPoPProver | None = None
         if dpop:
-            key = device_key if device_key is not None else default_device_key(self._core.storage)
+            key = device_key if device_key is not None else default_device_key(
+                self._core.storage, persist=stay_signed_in)
             self._prover = DPoPProver(key)
         elif device_key is not None:
             raise ConfigurationError("device_key without dpop: pass dpop=True or no key")

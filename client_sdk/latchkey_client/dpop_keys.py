@@ -34,7 +34,7 @@ from .errors import (
     StorageLost,
     StorageUnavailable,
 )
-from .storage.base import Storage
+from .storage.base import MemoryStorage, Storage
 
 __all__ = [
     "DEVICE_KEY_NAME",
@@ -222,13 +222,15 @@ class StoredDeviceKey(DeviceKey):
                 pass  # gone already
 
 
-def default_device_key(storage: Storage) -> DeviceKey:
+def default_device_key(storage: Storage, *, persist: bool) -> DeviceKey:
     """Return the key store that goes with ``storage``: the platform's on a phone.
 
     An :class:`~.storage.android.AndroidKeystoreStorage` or
     :class:`~.storage.ios.IOSKeychainStorage` over the real platform (``on_device``) gets
-    the platform key (never exported); any other storage keeps a software key beside the
-    refresh token, sealed as the storage seals it.
+    the platform key (never exported, so it may outlive the process whatever the app
+    chose); any other storage keeps a software key exactly as the refresh token is kept:
+    in ``storage`` when ``persist`` (``stay_signed_in``), else in this process's memory
+    only (S1: nothing on disk unless the app asked).
     """
     from .storage.android import AndroidKeystoreStorage
     from .storage.ios import IOSKeychainStorage
@@ -241,7 +243,7 @@ def default_device_key(storage: Storage) -> DeviceKey:
         from .dpop_ios import IOSDeviceKey
 
         return IOSDeviceKey()
-    return StoredDeviceKey(storage)
+    return StoredDeviceKey(storage if persist else MemoryStorage())
 
 
 def _holder_of(storage: Storage) -> str:
@@ -250,7 +252,7 @@ def _holder_of(storage: Storage) -> str:
     return {
         "KeyringStorage": "OS keyring",
         "EncryptedFileStorage": "encrypted file",
-        "MemoryStorage": "app memory (this run only)",
+        "MemoryStorage": "app memory, this run only",
         "AndroidKeystoreStorage": "Android Keystore (sealed software key)",
         "IOSKeychainStorage": "iOS Keychain",
     }.get(name, name)

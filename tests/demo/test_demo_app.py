@@ -48,7 +48,7 @@ def test_sign_in_shows_profile_and_sessions_and_signs_out_the_tests_second_sessi
     assert seen["username"] == username
     assert seen["auth_level_row"] == "Standard"
     # The session is bound to this installation's DPoP key, kept beside the refresh token.
-    assert seen["device_key_row"] == "This device holds its key (app memory (this run only))"
+    assert seen["device_key_row"] == "This device holds its key (app memory, this run only)"
     assert seen["device_name"] == "Test phone"
     assert seen["idle_text"] not in ("", "—")
     assert len(seen["fingerprint"]) == 9

@@ -229,12 +229,23 @@ def test_a_locked_key_store_is_unavailable_and_a_lost_one_is_lost() -> None:
 
 def test_dpop_is_on_by_default_and_can_be_turned_off() -> None:
     with LatchkeyClient(base_url="http://127.0.0.1:9") as client:
-        assert client.device_key_holder == "app memory (this run only)"
+        assert client.device_key_holder == "app memory, this run only"
         assert client.device_key_thumbprint is None  # made at the first sign-in
     with LatchkeyClient(base_url="http://127.0.0.1:9", dpop=False) as client:
         assert client.device_key_holder is None
     with pytest.raises(ConfigurationError):
         StoredDeviceKey(MemoryStorage(), alg="HS256")
+
+
+def test_a_software_key_is_kept_on_disk_only_when_the_app_stays_signed_in(
+    tmp_path: Path,
+) -> None:
+    storage = EncryptedFileStorage(tmp_path / "s.bin", key=b"k" * 32)
+    with LatchkeyClient(base_url="http://127.0.0.1:9", storage=storage) as client:
+        assert client.device_key_holder == "app memory, this run only"  # S1, as the token
+    with LatchkeyClient(base_url="http://127.0.0.1:9", storage=storage,
+                        stay_signed_in=True) as client:
+        assert client.device_key_holder == "encrypted file"
 
 
 # -- the iOS key: its logic over a test bridge (Security.framework runs only on a phone) ---
