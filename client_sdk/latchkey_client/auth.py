@@ -93,7 +93,10 @@ _SESSION_ENDING_CODES = frozenset({"session_expired", "session_revoked", "refres
 # An access token of ours refused as expired, or as invalid (its signing key was withdrawn,
 # RFC 6750 s3.1: the client MAY get a new token and retry): one refresh and one resend. A
 # refresh token the server no longer accepts ends the session there.
-_REFRESH_AND_RESEND_CODES = frozenset({"token_expired", "invalid_token"})
+_REFRESH_AND_RESEND_CODES = frozenset({"token_expired", "invalid_token", "session_replaced"})
+#: Not a server code: an answer that ended the session this request was sent in, after the
+#: client moved to a new session (``LatchkeyAuth._after_response``).
+_SESSION_REPLACED = "session_replaced"
 
 
 @dataclass(frozen=True)
@@ -211,10 +214,22 @@ class LatchkeyAuth(httpx.Auth):
             )
         return tokens
 
-    def _after_response(self, response: httpx.Response) -> str | None:
-        """Return the 401 code (body read by the caller); end the session if it is over."""
+    def _after_response(self, response: httpx.Response,
+                        sent: Tokens | None = None) -> str | None:
+        """Return the 401 code (body read by the caller); end the session if it is over.
+
+        ``sent`` are the tokens the request carried. An answer that ends *their* session
+        after this client moved to a new one (a step-up or password change answered while
+        the request was in flight: the server ended the old session for it) is stale, not
+        the end of the session held now: it is reported as ``session_replaced``, which the
+        flow resends once with the new tokens.
+        """
         code = problem_code(response)
         if code in _SESSION_ENDING_CODES:
+            current = self._core.tokens
+            if (sent is not None and current.refresh_token is not None
+                    and current.session_id != sent.session_id):
+                return _SESSION_REPLACED
             error = error_from_response(response)
             assert isinstance(error, SessionEndedError)
             self._core.end_from_error(error)
@@ -243,7 +258,7 @@ class LatchkeyAuth(httpx.Auth):
             response = yield request  # a new nonce or a corrected clock: once, no more
             self._prover_observe(request, tokens, response)
         if (response.status_code != 401
-                or self._after_response(response) not in _REFRESH_AND_RESEND_CODES):
+                or self._after_response(response, tokens) not in _REFRESH_AND_RESEND_CODES):
             return
         tokens = yield _Fresh(stale=tokens, deadline=deadline)
         self._authorize(request, tokens)

@@ -189,3 +189,35 @@ def test_a_logout_that_meets_a_closed_client_stays_pending() -> None:
         result = finish(plan, ClientClosedError("the client is closed"))
     assert result.pending and not result.server_confirmed
     assert storage.load("pending_revocations")
+
+
+def test_an_answer_ending_a_session_the_client_already_replaced_resends_with_the_new_one(
+    client: LatchkeyClient,
+) -> None:
+    """A request in flight while a step-up replaced the session: the server answers
+    ``session_revoked`` (reason ``step_up``) for the old one; the new one must survive."""
+    signed_in(client)
+    old = client._core.tokens
+    flow = client.auth._bearer_flow(httpx.Request("GET", f"{BASE}/v1/me"))
+    assert next(flow).stale is None
+    request = flow.send(old)
+    assert request.headers["Authorization"] == "Bearer a"
+    # The step-up's answer arrives first: a new session.
+    client._core.accept({"access_token": "b", "refresh_token": "r-2", "expires_in": 300,
+                         "session_id": "s2"}, received_at=client._core.clock(),
+                        event=EventName.SIGNED_IN)
+    stale = httpx.Response(401, json={"code": "session_revoked", "reason": "step_up"},
+                           request=request)
+    again = flow.send(stale)
+    assert again.stale is old  # "give me tokens newer than the old ones": no refresh needed
+    resent = flow.send(client._core.tokens)
+    assert resent.headers["Authorization"] == "Bearer b"
+    assert client.is_signed_in and client.session.session_id == "s2"
+    # The same answer about the session still held ends it, as before.
+    flow = client.auth._bearer_flow(httpx.Request("GET", f"{BASE}/v1/me"))
+    next(flow)
+    request = flow.send(client._core.tokens)
+    with pytest.raises(StopIteration):
+        flow.send(httpx.Response(401, json={"code": "session_revoked", "reason": "remote"},
+                                 request=request))
+    assert not client.is_signed_in and client.signed_out_reason is SignOutReason.REMOTE
