@@ -186,11 +186,11 @@ class LatchkeyDemoApp(App):
             return
         self.resuming = True
         self.worker.submit(client.on_resume, on_done=lambda info: self._on_resumed(client, info),
-                           on_error=self._on_resume_failed)
+                           on_error=lambda error: self._on_resume_failed(client, error))
 
-    def _on_resume_failed(self, error: BaseException) -> None:
+    def _on_resume_failed(self, client: LatchkeyClient, error: BaseException) -> None:
         self.resuming = False
-        self._on_quiet_error(error)
+        self._on_quiet_error(client, error)
 
     def _on_resumed(self, client: LatchkeyClient, info: Any) -> None:
         self.resuming = False
@@ -307,14 +307,19 @@ class LatchkeyDemoApp(App):
             return
         self.worker.submit(lambda: client.get("/v1/me").json(),
                            on_done=lambda _me: self.update_session_facts(),
-                           on_error=self._on_quiet_error)
+                           on_error=lambda error: self._on_quiet_error(client, error))
 
     @mainthread
     def _on_storage_locked(self, client: LatchkeyClient) -> None:
         if client is self.client and client.is_signed_in:
             self.say(STORAGE_LOCKED_SIGNED_IN, "warning")
 
-    def _on_quiet_error(self, error: BaseException) -> None:
+    def _on_quiet_error(self, client: LatchkeyClient, error: BaseException) -> None:
+        if client is not self.client:
+            # A check by a client replaced since (a restart of the app closed it under the
+            # request): what it met says nothing about the session shown now.
+            _log.info("a replaced client's check ended: %s", type(error).__name__)
+            return
         if isinstance(error, SessionEndedError):
             return  # the signed_out event explains it
         if isinstance(error, NetworkError):
