@@ -22,6 +22,8 @@ what ends, and a key that is never sent anywhere links nothing the device id doe
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 from abc import ABC, abstractmethod
 from typing import Any
@@ -225,25 +227,41 @@ class StoredDeviceKey(DeviceKey):
 def default_device_key(storage: Storage, *, persist: bool) -> DeviceKey:
     """Return the key store that goes with ``storage``: the platform's on a phone.
 
-    An :class:`~.storage.android.AndroidKeystoreStorage` or
-    :class:`~.storage.ios.IOSKeychainStorage` over the real platform (``on_device``) gets
-    the platform key (never exported, so it may outlive the process whatever the app
-    chose); any other storage keeps a software key exactly as the refresh token is kept:
-    in ``storage`` when ``persist`` (``stay_signed_in``), else in this process's memory
-    only (S1: nothing on disk unless the app asked).
+    On a phone (an :class:`~.storage.android.AndroidKeystoreStorage` or
+    :class:`~.storage.ios.IOSKeychainStorage` over the real platform, or any storage in an
+    app running on Android or iOS) the key is the platform's: never exported, so it may
+    outlive the process whatever the app chose, and no ``cryptography`` is needed there.
+    Elsewhere a software key is kept exactly as the refresh token is kept: in ``storage``
+    when ``persist`` (``stay_signed_in``), else in this process's memory only (S1: nothing
+    on disk unless the app asked).
     """
     from .storage.android import AndroidKeystoreStorage
     from .storage.ios import IOSKeychainStorage
 
-    if isinstance(storage, AndroidKeystoreStorage) and storage.on_device:
+    platform = running_on()
+    if (isinstance(storage, AndroidKeystoreStorage) and storage.on_device) or (
+            platform == "android"):
         from .dpop_android import AndroidDeviceKey
 
         return AndroidDeviceKey()
-    if isinstance(storage, IOSKeychainStorage) and storage.on_device:
+    if (isinstance(storage, IOSKeychainStorage) and storage.on_device) or platform == "ios":
         from .dpop_ios import IOSDeviceKey
 
         return IOSDeviceKey()
     return StoredDeviceKey(storage if persist else MemoryStorage())
+
+
+def running_on() -> str | None:
+    """Say whether this app runs on ``"android"`` or ``"ios"`` (else ``None``).
+
+    Python 3.13 names both in ``sys.platform``; before it, python-for-android sets
+    ``ANDROID_ARGUMENT`` and kivy-ios ``KIVY_BUILD=ios`` in the app's environment.
+    """
+    if sys.platform == "android" or "ANDROID_ARGUMENT" in os.environ:
+        return "android"
+    if sys.platform == "ios" or os.environ.get("KIVY_BUILD") == "ios":
+        return "ios"
+    return None
 
 
 def _holder_of(storage: Storage) -> str:

@@ -41,8 +41,9 @@ from latchkey_client.dpop import (
     htu_of,
     jwk_thumbprint,
 )
+from latchkey_client.dpop_android import AndroidDeviceKey
 from latchkey_client.dpop_ios import IOSDeviceKey, ecdsa_der_to_jose
-from latchkey_client.dpop_keys import DEVICE_KEY_NAME, StoredDeviceKey
+from latchkey_client.dpop_keys import DEVICE_KEY_NAME, StoredDeviceKey, default_device_key
 from latchkey_client.storage.base import Storage
 from latchkey_client.storage.ios import ERR_SEC_INTERACTION_NOT_ALLOWED, ERR_SEC_ITEM_NOT_FOUND
 
@@ -304,3 +305,16 @@ def test_the_ios_key_signs_proofs_joserfc_verifies_and_maps_a_locked_keychain() 
     bridge.locked = False
     key.delete()
     assert IOSDeviceKey(bridge=bridge).signer(create=False) is None
+
+
+def test_on_a_phone_the_key_is_the_platforms_whatever_the_storage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # python-for-android and kivy-ios mark the app's environment; no cryptography needed.
+    monkeypatch.setenv("ANDROID_ARGUMENT", "/data/app")
+    assert isinstance(default_device_key(MemoryStorage(), persist=False), AndroidDeviceKey)
+    monkeypatch.delenv("ANDROID_ARGUMENT")
+    monkeypatch.setenv("KIVY_BUILD", "ios")
+    assert isinstance(default_device_key(MemoryStorage(), persist=True), IOSDeviceKey)
+    monkeypatch.delenv("KIVY_BUILD")
+    assert isinstance(default_device_key(MemoryStorage(), persist=True), StoredDeviceKey)
