@@ -36,7 +36,7 @@ test: test-deps
 BACKEND_TESTS := tests/server/test_core_e2e.py tests/server/test_sessions_list_and_logout.py \
 	tests/server/test_sessions_policy.py tests/server/test_stepup_password.py \
 	tests/server/test_binding.py tests/server/test_credential_races.py \
-	tests/server/test_refresh_cost.py tests/model
+	tests/server/test_refresh_cost.py tests/server/test_dpop_interop.py tests/model
 CLUSTER_TESTS := tests/server/test_admin_cli.py tests/server/test_admin_http.py
 
 test-backends: test-cluster test-embedded

@@ -25,6 +25,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
@@ -59,6 +60,7 @@ MAX_PROOF_LENGTH = 4096
 MAX_JTI_LENGTH = 128  # the store remembers each one for the iat window: keep them short
 _MAX_NONCE_LENGTH = 256
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+_MAX_MEMBER_LENGTH = 64  # a P-256 or Ed25519 coordinate is 43 characters; crv, kty shorter
 # Members of a JWK that belong to a private (or symmetric) key: RFC 7518 sections 6.2.2,
 # 6.3.2, 6.4, RFC 8037 section 2.
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
@@ -160,6 +162,7 @@ def access_token_hash(access_token: str) -> str:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+@lru_cache(maxsize=1024)
 def normalise_htu(url: str) -> str:
     """Return ``url`` as proofs are compared (RFC 9449 section 4.3, step 9; RFC 3986 6.2.2,
     6.2.3): scheme and host lower-cased, a default port dropped, an empty path as ``/``,
@@ -187,26 +190,42 @@ def _public_key(alg: str, jwk: Any) -> tuple[Any, str]:
     # Step 7: the jwk header must not contain a private key.
     if _PRIVATE_MEMBERS & jwk.keys():
         raise DPoPError("The DPoP proof's jwk holds a private key")
-    kty, crv, members, size = _KEY_SHAPES[alg]
+    kty, crv, members, _ = _KEY_SHAPES[alg]
     if jwk.get("kty") != kty or jwk.get("crv") != crv:
         raise DPoPError(f"{alg} proofs need a {kty} {crv} key")
-    for name in members:
-        value = jwk.get(name)
-        if not isinstance(value, str):
-            raise DPoPError("The DPoP proof's jwk is incomplete")
-        if name in ("x", "y") and len(_b64decode(value)) != size:
+    values = tuple(jwk.get(name) for name in members)
+    if not all(isinstance(value, str) and len(value) <= _MAX_MEMBER_LENGTH
+               for value in values):
+        raise DPoPError("The DPoP proof's jwk is incomplete")
+    return _load_key(alg, values)
+
+
+@lru_cache(maxsize=4096)
+def _load_key(alg: str, values: tuple[str, ...]) -> tuple[Any, str]:
+    """Build the key object and thumbprint of one public key, once per key.
+
+    A device signs every proof with the same key, so the ~70 us PyJWT takes to build a P-256
+    key from its JWK (the curve check included), and the thumbprint's hash, are paid once
+    per key and process, not per request. Failures are not cached (they raise).
+    """
+    _, _, members, size = _KEY_SHAPES[alg]
+    jwk = dict(zip(members, values, strict=True))
+    for name in ("x", "y"):
+        if name in jwk and len(_b64decode(jwk[name])) != size:
             raise DPoPError("The DPoP proof's jwk has a coordinate of the wrong size")
     try:
         # PyJWT checks the point is on the curve (cryptography refuses one that is not).
-        key = _ALGORITHM_OBJECTS[alg].from_jwk({m: jwk[m] for m in members})
+        key = _ALGORITHM_OBJECTS[alg].from_jwk(jwk)
     except (jwt.InvalidKeyError, ValueError, TypeError) as exc:
         raise DPoPError("The DPoP proof's jwk is not a valid key") from exc
     return key, jwk_thumbprint(jwk)
 
 
 def _number(value: Any) -> TypeGuard[int | float]:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))
+    """Say whether a claim is a JSON number a clock can be (no bool, no 10**400)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return abs(value) < 2**53 if isinstance(value, int) else math.isfinite(value)
 
 
 def verify_proof(

@@ -10,9 +10,13 @@ token server it sits beside, short of installing mismatched versions.
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
+from typing import Any
 
-__all__ = ["PRELUDE", "VERIFY_TOUCH", "lua_source", "with_prelude"]
+import redis
+
+__all__ = ["PRELUDE", "VERIFY_TOUCH", "Script", "lua_source", "with_prelude"]
 
 PRELUDE = "_prelude"
 VERIFY_TOUCH = "verify_touch"
@@ -26,3 +30,25 @@ def lua_source(name: str) -> str:
 def with_prelude(body: str) -> str:
     """Return a script body with the shared helpers (session codec, clocks) in front."""
     return lua_source(PRELUDE) + "\n" + body
+
+
+class Script:
+    """One shared script, run by its SHA1 (EVALSHA); the body is sent (EVAL) only when the
+    node lacks it: a restarted node, or a replica just promoted (script caches are neither
+    persisted nor replicated). EVAL runs it on the node that owns the keys and caches it
+    there: one round trip, on one Redis or on a cluster, and no SCRIPT LOAD (which a
+    cluster client sends to every master, and which the resource ACL need not allow).
+    """
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.name = name
+        self._client = client
+        self.source = with_prelude(lua_source(name))
+        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        """Run the script on ``keys`` with ``args``; return its reply."""
+        try:
+            return self._client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self._client.eval(self.source, len(keys), *keys, *args)

@@ -13,7 +13,9 @@ body), the user agent from ``User-Agent``. What a difference does is ``BINDING_P
 
 The policy is decided in one place, ``apply_binding`` in ``lua/_prelude.lua``, inside the
 one script each path already runs (``verify_touch.lua``, ``rotate_refresh.lua``); the
-session service (``sessions.py``) raises the events. This module only reads the request.
+session service (``sessions.py``) raises the events. This module only reads the request;
+the header's name and shape, and the bound values' fingerprint, are
+``latchkey_resource.binding``'s, so a resource server reads a request the same way.
 
 Both values are client-supplied, so binding cannot stop a thief who copies them; it stops
 a token replayed from another client or tool, and makes the copy visible.
@@ -21,14 +23,19 @@ a token replayed from another client or tool, and makes the copy visible.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import request
+from latchkey_resource.binding import (
+    DEVICE_ID_HEADER,
+    DEVICE_ID_PATTERN,
+    DEVICE_ID_RE,
+    MAX_DEVICE_FIELD,
+    Client,
+)
 
-from .api.inputs import MAX_DEVICE_FIELD, client_ip, user_agent
+from .api.inputs import client_ip, user_agent
 from .errors import InvalidRequest, UnprocessableRequest
-from .sessions import Client
 
 __all__ = [
     "DEVICE_ID_HEADER",
@@ -38,13 +45,9 @@ __all__ = [
     "request_device_id",
 ]
 
-DEVICE_ID_HEADER = "X-Device-Id"
-# Printable ASCII: a header value is an identifier, not display text. No space at either
-# end: no header can carry one (RFC 9110 5.5: servers strip it, h11 refuses to send it), so
-# such an id could never match its session again. openapi.py publishes the same pattern,
-# so the document and the server agree on what is valid.
-DEVICE_ID_PATTERN = rf"^(?:[!-~](?:[ -~]{{0,{MAX_DEVICE_FIELD - 2}}}[!-~])?)?$"
-DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
+# DEVICE_ID_PATTERN (printable ASCII, no space at either end, bounded) is
+# latchkey_resource.binding's; openapi.py publishes it, so the document, the token server
+# and resource servers agree on what is valid.
 
 
 def request_device_id() -> str:

@@ -46,6 +46,9 @@ def init_app(app: Flask, settings: Settings, redis_url: str) -> Services:
     keyring = KeyRing(settings)
     hmac_keys = HmacKeys(settings)
     store = SessionStore(connect(settings, redis_url), settings)
+    # What resource servers apply to these sessions (docs/RESOURCE_SERVERS.md): published by
+    # the serving process at start (serving.py) and again with this worker's first session.
+    store.publish_policy_with_first_session(hmac_keys.log_pseudonym)
     tokens = TokenService(settings, keyring, hmac_keys)
     events = EventLog(hmac_keys.log_pseudonym)
     svc = Services(

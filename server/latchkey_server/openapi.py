@@ -45,13 +45,22 @@ def _form_body(schema_ref: str) -> dict[str, Any]:
         "application/x-www-form-urlencoded": {"schema": {"$ref": schema_ref}}}}
 
 
-_BEARER = [{"bearer": []}]
+_BEARER = [{"bearer": []}, {"dpop": []}]
 # Sent on every request so the server can compare it with the session's device (D3).
 _DEVICE_ID = {"name": "X-Device-Id", "in": "header", "required": False,
               "description": "The app's stable device id, as sent at login; a change is "
                              "reported or ends the session (BINDING_POLICY)",
               "schema": {"type": "string", "pattern": DEVICE_ID_PATTERN}}
 _COMMON = (400, 405, 413, 415, 429, 503)
+# The DPoP proof header is described here, not as a parameter: no schema can say which
+# strings are good proofs (a signed, fresh, single-use JWT), so a generator of
+# "schema-valid" values would only ever make refused ones.
+_DPOP_DESCRIPTION = (
+    "RFC 9449: Authorization: DPoP <access token> for a DPoP-bound token, with a `DPoP` "
+    "header carrying a proof JWT (typ dpop+jwt, ES256 or EdDSA, public jwk; htm, htu, iat, "
+    "jti, ath). Token requests (login, refresh, reauth, password change, /oauth/token) may "
+    "carry a proof to bind the session, and must for a bound one. Errors: "
+    "invalid_dpop_proof, use_dpop_nonce (with DPoP-Nonce); see docs/API-NOTES.md")
 
 
 def _paths() -> dict[str, Any]:
@@ -204,8 +213,9 @@ def _admin_paths() -> dict[str, Any]:
             "operationId": "adminListSessions", "tags": ["admin"], "security": _BEARER,
             "description": "Admin role and a step-up within STEP_UP_WINDOW; audited. "
                            "Non-admins get 404.",
-            "parameters": [_DEVICE_ID, {"name": "username", "in": "query", "required": True,
-                                        "schema": {"type": "string"}}],
+            "parameters": [_DEVICE_ID,
+                           {"name": "username", "in": "query", "required": True,
+                            "schema": {"type": "string"}}],
             "responses": {**_ok("#/components/schemas/AdminSessionList"),
                           **_problems(401, 403, 404, *_COMMON)},
         }},
@@ -265,7 +275,7 @@ def _schemas() -> dict[str, Any]:
             "required": ["access_token", "token_type", "expires_in", "refresh_token",
                          "session_id", "idle_timeout", "absolute_expires_in", "auth_level"],
             "properties": {
-                "access_token": {"type": s}, "token_type": {"const": "Bearer"},
+                "access_token": {"type": s}, "token_type": {"enum": ["Bearer", "DPoP"]},
                 "expires_in": {"type": "integer"}, "refresh_token": {"type": s},
                 "session_id": {"type": s}, "idle_timeout": {"type": "integer"},
                 "absolute_expires_in": {"type": "integer"},
@@ -360,6 +370,9 @@ def _oauth_schemas() -> dict[str, Any]:
                 "token_type": {"type": s, "enum": ["access_token", "refresh_token"]},
                 "auth_level": {"type": s, "enum": ["normal", "elevated"]},
                 "auth_time": {"type": i},
+                "cnf": {"type": "object", "required": ["jkt"],
+                        "description": "RFC 9449 section 6.2: a DPoP-bound token's key",
+                        "properties": {"jkt": {"type": s}}},
             },
         },
         "OAuthMetadata": {
@@ -374,7 +387,8 @@ def _oauth_schemas() -> dict[str, Any]:
                 "response_types_supported", "grant_types_supported",
                 "token_endpoint_auth_methods_supported",
                 "revocation_endpoint_auth_methods_supported",
-                "introspection_endpoint_auth_methods_supported")},
+                "introspection_endpoint_auth_methods_supported",
+                "dpop_signing_alg_values_supported")},
         },
     }
 
@@ -407,6 +421,9 @@ def openapi_document(*, admin_http: bool = False) -> dict[str, Any]:
             }},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "bearerFormat": "JWT"},
+                                "dpop": {"type": "http", "scheme": "DPoP",
+                                         "bearerFormat": "JWT",
+                                         "description": _DPOP_DESCRIPTION},
                                 "clientBasic": {"type": "http", "scheme": "basic",
                                                 "description": "client_id:client_secret "
                                                                "of a resource client"}},

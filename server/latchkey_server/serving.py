@@ -18,6 +18,7 @@ files so its live gauges disappear (counters are kept, as Prometheus expects).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -40,9 +41,12 @@ __all__ = [
     "gunicorn_options",
     "prepare_metrics_dir",
     "prepare_shared_state",
+    "publish_session_policy",
     "serve_dev",
     "serve_gunicorn",
 ]
+
+_log = logging.getLogger("latchkey.serving")
 
 
 # gunicorn's "combined" format minus the referer (a URL, so it may carry a token).
@@ -141,7 +145,30 @@ def prepare_shared_state(settings: Settings) -> EmbeddedRedis | None:
     if embedded is not None:
         # Workers build their app from the environment: point them at this one Redis.
         os.environ["LATCHKEY_REDIS_URL"] = url
+    publish_session_policy(settings, url)
     return embedded
+
+
+def publish_session_policy(settings: Settings, url: str) -> None:
+    """Publish the session policy resource servers apply (``lk:{policy}``), once per start.
+
+    A store that does not answer now is not fatal: each worker publishes it again with its
+    first session (``SessionStore.publish_policy_with_first_session``).
+    """
+    # Here, not at the top: the store pulls in Flask and redis-py, which the serving
+    # parent otherwise never needs before gunicorn forks.
+    from .keys import HmacKeys
+    from .redis_connection import connect
+    from .store import SessionStore
+
+    client = connect(settings, url)
+    try:
+        if not SessionStore(client, settings).publish_policy(HmacKeys(settings).log_pseudonym):
+            _log.warning("session policy not published: the store is unavailable; workers "
+                         "publish it with their first session",
+                         extra={"event": "policy_not_published"})
+    finally:
+        client.close()
 
 
 def prepare_metrics_dir(settings: Settings) -> Path:

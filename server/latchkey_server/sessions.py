@@ -21,10 +21,11 @@ so no refresh costs more than one HMAC and one script, whatever its generation s
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import NoReturn
+
+from latchkey_resource.binding import Client
 
 from .config import Settings
 from .errors import (
@@ -62,21 +63,6 @@ def _revoked(ended: list[EndedSession]) -> bool:
     """Return True if a session was ended for a reason other than a timeout (which a lost
     write would only bring back until the clock ends it again)."""
     return any(not e.expired for e in ended)
-
-
-@dataclass(frozen=True, slots=True)
-class Client:
-    """What a request says about its client: the values a session is bound to (D3) and
-    its address (for security events and the session list)."""
-
-    device_id: str = ""
-    user_agent: str = ""
-    ip: str = ""
-
-    @property
-    def fingerprint(self) -> str:
-        """Return a short digest of the bound values: what ``report`` remembers per session."""
-        return hashlib.sha256(f"{self.device_id}\n{self.user_agent}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

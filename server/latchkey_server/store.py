@@ -22,6 +22,9 @@ Key layout (``{...}`` is the Redis Cluster hash tag)::
                                           already runs checks it: no extra round trip
     lk:{live-sessions}             hash   the live sessions the last sweep counted
                                           (n) and when (t, ms, Redis time)
+    lk:{policy}                    hash   the session policy resource servers apply
+                                          (idle, retention, binding, issuer...),
+                                          written at start (latchkey_resource.policy)
 
 A user's record and all of their sessions are one key in one cluster slot, so each
 script (create, verify-and-touch, rotate, revoke, and the multi-session operations built
@@ -81,7 +84,23 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
 import redis
 from latchkey_resource import scripts
+from latchkey_resource.policy import SessionPolicy, publish_policy
 from latchkey_resource.scripts import with_prelude
+from latchkey_resource.session_check import (
+    EXPIRY_REASONS,
+    SessionCheck,
+    SessionState,
+    verify_touch_call,
+)
+from latchkey_resource.store_keys import (
+    KEY_PREFIX,
+    SECURITY_STREAM_KEY,
+    SESSION_FIELD_PREFIX,
+    dpop_jti_key,
+    session_field,
+    user_key,
+    user_tag,
+)
 
 from .config import Settings
 from .durability import RevocationBarrier
@@ -95,7 +114,10 @@ from .errors import (
 )
 
 __all__ = [
+    "KEY_PREFIX",
     "PROOF_REFUSED",
+    "SECURITY_STREAM_KEY",
+    "SESSION_FIELD_PREFIX",
     "ClientRecord",
     "CreatedSession",
     "EndedSession",
@@ -109,20 +131,21 @@ __all__ = [
     "SessionState",
     "SessionStore",
     "Swept",
+    "session_field",
+    "user_key",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-KEY_PREFIX = "lk"
+# KEY_PREFIX, the user record's key and its session fields, and the alert stream are named
+# in latchkey_resource.store_keys, which resource servers share.
 # The fields of a user's record that are the user (the rest are sessions).
 USER_FIELDS = ("n", "p", "c", "role", "g")
 # Ended session records kept per user beyond which the oldest go before retention runs
 # out: a user who signs in and out all day must not grow one record without bound. A
 # replay of a token of a dropped record is refused as unknown instead of with its reason.
 ENDED_SESSIONS_KEPT = 40
-# A session's field in its user's record (lua/_prelude.lua builds the same name).
-SESSION_FIELD_PREFIX = "s:"
 # A known device's field (create_session.lua writes it at each successful login).
 KNOWN_DEVICE_PREFIX = "d:"
 # Redis settings Latchkey's records are sized for; the embedded store starts with them,
@@ -148,9 +171,8 @@ def recommended_redis_args() -> list[str]:
 # ``{...}`` hash tag per counter, so each one sits in one slot.
 RATE_LIMIT_KEY_PREFIX = f"{KEY_PREFIX}:rl"
 # The streams of security events (D4) a security team consumes, each capped with MAXLEN ~:
-# the alerts, which only a genuine token or an operator can raise, and the noise anyone
-# can (events.py), so that a flood of the one never evicts the other.
-SECURITY_STREAM_KEY = f"{KEY_PREFIX}:security-events"
+# the alerts (SECURITY_STREAM_KEY), which only a genuine token or an operator can raise,
+# and the noise anyone can (events.py), so that a flood of the one never evicts the other.
 # The OAuth client registry: one hash, one field per client (see the module docstring).
 CLIENTS_KEY = f"{KEY_PREFIX}:{{clients}}"
 SECURITY_NOISE_STREAM_KEY = f"{KEY_PREFIX}:security-noise"
@@ -162,20 +184,6 @@ LIVE_SESSIONS_KEY = f"{KEY_PREFIX}:{{live-sessions}}"
 EVENT_BUDGET_KEY_PREFIX = f"{KEY_PREFIX}:evb"
 
 
-def _user_tag(user_id: str) -> str:
-    return f"{KEY_PREFIX}:{{u:{user_id}}}"
-
-
-def user_key(user_id: str) -> str:
-    """Return the key of a user's record."""
-    return f"{_user_tag(user_id)}:user"
-
-
-def session_field(session_id: str) -> str:
-    """Return the field of a user's record that holds one session (packed by scripts)."""
-    return SESSION_FIELD_PREFIX + session_id
-
-
 def _user_id_of(key: str) -> str:
     """Return the user id in a user record's key (the inverse of ``user_key``)."""
     head, tail = user_key("\0").split("\0")
@@ -184,12 +192,7 @@ def _user_id_of(key: str) -> str:
 
 def fence_key(user_id: str) -> str:
     """Return the short-lived key a revocation's confirmation writes in the user's slot."""
-    return f"{_user_tag(user_id)}:fence"
-
-
-def dpop_jti_key(user_id: str) -> str:
-    """Return the key of the user's remembered DPoP ``jti``s (in the user's slot)."""
-    return f"{_user_tag(user_id)}:dpop-jti"
+    return f"{user_tag(user_id)}:fence"
 
 
 def username_key(username: str) -> str:
@@ -259,23 +262,11 @@ def _store_call(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 # -- what the scripts answer, decoded ---------------------------------------------------
-class SessionState(StrEnum):
-    """Where a session stands, as a script found it (``unknown``: no record of it)."""
-
-    LIVE = "live"
-    REVOKED = "revoked"
-    EXPIRED = "expired"
-    UNKNOWN = "unknown"
-
-
-# A reply's state word to its member without the enum call's cost: verify_touch decodes
-# one on every protected request.
-_STATES = {state.value: state for state in SessionState}
 # The replies of a refused DPoP jti (``dpop_jti_fresh`` in the prelude).
 _PROOF_REFUSALS = {"dpop_replayed": "replayed", "dpop_full": "full"}
 # What a client is told for each.
 PROOF_REFUSED = {"replayed": "The DPoP proof was used already: make a new one",
-                  "full": "Too many DPoP proofs for this account in the proof window"}
+                 "full": "Too many DPoP proofs for this account in the proof window"}
 
 
 class Rotation(StrEnum):
@@ -302,10 +293,6 @@ class Revocation(StrEnum):
     WRONG_CLIENT = "wrong_client"  # issued to another client than the one asking
 
 
-# A session's end reasons that mean it expired rather than was ended by someone.
-EXPIRY_REASONS = frozenset({"idle", "absolute"})
-
-
 class EndedSession(NamedTuple):
     """One session a script ended, and why."""
 
@@ -328,44 +315,6 @@ class CreatedSession:
 
     created_ms: int
     ended: list[EndedSession]
-
-
-@dataclass(frozen=True)
-class SessionCheck:
-    """What ``verify_touch.lua`` learned about a session."""
-
-    state: SessionState
-    reason: str = ""
-    auth_level: str = ""
-    auth_time: int = 0
-    device_id: str = ""
-    user_agent: str = ""
-    username: str = ""
-    just_ended: bool = False
-    # Which bound fields (device_id, user_agent) this request changed: to report now
-    # (live session, first time seen) or why enforcement just ended it.
-    binding_changed: str = ""
-    absolute_ms: int = 0  # a live session's absolute end, Redis time
-    client_id: str = ""  # as stored: '' for the built-in client (``SessionStore`` maps it)
-    jkt: str = ""  # the DPoP key thumbprint the session is bound to ('' when unbound)
-    # 'replayed' or 'full': the request's DPoP jti was refused, nothing else was done
-    # (the session is live; ``state`` says LIVE but the request must be refused).
-    proof_refused: str = ""
-
-    @classmethod
-    def from_reply(cls, reply: list[Any]) -> SessionCheck:
-        """Decode the script's reply (its header documents the shapes)."""
-        if reply[0] in _PROOF_REFUSALS:
-            return cls(SessionState.LIVE, proof_refused=_PROOF_REFUSALS[reply[0]])
-        state = _STATES[reply[0]]
-        if state is SessionState.LIVE:
-            # reply[5] is Redis's clock, which no caller needs.
-            return cls(state, "", reply[1], int(reply[2]), reply[3], reply[4],
-                       username=reply[6], binding_changed=reply[7],
-                       absolute_ms=int(reply[8]), client_id=reply[9],
-                       jkt=reply[10] if len(reply) > 10 else "")
-        return cls(state, reply[1] if len(reply) > 1 else "", just_ended=len(reply) > 2,
-                   binding_changed=reply[3] if len(reply) > 3 else "")
 
 
 @dataclass(frozen=True)
@@ -494,6 +443,35 @@ class SessionStore:
         self._record_live_sessions = _Script(client, "record_live_sessions")
         self._set_password_hash = _Script(client, "set_password_hash")
         self._barrier = RevocationBarrier(settings)
+        self._policy_published = False
+        self._policy_event_key: bytes | None = None
+
+    def session_policy(self, event_key: bytes) -> SessionPolicy:
+        """Return the policy resource servers must apply to this server's sessions."""
+        s = self._settings
+        return SessionPolicy(idle_ms=self._idle_ms, retention_ms=self._retention_ms,
+                             binding_policy=s.binding_policy, issuer=s.issuer,
+                             audience=s.audience, default_client_id=s.default_client_id,
+                             event_key=event_key.hex(),
+                             security_stream_max_length=s.security_stream_max_length)
+
+    def publish_policy(self, event_key: bytes) -> bool:
+        """Publish the session policy for resource servers (``latchkey_resource.policy``);
+        say whether the store took it. The serving process calls it at start."""
+        self._policy_event_key = event_key
+        try:
+            publish_policy(self.client, self.session_policy(event_key))
+        except STORE_DOWN_ERRORS:
+            return False
+        self._policy_published = True
+        return True
+
+    def publish_policy_with_first_session(self, event_key: bytes) -> None:
+        """Publish the policy again with this process's first session (one HSET per
+        worker), so a store that was down at start, or lost its data since, holds it before
+        any session a resource server could check exists. Operator commands, which create
+        no session, never write it."""
+        self._policy_event_key = event_key
 
     def _stored_client(self, client_id: str | None) -> str:
         """Return a client id as session records hold it: '' for the built-in client."""
@@ -626,6 +604,8 @@ class SessionStore:
         ``SessionExpired`` says why. The arguments travel as one JSON record whose fields
         ``lua/create_session.lua`` documents.
         """
+        if not self._policy_published and self._policy_event_key is not None:
+            self.publish_policy(self._policy_event_key)
         s = self._settings
         keys = [user_key(user_id)] + ([dpop_jti_key(user_id)] if dpop_jti else [])
         created, ended = self._create_session(keys=keys, args=[_encode_record({
@@ -681,12 +661,12 @@ class SessionStore:
         the request's DPoP proof's, accepted once (``SessionCheck.proof_refused`` if not).
         """
         policy = self._settings.binding_policy if binding_policy is None else binding_policy
-        keys, args = [user_key(user_id)], [session_id, self._idle_ms, self._retention_ms,
-                                           policy, device_id, user_agent, binding_fingerprint,
-                                           refresh_hash]
-        if dpop_jti:
-            keys.append(dpop_jti_key(user_id))
-            args += [dpop_jti, self._jti_ttl_ms, self._settings.dpop_jti_limit]
+        keys, args = verify_touch_call(
+            user_id, session_id, idle_ms=self._idle_ms, retention_ms=self._retention_ms,
+            binding_policy=policy, device_id=device_id, user_agent=user_agent,
+            binding_fingerprint=binding_fingerprint, refresh_hash=refresh_hash,
+            dpop_jti=dpop_jti, dpop_jti_ttl_ms=self._jti_ttl_ms,
+            dpop_jti_limit=self._settings.dpop_jti_limit)
         return SessionCheck.from_reply(self._verify_touch(keys=keys, args=args))
 
     @_store_call

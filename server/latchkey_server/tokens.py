@@ -43,6 +43,15 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 import jwt
+from latchkey_resource.claims import (
+    ACCESS_TOKEN_TYP,
+    AccessClaims,
+    ClaimsRejected,
+    checked_kid,
+    decode_claims,
+    is_session_id,
+    looks_like_jwt,
+)
 
 from .config import Settings
 from .errors import InvalidToken, TokenExpired
@@ -70,25 +79,15 @@ _MAX_GENERATION = 2**32 - 1
 REFRESH_PREFIX = "lkr_"
 _REFRESH_RAW_BYTES = USER_ID_BYTES + SESSION_ID_BYTES + 4 + REFRESH_SECRET_BYTES
 _REFRESH_LEN = len(REFRESH_PREFIX) + (_REFRESH_RAW_BYTES * 4 + 2) // 3
-_USER_ID_LEN = (USER_ID_BYTES * 4 + 2) // 3
 _SESSION_ID_LEN = (SESSION_ID_BYTES * 4 + 2) // 3
 SESSION_ID_LENGTH = _SESSION_ID_LEN
 _B64URL = "[A-Za-z0-9_-]"
 _REFRESH_RE = re.compile(rf"{REFRESH_PREFIX}{_B64URL}{{{_REFRESH_LEN - len(REFRESH_PREFIX)}}}")
-_USER_ID_RE = re.compile(rf"{_B64URL}{{{_USER_ID_LEN}}}")
-_SESSION_ID_RE = re.compile(rf"{_B64URL}{{{_SESSION_ID_LEN}}}")
-MAX_JWT_LENGTH = 2048
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{20,}")
 # The shortest string either token pattern can match: anything shorter is not a token.
 MIN_TOKEN_LENGTH = 38
-_REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "client_id", "jti", "iat", "exp", "auth_level",
-                    "auth_time")
-# RFC 9068 section 2.1: the media type of a JWT access token, which verifiers must check
-# (section 4) so that no other JWT of ours (or an ID token) is taken for one.
-ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a media type, not a secret
-_ACCESS_TOKEN_TYPS = frozenset({ACCESS_TOKEN_TYP, "application/at+jwt"})
-AUTH_LEVELS = ("normal", "elevated")
-_JKT_MAX_LENGTH = 43  # a base64url SHA-256: what RFC 7638 thumbprints are here
+# The access token's header and claims rules (RFC 9068: typ at+jwt, EdDSA pinned, iss, aud,
+# client_id...) are latchkey_resource.claims's, which every resource server applies too.
 
 
 def new_user_id() -> str:
@@ -103,13 +102,7 @@ def new_session_id() -> str:
 
 def parse_session_id(value: Any) -> str | None:
     """Return ``value`` if it has the exact shape of a session id, else ``None``."""
-    if isinstance(value, str) and _SESSION_ID_RE.fullmatch(value):
-        return value
-    return None
-
-
-def _is_user_id(value: Any) -> bool:
-    return isinstance(value, str) and _USER_ID_RE.fullmatch(value) is not None
+    return value if is_session_id(value) else None
 
 
 def looks_like_token(value: str) -> bool:
@@ -196,21 +189,6 @@ class RefreshToken:
         raw = (_b64decode(user_id) + _b64decode(session_id)
                + generation.to_bytes(4, "big") + secret[:REFRESH_SECRET_BYTES])
         return cls(user_id, session_id, generation, REFRESH_PREFIX + b64url(raw))
-
-
-@dataclass(frozen=True)
-class AccessClaims:
-    """The verified claims of an access token that the server acts on."""
-
-    user_id: str
-    session_id: str
-    auth_level: str
-    auth_time: int
-    expires_at: int
-    jti: str
-    client_id: str
-    issued_at: int
-    jkt: str = ""  # cnf.jkt (RFC 9449 section 6.1): the DPoP key it is bound to, or ''
 
 
 class _Verified(NamedTuple):
@@ -317,8 +295,7 @@ class TokenService:
         ``allow_expired`` accepts a genuine token past ``exp``: it still names the
         session to end (logout, a leaked token), though it authorises nothing.
         """
-        if (not isinstance(token, str) or len(token) > MAX_JWT_LENGTH
-                or not _JWT_RE.fullmatch(token)):
+        if not looks_like_jwt(token):
             raise InvalidToken("The access token is malformed")
         kid, claims = self._verify_cached(token)
         # The signature stays true but its key may since have been withdrawn: ask the key
@@ -334,48 +311,20 @@ class TokenService:
         return self.verify_access_token(token, allow_expired=True)
 
     def _verify_and_note_key(self, token: str) -> _Verified:
-        """Verify a token and keep its ``kid`` beside the claims, for the check on each hit."""
-        claims = self._verify_signature(token)
-        return _Verified(jwt.get_unverified_header(token)["kid"], claims)
+        """Verify one token fully and keep its ``kid`` beside the claims, for the check on
+        each hit; failures raise, so only successes are cached (a flood of forged tokens
+        cannot evict good entries).
 
-    def _verify_signature(self, token: str) -> AccessClaims:
-        """Verify one token fully; failures raise, so only successes are cached.
-
-        Not caching failures keeps a flood of forged tokens from evicting good entries.
+        The header (EdDSA pinned, ``typ`` at+jwt) and the claims are checked by
+        ``latchkey_resource.claims``, as every resource server checks them.
         """
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
+            kid = checked_kid(token)
+            key = self._keyring.verification_key(kid)
+            if key is None:
+                raise InvalidToken()
+            claims = decode_claims(token, key.public_key, issuer=self._settings.issuer,
+                                   audience=self._settings.audience)
+        except ClaimsRejected as exc:
             raise InvalidToken() from exc
-        kid = header.get("kid")
-        # Pin the algorithm: the header must say EdDSA, and only EdDSA is accepted; and
-        # the type (RFC 9068 section 4): only an access token is one.
-        if (header.get("alg") != "EdDSA" or not isinstance(kid, str)
-                or header.get("typ") not in _ACCESS_TOKEN_TYPS):
-            raise InvalidToken()
-        key = self._keyring.verification_key(kid)
-        if key is None:
-            raise InvalidToken()
-        try:
-            claims = jwt.decode(
-                token,
-                key.public_key,
-                algorithms=["EdDSA"],
-                audience=self._settings.audience,
-                issuer=self._settings.issuer,
-                options={"require": list(_REQUIRED_CLAIMS), "verify_exp": False},
-            )
-        except jwt.PyJWTError as exc:
-            raise InvalidToken() from exc
-        if (not _is_user_id(claims["sub"]) or parse_session_id(claims["sid"]) is None
-                or claims["auth_level"] not in AUTH_LEVELS
-                or not isinstance(claims["client_id"], str)
-                or not all(isinstance(claims[name], int) for name in ("exp", "iat", "auth_time"))):
-            raise InvalidToken()
-        cnf = claims.get("cnf", {})
-        jkt = cnf.get("jkt", "") if isinstance(cnf, dict) else None
-        if not isinstance(jkt, str) or len(jkt) > _JKT_MAX_LENGTH:
-            raise InvalidToken()
-        return AccessClaims(claims["sub"], claims["sid"], claims["auth_level"],
-                            claims["auth_time"], claims["exp"], str(claims["jti"]),
-                            claims["client_id"], claims["iat"], jkt)
+        return _Verified(kid, claims)

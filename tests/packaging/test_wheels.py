@@ -237,6 +237,12 @@ def test_wheels_install_non_editable_and_import_every_module(python, inspected, 
     server, client = report["latchkey-server"], report["latchkey-client"]
     assert "latchkey_server.api.auth" in server["imported"]
     assert "latchkey_client.storage.file" in client["imported"]
+    # The resource package's verifier and WSGI/ASGI adapters need nothing beyond it (Flask
+    # comes with the server here); only the FastAPI adapter waits for its extra.
+    resource = report["latchkey-resource"]
+    assert {"latchkey_resource.verifier", "latchkey_resource.wsgi", "latchkey_resource.asgi",
+            "latchkey_resource.flask"} <= set(resource["imported"])
+    assert set(resource["needs_extra"]) <= {"latchkey_resource.fastapi"}
     for dist_name, (directory, package) in {"latchkey-server": ("server", "latchkey_server"),
                                              "latchkey-resource": ("resource_server",
                                                                    "latchkey_resource")}.items():

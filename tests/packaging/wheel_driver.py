@@ -16,6 +16,7 @@ import importlib.metadata
 import importlib.resources
 import json
 import pkgutil
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -30,25 +31,48 @@ def _inside_this_venv(path: str | None) -> bool:
     return path is not None and Path(path).resolve().is_relative_to(Path(sys.prefix).resolve())
 
 
-def _import_every_module(package_name: str) -> tuple[list[str], dict[str, str]]:
-    """Import the package and every module under it; a forgotten subpackage fails here."""
+def _extra_modules(dist_name: str) -> set[str]:
+    """Return the top-level modules of what a distribution's extras require (``flask`` for
+    ``flask>=3.0; extra == "flask"``): a module of an extra needs it installed."""
+    names = set()
+    for requirement in importlib.metadata.requires(dist_name) or []:
+        if "extra ==" in requirement:
+            name = re.split(r"[\s;<>=!~\[]", requirement, maxsplit=1)[0]
+            names.add(name.lower().replace("-", "_"))
+    return names
+
+
+def _import_every_module(package_name: str, dist_name: str,
+                         ) -> tuple[list[str], dict[str, str], list[str]]:
+    """Import the package and every module under it; a forgotten subpackage fails here.
+
+    A module that fails only for want of an extra's requirement (the resource package's
+    framework adapters without the framework) is listed apart: that is what a user who
+    did not ask for the extra gets, and the message names the missing module.
+    """
     package = importlib.import_module(package_name)
-    imported, failed = [package_name], {}
+    imported, failed, needs_extra = [package_name], {}, []
+    optional = _extra_modules(dist_name)
     for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
         try:
             importlib.import_module(info.name)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] in optional:
+                needs_extra.append(info.name)
+            else:
+                failed[info.name] = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # reported to the test, which fails on it
             failed[info.name] = f"{type(exc).__name__}: {exc}"
         else:
             imported.append(info.name)
-    return imported, failed
+    return imported, failed, needs_extra
 
 
 def inspect() -> dict[str, Any]:
     """Describe both installed distributions: where they live, their files and metadata."""
     report: dict[str, Any] = {"python": "{}.{}".format(*sys.version_info[:2]), "prefix": sys.prefix}
     for dist_name, package_name in DISTRIBUTIONS.items():
-        imported, failed = _import_every_module(package_name)
+        imported, failed, needs_extra = _import_every_module(package_name, dist_name)
         package = importlib.import_module(package_name)
         files = importlib.resources.files(package_name)
         metadata = importlib.metadata.metadata(dist_name)
@@ -61,6 +85,7 @@ def inspect() -> dict[str, Any]:
             "editable": '"editable": true' in (dist.read_text("direct_url.json") or ""),
             "imported": imported,
             "import_failures": failed,
+            "needs_extra": needs_extra,
             "py_typed": files.joinpath("py.typed").is_file(),
             "lua": sorted(p.name for p in files.joinpath("lua").iterdir())
             if files.joinpath("lua").is_dir() else [],

@@ -25,6 +25,7 @@ from latchkey_server.extension import services
 from latchkey_server.store import (
     SECURITY_NOISE_STREAM_KEY,
     SESSION_FIELD_PREFIX,
+    dpop_jti_key,
     session_field,
     user_key,
 )
@@ -126,6 +127,33 @@ def test_users_spread_over_every_master_and_each_user_is_one_key_in_one_slot(clu
         if len(masters) == len(cluster.nodes):
             break
     assert masters == {node.port for node in cluster.nodes}
+
+
+def test_dpop_proofs_work_on_the_cluster_with_their_jtis_in_the_users_slot(cluster, tmp_path):
+    from tests.server.dpop_support import DPoPKey
+
+    app = cluster_app(cluster, tmp_path / "instance")
+    with app.app_context():
+        issuer = services().settings.issuer
+    client, direct, key = app.test_client(), cluster.client(), DPoPKey()
+    username = unique_username()
+    assert client.post("/v1/auth/register",
+                       json={"username": username, "password": PASSWORD}).status_code == 201
+    r = client.post("/v1/auth/login", json={"username": username, "password": PASSWORD},
+                    headers={"DPoP": key.proof("POST", issuer + "/v1/auth/login")})
+    assert r.status_code == 200 and r.json["token_type"] == "DPoP", r.text
+    r = client.post("/v1/auth/refresh", json={"refresh_token": r.json["refresh_token"]},
+                    headers={"DPoP": key.proof("POST", issuer + "/v1/auth/refresh")})
+    assert r.status_code == 200, r.text
+    access = r.json["access_token"]
+    proof = key.proof("GET", issuer + "/v1/me", access_token=access)
+    headers = {"Authorization": f"DPoP {access}", "DPoP": proof}
+    assert client.get("/v1/me", headers=headers).status_code == 200
+    assert client.get("/v1/me", headers=headers).status_code == 401  # the jti was used
+    uid = user_id(r.json)
+    jtis = dpop_jti_key(uid)
+    assert direct.zcard(jtis) == 3  # login, refresh, the request
+    assert direct.keyslot(jtis) == direct.keyslot(user_key(uid))
 
 
 def test_the_limiter_and_the_security_stream_work_on_the_cluster(cluster, tmp_path):

@@ -383,7 +383,8 @@ def test_off_ignores_proofs_and_issues_bearer_tokens(server_factory):
 
 
 def test_nonces_are_demanded_handed_out_and_then_accepted(server_factory):
-    server = server_factory(dpop_nonce="on")
+    # A day-long period: the test never straddles a change of nonce.
+    server = server_factory(dpop_nonce="on", dpop_nonce_period=86400, workers=2)
     key = DPoPKey()
     with server.client() as c:
         username = register(c)
@@ -406,9 +407,51 @@ def test_nonces_are_demanded_handed_out_and_then_accepted(server_factory):
         r = c.get("/v1/me", headers=dpop_headers(key, server, "GET", "/v1/me",
                                                  tokens["access_token"], nonce=nonce))
         assert r.status_code == 200, r.text
+    # Two workers, no store call: every worker derives the same nonce (a new connection
+    # per request, so both workers answer some of them).
+    for _ in range(6):
+        with server.client() as fresh:
+            r = fresh.get("/v1/me", headers=dpop_headers(key, server, "GET", "/v1/me",
+                                                         tokens["access_token"], nonce=nonce))
+            assert r.status_code == 200, r.text
+            assert r.headers["DPoP-Nonce"] == nonce
+    with server.client() as c:
         form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
                 "client_id": DEFAULT_CLIENT_ID}
         r = c.post("/oauth/token", data=form,
                    headers={**FORM, **dpop_headers(key, server, "POST", "/oauth/token")})
         assert r.status_code == 400 and r.json()["error"] == "use_dpop_nonce", r.text
         assert r.headers["DPoP-Nonce"] == nonce
+
+
+def test_an_unbound_sessions_reauth_or_refresh_with_a_proof_binds_it(server):
+    key = DPoPKey()
+    with server.client() as c:
+        username = register(c)
+        tokens = c.post("/v1/auth/login",
+                        json={"username": username, "password": PASSWORD}).json()
+        assert tokens["token_type"] == "Bearer"
+        r = c.post("/v1/auth/reauth", json={"password": PASSWORD},
+                   headers={"Authorization": f"Bearer {tokens['access_token']}",
+                            **dpop_headers(key, server, "POST", "/v1/auth/reauth")})
+        assert r.status_code == 200, r.text
+        assert r.json()["token_type"] == "DPoP"
+        assert jwt_parts(r.json()["access_token"])[1]["cnf"] == {"jkt": key.jkt}
+        # A session from before DPoP is bound at its first refresh with a proof.
+        tokens = c.post("/v1/auth/login",
+                        json={"username": username, "password": PASSWORD}).json()
+    r = refresh(server, key, tokens)
+    assert r.status_code == 200 and r.json()["token_type"] == "DPoP", r.text
+    assert_refused(refresh(server, None, r.json()), 400)
+
+
+def test_a_users_jti_set_is_bounded_and_a_proof_past_it_is_refused(server_factory):
+    server = server_factory(dpop_jti_limit=10)
+    key = DPoPKey()
+    tokens = sign_in_with_key(server, key)  # the login's proof is the first
+    for _ in range(9):
+        assert me(server, key, tokens).status_code == 200
+    r = me(server, key, tokens)
+    assert_refused(r, 401)
+    assert "Too many DPoP proofs" in r.json()["detail"]
+    assert_refused(refresh(server, key, tokens), 400)

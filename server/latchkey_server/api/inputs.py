@@ -28,16 +28,18 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from flask import Request, request
+from latchkey_resource.binding import MAX_DEVICE_FIELD, MAX_USER_AGENT, printable
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import ApiError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
-__all__ = ["MAX_FORM_FIELDS", "MAX_JSON_DEPTH", "HardenedRequest", "body_bytes", "client_ip",
+__all__ = ["MAX_DEVICE_FIELD", "MAX_FORM_FIELDS", "MAX_JSON_DEPTH", "MAX_USER_AGENT",
+           "HardenedRequest", "body_bytes", "client_ip",
            "form_body", "json_body", "json_document", "optional_str", "printable",
            "required_str", "user_agent"]
 
-MAX_DEVICE_FIELD = 128
-MAX_USER_AGENT = 256
+# MAX_DEVICE_FIELD, MAX_USER_AGENT and printable() are latchkey_resource.binding's: a
+# resource server reads a request's binding inputs exactly as the token server does.
 # Latchkey's bodies are flat objects; OAuth's are flat forms. Room to spare, and a scan
 # that stops early keeps a 16 KiB document of brackets cheap.
 MAX_JSON_DEPTH = 16
@@ -237,19 +239,6 @@ def required_str(body: dict[str, Any], name: str, *, max_length: int = 1024) -> 
     if len(value) > max_length:
         raise InvalidRequest(f"'{name}' is too long", extra={"field": name})
     return value
-
-
-def printable(value: str) -> str:
-    """Return ``value`` without control characters or lone surrogates.
-
-    Display fields (device names, user agents) end up in lists, logs and UIs; dropping
-    what cannot be shown is kinder than refusing a sign-in over a device's odd name, and
-    a lone surrogate could not even be stored as UTF-8.
-    """
-    if value.isprintable():  # the common case, checked in C: no control or surrogate
-        return value
-    text = value.encode("utf-8", "ignore").decode("utf-8")
-    return "".join(ch for ch in text if ch.isprintable())
 
 
 def optional_str(body: dict[str, Any], name: str, *, max_length: int = MAX_DEVICE_FIELD) -> str:

@@ -28,7 +28,8 @@ FORM_MIMETYPE = "application/x-www-form-urlencoded"
 # More than any OAuth request here needs (grant_type, refresh_token, client_id,
 # client_secret, token, token_type_hint, scope): a bound on parsing work, not a schema.
 MAX_FIELDS = 16
-# A refresh token is 106 characters, an access token under 2 KiB (tokens.MAX_JWT_LENGTH).
+# A refresh token is 106 characters, an access token under 2 KiB
+# (latchkey_resource.claims.MAX_JWT_LENGTH).
 MAX_VALUE_LENGTH = 4096
 # Every parameter the three endpoints read; anything else is ignored (section 3.1).
 PARAMETERS = frozenset({"grant_type", "refresh_token", "scope", "client_id",

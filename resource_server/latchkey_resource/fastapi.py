@@ -1,0 +1,71 @@
+"""Protect FastAPI (or Starlette) routes with Latchkey sessions: a dependency.
+
+    session = LatchkeySession(verifier)
+
+    @app.get("/orders")
+    async def orders(principal: Principal = Depends(session)):
+        ...
+
+A refused request raises ``LatchkeyRefused``, which :func:`install` (or
+``app.add_exception_handler(LatchkeyRefused, refusal_handler)``) answers in problem+json
+with Latchkey's code and the RFC 6750 challenge; without the handler FastAPI would render
+it as a plain 500. In plain Starlette call ``await session(request)`` in an endpoint, or
+use the ASGI middleware (``latchkey_resource.asgi``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .asgi import verify_scope
+from .refusals import Refusal
+from .verifier import Principal, ResourceVerifier
+
+__all__ = ["LatchkeyRefused", "LatchkeySession", "install", "refusal_handler"]
+
+
+class LatchkeyRefused(Exception):
+    """A refusal on its way to ``refusal_handler``."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.detail)
+        self.refusal = refusal
+
+
+class _ProblemResponse(JSONResponse):
+    media_type = "application/problem+json"
+
+
+def refusal_response(refusal: Refusal) -> Response:
+    """Render a refusal as problem+json with its challenge."""
+    return _ProblemResponse(refusal.problem(), status_code=refusal.status,
+                            headers=refusal.headers())
+
+
+async def refusal_handler(request: Request, exc: Exception) -> Response:
+    """The exception handler that answers ``LatchkeyRefused``."""
+    assert isinstance(exc, LatchkeyRefused)
+    return refusal_response(exc.refusal)
+
+
+def install(app: Any) -> None:
+    """Register ``refusal_handler`` on a FastAPI or Starlette app."""
+    app.add_exception_handler(LatchkeyRefused, refusal_handler)
+
+
+class LatchkeySession:
+    """A dependency that returns the ``Principal`` of a live session, or refuses."""
+
+    def __init__(self, verifier: ResourceVerifier) -> None:
+        self.verifier = verifier
+
+    async def __call__(self, request: Request) -> Principal:
+        try:
+            principal = await verify_scope(self.verifier, request.scope)
+        except Refusal as refusal:
+            raise LatchkeyRefused(refusal) from None
+        request.state.latchkey_principal = principal
+        return principal
