@@ -386,6 +386,9 @@ class LatchkeyAuth(httpx.Auth):
             raise _waited_too_long()
         try:
             return run_sync(self._refresh_plan(stale, deadline), self._sync_http)
+        except DPoPKeyLostError:
+            self._core.storage_lost()  # bound to a key that is gone: it can only end (M2)
+            raise
         finally:
             self._thread_lock.release()
 
@@ -407,6 +410,9 @@ class LatchkeyAuth(httpx.Auth):
             raise _waited_too_long() from None
         try:
             return await run_async(self._refresh_plan(stale, deadline), self._async_http)
+        except DPoPKeyLostError:
+            self._core.storage_lost()  # bound to a key that is gone: it can only end (M2)
+            raise
         finally:
             self._async_lock.release()
 

@@ -16,6 +16,7 @@ invalidated or is missing) is :class:`DPoPKeyLostError`, ``KeystoreBox$Unavailab
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .dpop import Signer, b64url
@@ -55,9 +56,11 @@ class _KeystoreSigner:
 
     alg = "ES256"
 
-    def __init__(self, helper: Any, alias: str, point: bytes) -> None:
+    def __init__(self, helper: Any, alias: str, point: bytes,
+                 forget: Callable[[], None]) -> None:
         self._helper = helper
         self._alias = alias
+        self._forget = forget
         self._jwk = {"kty": "EC", "crv": "P-256", "x": b64url(point[:32]),
                      "y": b64url(point[32:])}
 
@@ -68,7 +71,10 @@ class _KeystoreSigner:
         try:
             return java_bytes(self._helper.sign(self._alias, data))
         except Exception as exc:  # JVM exceptions arrive as jnius.JavaException
-            raise _key_error("sign", exc) from exc
+            error = _key_error("sign", exc)
+            if isinstance(error, DPoPKeyLostError):
+                self._forget()  # the next sign-in makes a new key, not this dead one
+            raise error from exc
 
 
 class AndroidDeviceKey(DeviceKey):
@@ -109,8 +115,11 @@ class AndroidDeviceKey(DeviceKey):
                 raise _key_error("key", exc) from exc
             if len(point) != 64:
                 raise DPoPKeyLostError("Android Keystore key: not a P-256 public key")
-            self._signer = _KeystoreSigner(helper, self._alias, point)
+            self._signer = _KeystoreSigner(helper, self._alias, point, self._forget)
             return self._signer
+
+    def _forget(self) -> None:
+        self._signer = None
 
     def delete(self) -> None:
         with self._lock:

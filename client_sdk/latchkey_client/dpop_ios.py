@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .dpop import Signer, b64url
@@ -87,8 +88,9 @@ def _fail(what: str, status: int) -> Exception:
 class _EnclaveSigner:
     alg = "ES256"
 
-    def __init__(self, bridge: KeyBridge, tag: bytes, point: bytes) -> None:
-        self._bridge, self._tag = bridge, tag
+    def __init__(self, bridge: KeyBridge, tag: bytes, point: bytes,
+                 forget: Callable[[], None]) -> None:
+        self._bridge, self._tag, self._forget = bridge, tag, forget
         self._jwk = {"kty": "EC", "crv": "P-256", "x": b64url(point[1:33]),
                      "y": b64url(point[33:65])}
 
@@ -98,7 +100,10 @@ class _EnclaveSigner:
     def sign(self, data: bytes) -> bytes:
         status, der = self._bridge.sign(self._tag, data)
         if status != ERR_SEC_SUCCESS or der is None:
-            raise _fail("sign", status)
+            error = _fail("sign", status)
+            if isinstance(error, DPoPKeyLostError):
+                self._forget()  # the next sign-in makes a new key, not this dead one
+            raise error
         return ecdsa_der_to_jose(der)
 
 
@@ -136,8 +141,11 @@ class IOSDeviceKey(DeviceKey):
                 raise _fail("read", status)
             if len(point) != 65 or point[0] != 4:
                 raise DPoPKeyLostError("Keychain key: not a P-256 public key")
-            self._signer = _EnclaveSigner(bridge, self._tag, point)
+            self._signer = _EnclaveSigner(bridge, self._tag, point, self._forget)
             return self._signer
+
+    def _forget(self) -> None:
+        self._signer = None
 
     def delete(self) -> None:
         with self._lock:

@@ -167,18 +167,22 @@ class StoredDeviceKey(DeviceKey):
             if self._signer is not None:
                 return self._signer
             try:
-                raw = self._storage.load(DEVICE_KEY_NAME)
-                if raw is None and create:
-                    raw = self._create()
+                try:
+                    raw = self._storage.load(DEVICE_KEY_NAME)
+                    signer = None if raw is None else self._parse(raw)
+                except (StorageLost, DPoPKeyLostError):
+                    if not create:
+                        raise
+                    raw, signer = None, None  # a sign-in replaces a key that is gone
+                if signer is None and create:
+                    signer = self._parse(self._create())
             except StorageUnavailable as exc:
                 raise DPoPKeyUnavailableError(
                     "the device key's store is locked or unavailable") from exc
             except StorageLost as exc:
                 raise DPoPKeyLostError("the device key can no longer be read") from exc
-            if raw is None:
-                return None
-            self._signer = self._parse(raw)
-            return self._signer
+            self._signer = signer
+            return signer
 
     def _create(self) -> str:
         ec, ed25519, _ = _crypto()

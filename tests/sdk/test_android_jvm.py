@@ -31,6 +31,8 @@ from joserfc.jwk import ECKey
 from latchkey_client import (
     AndroidKeystoreStorage,
     DPoPKeyLostError,
+    LatchkeyClient,
+    SignOutReason,
     StorageError,
     StorageLost,
     StorageUnavailable,
@@ -38,6 +40,8 @@ from latchkey_client import (
 from latchkey_client.dpop import build_proof, jwk_thumbprint
 from latchkey_client.dpop_android import AndroidDeviceKey
 from latchkey_client.storage.android import java_bytes
+
+from tests.conftest import PASSWORD, Api, ServerProcess, unique_username
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPER_SRC = ROOT / "demo_app" / "android" / "src"
@@ -479,7 +483,12 @@ def test_the_android_dpop_key_once_deleted_is_lost_for_a_bound_session(jvm: Any)
     helper.deleteKey("latchkey_dpop")  # e.g. the app's data was cleared under it
     with pytest.raises(DPoPKeyLostError):
         signer.sign(b"proof")
-    key.delete()  # "forget this device": absent is fine
+    # The next sign-in makes a new key (the dead one is not kept in the cache).
+    fresh = key.signer(create=True)
+    assert fresh is not None and fresh.public_jwk() != signer.public_jwk()
+    assert len(fresh.sign(b"proof")) == 64
+    key.delete()  # "forget this device"
+    key.delete()  # absent is fine
     assert AndroidDeviceKey(helper=helper).signer(create=False) is None
 
 
@@ -488,3 +497,32 @@ def test_der_to_jose_in_java_pads_and_trims_like_the_jws_spec(jvm: Any) -> None:
     for r, s in ((1, 2), (2**255 + 7, 2**256 - 189), (2**200, 3)):
         raw = java_bytes(keys.derToJose(encode_dss_signature(r, s)))
         assert raw == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def test_a_session_bound_to_the_jvm_key_works_end_to_end_and_ends_when_the_key_is_lost(
+    jvm: Any, live_server: ServerProcess
+) -> None:
+    """The Java signer's proofs against the real server: login binds the session to the
+    Keystore key, requests and a refresh prove it; a key the platform drops ends the
+    session cleanly (M2: ``storage_lost``), and the next sign-in makes a new key."""
+    helper = jvm("org.latchkey.DeviceKeys").inMemory()
+    api = Api(live_server.base_url)
+    user = api.register(unique_username("jvm"))
+    api.close()
+    reasons: list[SignOutReason | None] = []
+    with LatchkeyClient(base_url=live_server.base_url, idle_logout=False,
+                        device_key=AndroidDeviceKey(helper=helper)) as client:
+        client.on("signed_out", lambda e: reasons.append(e.reason))
+        assert client.login(username=user, password=PASSWORD).dpop_bound
+        assert client.device_key_holder == "Android Keystore"
+        assert client.get("/v1/me").json()["username"] == user
+        client.auth.ensure_fresh_sync(stale=client._core.tokens)  # refresh, proved in Java
+        assert client.get("/v1/me").status_code == 200
+        first = client.device_key_thumbprint
+        helper.deleteKey("latchkey_dpop")  # e.g. invalidated when the lock screen went
+        with pytest.raises(DPoPKeyLostError):
+            client.get("/v1/me")
+        assert not client.is_signed_in and reasons == [SignOutReason.STORAGE_LOST]
+        assert client.login(username=user, password=PASSWORD).dpop_bound
+        assert client.device_key_thumbprint not in (None, first)
+        assert client.get("/v1/me").status_code == 200

@@ -225,7 +225,10 @@ def test_a_locked_key_store_is_unavailable_and_a_lost_one_is_lost() -> None:
     garbled = MemoryStorage()
     garbled.save(DEVICE_KEY_NAME, '{"alg": "ES256", "d": 7}')
     with pytest.raises(DPoPKeyLostError):
-        StoredDeviceKey(garbled).signer(create=False)
+        StoredDeviceKey(garbled).signer(create=False)  # a refresh: the session's key is gone
+    replaced = StoredDeviceKey(garbled).signer(create=True)  # a sign-in makes a new one
+    assert replaced is not None and len(replaced.sign(b"x")) == 64
+    assert StoredDeviceKey(garbled).signer(create=False).public_jwk() == replaced.public_jwk()
 
 
 def test_dpop_is_on_by_default_and_can_be_turned_off() -> None:
