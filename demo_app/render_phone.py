@@ -46,10 +46,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     with contextlib.ExitStack() as stack:
-        url = args.server or stack.enter_context(running_server(port=_free_port()))
+        # The proxy (to drop the network) is what the app calls, so its URL is the server's
+        # public one: the app's DPoP proofs name it (htu), as they name a load balancer's.
+        proxy_port = _free_port()
+        url = args.server or stack.enter_context(running_server(
+            port=_free_port(), settings={"LATCHKEY_ISSUER": f"http://127.0.0.1:{proxy_port}"}))
         username = f"ada.lovelace.{uuid.uuid4().hex[:4]}"
         _seed(url, username)
-        proxy = LoopbackProxy(url, record=False).start()
+        proxy = LoopbackProxy(url, record=False)
+        proxy.port = proxy_port
+        proxy.start()
         stack.callback(proxy.stop)
         os.environ["LATCHKEY_DEMO_SERVER"] = proxy.base_url
         _render(username, proxy, PHONE_SIZE, args.out)

@@ -21,6 +21,10 @@ from ._core import LogoutResult
 from .aclient import AsyncLatchkeyClient
 from .auth import LatchkeyAuth
 from .client import LatchkeyClient
+from .dpop import Signer
+from .dpop_android import AndroidDeviceKey
+from .dpop_ios import IOSDeviceKey
+from .dpop_keys import DeviceKey, StoredDeviceKey
 from .errors import *  # noqa: F403
 from .events import AuthEvent, EventName, SessionInfo, SignOutReason
 from .redaction import TokenRedactingFilter, install_redaction, redact
@@ -38,11 +42,14 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_TOTAL_TIMEOUT_SECONDS",
     "LOGOUT_TIMEOUT",
+    "AndroidDeviceKey",
     "AndroidKeystoreStorage",
     "AsyncLatchkeyClient",
     "AuthEvent",
+    "DeviceKey",
     "EncryptedFileStorage",
     "EventName",
+    "IOSDeviceKey",
     "IOSKeychainStorage",
     "KeyringStorage",
     "LatchkeyAuth",
@@ -52,7 +59,9 @@ __all__ = [
     "RemoteSession",
     "SessionInfo",
     "SignOutReason",
+    "Signer",
     "Storage",
+    "StoredDeviceKey",
     "TokenRedactingFilter",
     "__version__",
     "install_redaction",

@@ -23,6 +23,8 @@ from ._core import LogoutResult, SessionCore
 from ._steps import Plan, Send, Sleep, attempt_timeout, map_transport_error, never_sent
 from ._timing import Deadline, backoff_delay_seconds
 from .auth import DEFAULT_REFRESH_REPLAY_SECONDS, LatchkeyAuth
+from .dpop_flow import DPoPProver, ProofAuth
+from .dpop_keys import DeviceKey, default_device_key
 from .errors import (
     ApiError,
     ClientClosedError,
@@ -147,6 +149,8 @@ class ClientBase:
         transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         share_access_token: bool = False,
+        dpop: bool = True,
+        device_key: DeviceKey | None = None,
     ) -> None:
         self._base_url = check_base_url(base_url)
         self._origins = TokenOrigins(self._base_url, api_origins)
@@ -187,6 +191,17 @@ class ClientBase:
         # call that triggered this one, or another thread or task) is left to finish alone.
         self._flushing = threading.Lock()
         self._core.events.on(EventName.SIGNED_OUT, self._stop_idle_timer)
+        # DPoP (P1): on by default; the key goes with the storage (the platform's on a
+        # phone) unless the app names one.
+        self._prover: DPoPProver | None = None
+        if dpop:
+            key = device_key if device_key is not None else default_device_key(
+                self._core.storage, persist=stay_signed_in)
+            self._prover = DPoPProver(key)
+        elif device_key is not None:
+            raise ConfigurationError("device_key without dpop: pass dpop=True or no key")
+        self._sign_in_auth = None if self._prover is None else ProofAuth(self._prover,
+                                                                         create=True)
         self._http = self._open_http(self._http_options(transport))
         self._auth = LatchkeyAuth(
             self._core,
@@ -199,6 +214,7 @@ class ClientBase:
             device_id=device_id,
             user_agent=self._headers["User-Agent"],
             origins=self._origins,
+            prover=self._prover,
         )
 
     def _open_http(self, options: dict[str, Any]) -> Any:
@@ -242,6 +258,18 @@ class ClientBase:
     def api_origins(self) -> tuple[str, ...]:
         """The app's API origins the access token may go to, besides the Latchkey server."""
         return self._origins.api_origins
+
+    @property
+    def device_key_holder(self) -> str | None:
+        """Which store holds this installation's DPoP key ("Android Keystore", ...);
+        ``None`` with ``dpop=False``."""
+        return None if self._prover is None else self._prover.holder
+
+    @property
+    def device_key_thumbprint(self) -> str | None:
+        """The DPoP key's RFC 7638 thumbprint (the tokens' ``cnf.jkt``); ``None`` before
+        the first sign-in made the key, or with ``dpop=False``."""
+        return None if self._prover is None else self._prover.thumbprint()
 
     @property
     def is_signed_in(self) -> bool:
@@ -360,13 +388,15 @@ class ClientBase:
         total_timeout_seconds: float | None = None,
         max_retries: int | None = None,
         flush_pending: bool = True,
+        sign_in: bool = False,
         **kwargs: Any,
     ) -> Plan[httpx.Response]:
         """Send with a total deadline; retry what is safe to retry; map every failure.
 
         Any call may be retried if it certainly never reached the server; otherwise only an
         idempotent one. A success on our origin also flushes pending revocations, unless
-        the call is itself a revocation (``flush_pending=False``).
+        the call is itself a revocation (``flush_pending=False``). ``sign_in`` (login)
+        sends a DPoP proof, making the device key on first use; every retry signs anew.
         """
         url = self._url(path)
         method = method.upper()
@@ -374,7 +404,9 @@ class ClientBase:
         deadline = Deadline.after(total_timeout_seconds or self._total_timeout_seconds)
         retries = self._max_retries if max_retries is None else max_retries
         base_timeout = timeout or self._timeout
-        auth = self._auth if authenticated else None
+        auth: httpx.Auth | None = self._auth if authenticated else None
+        if sign_in and not authenticated:
+            auth = self._sign_in_auth
         attempt = 0
         while True:
             attempt += 1
@@ -447,6 +479,17 @@ class ClientBase:
             yield from self._flush_plan()  # the server is back: send older ones too
         return LogoutResult(server_confirmed=confirmed, pending=False)
 
+    def _forget_device_plan(self) -> Plan[LogoutResult]:
+        """Log out as :meth:`_logout_plan` does, then delete the device's DPoP key.
+
+        The revocation needs no proof (ending a session is the safe direction, API.md), so
+        one still pending after this is sent without the key.
+        """
+        result = yield from self._logout_plan(SignOutReason.USER)
+        if self._prover is not None:
+            self._prover.key.delete()
+        return result
+
     def _revoke_plan(self, refresh: str) -> Plan[bool | None]:
         """POST the refresh token to logout, briefly: see :func:`revocation_outcome`.
 
@@ -488,7 +531,7 @@ class ClientBase:
 
     def _login_plan(self, username: str, password: str) -> Plan[SessionInfo]:
         response = yield from self._call_plan(
-            "POST", "v1/auth/login", authenticated=False, idempotent=False,
+            "POST", "v1/auth/login", authenticated=False, idempotent=False, sign_in=True,
             json=self._login_body(username, password),
         )
         # A new server session replaces any local one; a stale stored token goes too.

@@ -74,6 +74,7 @@ _REVOKE_REASONS: dict[str | None, SignOutReason] = {
     "reuse": SignOutReason.REUSE,
     "password_change": SignOutReason.PASSWORD_CHANGE,
     "step_up": SignOutReason.STEP_UP,
+    "stolen": SignOutReason.STOLEN,
 }
 
 
@@ -103,6 +104,9 @@ class Tokens:
     idle_timeout_seconds: float = 0.0
     access_lifetime_seconds: float = 0.0
     auth_level: str = "normal"
+    #: ``token_type: DPoP``: the session is bound to this installation's key (P1), so the
+    #: access token goes as ``Authorization: DPoP`` with a proof beside it.
+    bound: bool = False
     generation: int = 0
 
 
@@ -191,6 +195,7 @@ class SessionCore:
             absolute_expires_in_seconds=(
                 None if t.absolute_expires_at is None else max(0.0, t.absolute_expires_at - now)
             ),
+            dpop_bound=t.bound,
         )
 
     def absolute_expired(self, tokens: Tokens) -> bool:
@@ -237,6 +242,7 @@ class SessionCore:
                     idle_timeout_seconds=float(doc.get("idle_timeout") or 0),
                     access_lifetime_seconds=expires_in,
                     auth_level=str(doc.get("auth_level", "normal")),
+                    bound=str(doc.get("token_type", "")).lower() == "dpop",
                     generation=self.tokens.generation + 1,
                 )
                 self.tokens = tokens
@@ -437,6 +443,7 @@ class SessionCore:
             "idle_timeout": tokens.idle_timeout_seconds,
             "lifetime": tokens.access_lifetime_seconds,
             "auth_level": tokens.auth_level,
+            "bound": tokens.bound,
         })
 
     def _read_shared(self, refresh: str) -> Tokens | None:
@@ -457,6 +464,7 @@ class SessionCore:
                 idle_timeout_seconds=float(doc["idle_timeout"]),
                 access_lifetime_seconds=float(doc["lifetime"]),
                 auth_level=str(doc["auth_level"]),
+                bound=bool(doc.get("bound", False)),
             )
         except (StorageError, ValueError, KeyError, TypeError):
             return None  # no usable record: this process refreshes with the stored token

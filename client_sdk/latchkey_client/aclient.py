@@ -76,6 +76,10 @@ class AsyncLatchkeyClient(ClientBase):
         """End this session on the server and always wipe it here (see ``LatchkeyClient``)."""
         return await self._run(self._logout_plan(SignOutReason.USER))
 
+    async def forget_device(self) -> LogoutResult:
+        """Log out, then delete the DPoP key (see ``LatchkeyClient.forget_device``)."""
+        return await self._run(self._forget_device_plan())
+
     async def flush_pending_revocations(self) -> int:
         """Retry logouts the server did not confirm; return how many are still pending."""
         return await self._run(self._flush_plan())

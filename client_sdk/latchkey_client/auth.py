@@ -6,9 +6,11 @@ For each request to one of the session's origins (the Latchkey server's and the 
 1. refuses a URL with a token-like query parameter (S2);
 2. ends the session locally if its absolute lifetime has passed, even offline (L6);
 3. refreshes ahead of expiry, measured on the monotonic clock from ``expires_in`` (S3);
-4. sends with ``Authorization: Bearer``; on one 401 ``token_expired`` or ``invalid_token``
-   refreshes once and resends; on ``session_expired``/``session_revoked`` wipes local tokens
-   and tells the app.
+4. sends with ``Authorization: Bearer``, or for a session bound to the device key
+   (``token_type: DPoP``, P1) ``Authorization: DPoP`` plus a fresh proof with ``ath``
+   (``dpop_flow.py``), tried once more with a new proof on ``use_dpop_nonce``; on one 401
+   ``token_expired`` or ``invalid_token`` refreshes once and resends; on
+   ``session_expired``/``session_revoked`` wipes local tokens and tells the app.
 
 Requests to any other origin go out without ``Authorization``, and an answer that did not
 come from one of the session's origins (a redirect's target) is never acted on: it can
@@ -22,7 +24,9 @@ exactly one caller refreshes and the others use its result.
 When a refresh's outcome is unknown (connection dropped or timed out after sending), the
 *same* refresh token is replayed until ``refresh_replay_seconds`` is spent; inside the
 server's grace window the server answers with the same successor, so the user stays signed
-in instead of tripping reuse detection.
+in instead of tripping reuse detection. Each replay carries a fresh DPoP proof (the server
+takes a proof's ``jti`` once): the refresh's ``Send`` step carries a
+:class:`~.dpop_flow.ProofAuth`, which signs anew for every request httpx sends.
 
 Sans-I/O, as httpx's own ``Auth.auth_flow`` is: :meth:`LatchkeyAuth._bearer_flow` decides what
 a request needs and :meth:`LatchkeyAuth._refresh_plan` decides how a refresh goes (re-check,
@@ -58,10 +62,13 @@ from ._steps import (
     run_sync,
 )
 from ._timing import Deadline, backoff_delay_seconds
+from .dpop_flow import DPoPProver, ProofAuth
 from .errors import (
     ApiError,
     ClientClosedError,
     ConfigurationError,
+    DPoPKeyLostError,
+    DPoPProofRefusedError,
     InvalidTokenError,
     NetworkError,
     NetworkTimeoutError,
@@ -89,7 +96,10 @@ _SESSION_ENDING_CODES = frozenset({"session_expired", "session_revoked", "refres
 # An access token of ours refused as expired, or as invalid (its signing key was withdrawn,
 # RFC 6750 s3.1: the client MAY get a new token and retry): one refresh and one resend. A
 # refresh token the server no longer accepts ends the session there.
-_REFRESH_AND_RESEND_CODES = frozenset({"token_expired", "invalid_token"})
+_REFRESH_AND_RESEND_CODES = frozenset({"token_expired", "invalid_token", "session_replaced"})
+#: Not a server code: an answer that ended the session this request was sent in, after the
+#: client moved to a new session (``LatchkeyAuth._after_response``).
+_SESSION_REPLACED = "session_replaced"
 
 
 @dataclass(frozen=True)
@@ -146,8 +156,11 @@ class LatchkeyAuth(httpx.Auth):
         device_id: str | None = None,
         user_agent: str | None = None,
         origins: TokenOrigins | None = None,
+        prover: DPoPProver | None = None,
     ) -> None:
         self._core = core
+        self._prover = prover
+        self._refresh_auth = None if prover is None else ProofAuth(prover, create=False)
         self._origin = origin
         self._origins = origins or TokenOrigins(origin)
         self._refresh_url = refresh_url
@@ -203,6 +216,34 @@ class LatchkeyAuth(httpx.Auth):
         if self._user_agent is not None:
             request.headers["User-Agent"] = self._user_agent
 
+    def _authorize(self, request: httpx.Request, tokens: Tokens) -> None:
+        """Attach the access token: ``DPoP`` with a fresh proof when bound, else ``Bearer``.
+
+        A bound session whose key is gone can never be used again: signed out as
+        ``storage_lost`` (M2), as a lost refresh token is.
+        """
+        assert tokens.access_token is not None
+        if not (tokens.bound and self._prover is not None):
+            request.headers.pop("DPoP", None)
+            request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+            return
+        try:
+            self._prover.attach(request, tokens.access_token, required=True)
+        except DPoPKeyLostError:
+            self._core.storage_lost()
+            raise
+        request.headers["Authorization"] = f"DPoP {tokens.access_token}"
+
+    def _proof_retry(self, request: httpx.Request, tokens: Tokens,
+                     response: httpx.Response) -> bool:
+        """Read a bound request's answer (nonce, clock); re-sign it if one retry may help."""
+        if not (tokens.bound and self._prover is not None) or not self._ours(response):
+            return False  # a redirect's foreign target cannot make us re-sign anything
+        if not self._prover.worth_retrying(request, response):
+            return False
+        self._authorize(request, tokens)
+        return True
+
     def _precheck(self) -> Tokens:
         tokens = self._core.tokens
         if tokens.refresh_token is None:
@@ -219,10 +260,22 @@ class LatchkeyAuth(httpx.Auth):
             reason="absolute", status=401, code="session_expired",
         )
 
-    def _after_response(self, response: httpx.Response) -> str | None:
-        """Return the 401 code (body read by the caller); end the session if it is over."""
+    def _after_response(self, response: httpx.Response,
+                        sent: Tokens | None = None) -> str | None:
+        """Return the 401 code (body read by the caller); end the session if it is over.
+
+        ``sent`` are the tokens the request carried. An answer that ends *their* session
+        after this client moved to a new one (a step-up or password change answered while
+        the request was in flight: the server ended the old session for it) is stale, not
+        the end of the session held now: it is reported as ``session_replaced``, which the
+        flow resends once with the new tokens.
+        """
         code = problem_code(response)
         if code in _SESSION_ENDING_CODES:
+            current = self._core.tokens
+            if (sent is not None and current.refresh_token is not None
+                    and current.session_id != sent.session_id):
+                return _SESSION_REPLACED
             error = error_from_response(response)
             assert isinstance(error, SessionEndedError)
             self._core.end_from_error(error)
@@ -242,19 +295,33 @@ class LatchkeyAuth(httpx.Auth):
             return
         deadline = call_deadline(request)
         tokens = yield _Fresh(stale=None, deadline=deadline)
-        request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+        self._authorize(request, tokens)
         self._bind(request)
         clip_to_deadline(request, deadline)
         response = yield request
+        if self._proof_retry(request, tokens, response):
+            clip_to_deadline(request, deadline)
+            response = yield request  # a new nonce or a corrected clock: once, no more
+            self._prover_observe(request, tokens, response)
         if (response.status_code != 401 or not self._ours(response)
-                or self._after_response(response) not in _REFRESH_AND_RESEND_CODES):
+                or self._after_response(response, tokens) not in _REFRESH_AND_RESEND_CODES):
             return
         tokens = yield _Fresh(stale=tokens, deadline=deadline)
-        request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+        self._authorize(request, tokens)
         clip_to_deadline(request, deadline)
         response = yield request
+        if self._proof_retry(request, tokens, response):
+            clip_to_deadline(request, deadline)
+            response = yield request
+            self._prover_observe(request, tokens, response)
         if response.status_code == 401 and self._ours(response):
             self._after_response(response)
+
+    def _prover_observe(self, request: httpx.Request, tokens: Tokens,
+                        response: httpx.Response) -> None:
+        """Keep the nonce and clock of an answer no further retry will follow."""
+        if tokens.bound and self._prover is not None:
+            self._prover.state.observe(request.url, response)
 
     def sync_auth_flow(
         self, request: httpx.Request
@@ -365,6 +432,9 @@ class LatchkeyAuth(httpx.Auth):
             raise _waited_too_long()
         try:
             return run_sync(self._refresh_plan(stale, deadline), self._sync_http)
+        except DPoPKeyLostError:
+            self._core.storage_lost()  # bound to a key that is gone: it can only end (M2)
+            raise
         finally:
             self._thread_lock.release()
 
@@ -386,6 +456,9 @@ class LatchkeyAuth(httpx.Auth):
             raise _waited_too_long() from None
         try:
             return await run_async(self._refresh_plan(stale, deadline), self._async_http)
+        except DPoPKeyLostError:
+            self._core.storage_lost()  # bound to a key that is gone: it can only end (M2)
+            raise
         finally:
             self._async_lock.release()
 
@@ -433,6 +506,12 @@ class LatchkeyAuth(httpx.Auth):
             return None  # 429/5xx: nothing changed on the server; try the same token again
         if isinstance(error, SessionEndedError | InvalidTokenError):
             self._core.end_from_error(error)
+        elif isinstance(error, DPoPProofRefusedError):
+            # Refused even after the one retry a nonce or the clock deserved: this refresh
+            # token is bound to a key this installation does not hold (a copied token), or
+            # the key changed under it. It will never refresh here again. (The real
+            # holder hears STOLEN only if the server ends the session: reason ``stolen``.)
+            self._core.wipe(SignOutReason.REVOKED)
         raise error
 
     def _replay_plan(self, refresh_token: str, call_deadline: Deadline | None = None
@@ -455,6 +534,7 @@ class LatchkeyAuth(httpx.Auth):
             outcome = yield Send(
                 "POST", self._refresh_url,
                 timeout=attempt_timeout(self._refresh_timeout, deadline.remaining_seconds()),
+                auth=self._refresh_auth,  # a fresh proof on every attempt, replays included
                 options={"json": {"refresh_token": refresh_token}},
             )
             if isinstance(outcome, ClientClosedError):

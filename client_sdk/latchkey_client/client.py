@@ -87,6 +87,11 @@ class LatchkeyClient(ClientBase):
         """
         return self._run(self._logout_plan(SignOutReason.USER))
 
+    def forget_device(self) -> LogoutResult:
+        """Log out, then delete this installation's DPoP key: the next sign-in makes a
+        new one. (``logout()`` keeps the key; docs/SDK.md "DPoP".)"""
+        return self._run(self._forget_device_plan())
+
     def flush_pending_revocations(self) -> int:
         """Retry logouts the server did not confirm; return how many are still pending."""
         return self._run(self._flush_plan())

@@ -13,6 +13,10 @@ The tree (``retryable`` classes are the ones the SDK's retry loop may try again)
     │   ├── NetworkTimeoutError *   connect, read or total deadline passed
     │   └── PinningError            the server's key is not one of the pinned keys
     ├── NotSignedInError            no session on this device
+    ├── DPoPProofError              a DPoP proof could not be made or was refused
+    │   ├── DPoPKeyUnavailableError * the device key is locked or unreachable for now
+    │   ├── DPoPKeyLostError        the device key is gone for good (signed out)
+    │   └── DPoPProofRefusedError   the server refused the proof (also an ApiError)
     ├── ClientClosedError           the client was closed; make a new one
     └── ApiError                    the server answered with problem+json; has status, code
         ├── InvalidRequestError     400/413/415/422 (WeakPasswordError, TokenInUrlError)
@@ -49,6 +53,10 @@ __all__ = [
     "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
+    "DPoPKeyLostError",
+    "DPoPKeyUnavailableError",
+    "DPoPProofError",
+    "DPoPProofRefusedError",
     "ForbiddenError",
     "InsecureRequestError",
     "InsecureStorageError",
@@ -147,6 +155,28 @@ class ClientClosedError(LatchkeyError, RuntimeError):
     """
 
 
+class DPoPProofError(LatchkeyError):
+    """A DPoP proof (RFC 9449) could not be made, or the server refused it."""
+
+
+class DPoPKeyUnavailableError(DPoPProofError):
+    """The device's DPoP key cannot be used now (key store locked, unreachable).
+
+    Like :class:`StorageUnavailable`: the key is still there, nothing is wiped, the call
+    may be tried again later.
+    """
+
+    retryable = True
+
+
+class DPoPKeyLostError(DPoPProofError):
+    """The device's DPoP key is gone for good (invalidated, restored backup, deleted).
+
+    A session bound to it can never be refreshed again: the SDK signs out with reason
+    ``storage_lost``; the next sign-in creates a new key.
+    """
+
+
 class ApiError(LatchkeyError):
     """The server refused the call with a problem+json body.
 
@@ -169,6 +199,14 @@ class ApiError(LatchkeyError):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status}, code={self.code!r})"
+
+
+class DPoPProofRefusedError(DPoPProofError, ApiError):
+    """The server refused this device's DPoP proof (``invalid_dpop_proof``).
+
+    Retried once already where a retry could help (a new nonce, a corrected clock); what
+    is left is a proof the server will not take.
+    """
 
 
 class InvalidRequestError(ApiError):
@@ -268,6 +306,8 @@ _BY_CODE: dict[str, type[ApiError]] = {
     "username_taken": UsernameTakenError,
     "too_many_requests": RateLimitedError,
     "store_unavailable": ServerError,
+    "invalid_dpop_proof": DPoPProofRefusedError,
+    "use_dpop_nonce": DPoPProofRefusedError,
 }
 
 _BY_STATUS: dict[int, type[ApiError]] = {

@@ -42,6 +42,9 @@ class SignOutReason(StrEnum):
     REMOTE = "remote"  # logged out from another device or another process of this app
     STEP_UP = "step_up"  # replaced by a re-authenticated session elsewhere
     STORAGE_LOST = "storage_lost"  # secure storage lost the secret (key gone, restored backup)
+    #: The server saw this session's token used without its device key (DPoP, P1) and
+    #: ended the session: someone copied it.
+    STOLEN = "stolen"
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class SessionInfo:
     idle_timeout_seconds: float
     access_expires_in_seconds: float
     absolute_expires_in_seconds: float | None
+    #: True when the session is bound to this installation's DPoP key (``token_type: DPoP``).
+    dpop_bound: bool = False
 
 
 @dataclass(frozen=True)

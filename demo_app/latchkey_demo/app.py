@@ -51,6 +51,7 @@ from .wording import (
     STORAGE_LOCKED_AT_START,
     STORAGE_LOCKED_SIGNED_IN,
     describe_error,
+    device_key_status,
     fingerprint,
     sign_out_message,
 )
@@ -82,6 +83,8 @@ class LatchkeyDemoApp(App):
     #: This session as every signed-in screen shows it (mirrors ``client.session``).
     auth_level = StringProperty("normal")
     session_fingerprint = StringProperty("—")
+    #: "This device holds its key (<store>)" while the session is DPoP-bound.
+    device_key_text = StringProperty("—")
     device_name = StringProperty("")
     #: The demo backend's origin (the Flask example), or "" when none was started.
     backend_url = StringProperty("")
@@ -186,11 +189,11 @@ class LatchkeyDemoApp(App):
             return
         self.resuming = True
         self.worker.submit(client.on_resume, on_done=lambda info: self._on_resumed(client, info),
-                           on_error=self._on_resume_failed)
+                           on_error=lambda error: self._on_resume_failed(client, error))
 
-    def _on_resume_failed(self, error: BaseException) -> None:
+    def _on_resume_failed(self, client: LatchkeyClient, error: BaseException) -> None:
         self.resuming = False
-        self._on_quiet_error(error)
+        self._on_quiet_error(client, error)
 
     def _on_resumed(self, client: LatchkeyClient, info: Any) -> None:
         self.resuming = False
@@ -282,6 +285,7 @@ class LatchkeyDemoApp(App):
         self.busy_text = ""
         self._reset_flows()
         self.session_fingerprint = "—"
+        self.device_key_text = "—"
         self.root.get_screen("signin").signed_out_reason = reason.value
         self.screen = "signin"
         kind = "info" if reason is SignOutReason.USER else "warning"
@@ -306,14 +310,19 @@ class LatchkeyDemoApp(App):
             return
         self.worker.submit(lambda: client.get("/v1/me").json(),
                            on_done=lambda _me: self.update_session_facts(),
-                           on_error=self._on_quiet_error)
+                           on_error=lambda error: self._on_quiet_error(client, error))
 
     @mainthread
     def _on_storage_locked(self, client: LatchkeyClient) -> None:
         if client is self.client and client.is_signed_in:
             self.say(STORAGE_LOCKED_SIGNED_IN, "warning")
 
-    def _on_quiet_error(self, error: BaseException) -> None:
+    def _on_quiet_error(self, client: LatchkeyClient, error: BaseException) -> None:
+        if client is not self.client:
+            # A check by a client replaced since (a restart of the app closed it under the
+            # request): what it met says nothing about the session shown now.
+            _log.info("a replaced client's check ended: %s", type(error).__name__)
+            return
         if isinstance(error, SessionEndedError):
             return  # the signed_out event explains it
         if isinstance(error, NetworkError):
@@ -450,6 +459,7 @@ class LatchkeyDemoApp(App):
             return
         self.auth_level = info.auth_level
         self.session_fingerprint = fingerprint(info.session_id)
+        self.device_key_text = device_key_status(info.dpop_bound, client.device_key_holder)
         self._show_countdowns()
 
     def _set_busy(self, text: str) -> None:

@@ -1,4 +1,5 @@
-"""Walk the real app through a phone's bad days: pause, locked storage, offline, new phone.
+"""Walk the real app through a phone's bad days: a copied token, pause, locked storage,
+offline, new phone.
 
 One script for two callers: ``demo_app/render_phone.py`` saves what the user sees at each
 step as ``docs/screenshots/phone-*.png``, and ``tests/demo`` (scenario ``phone_tour``)
@@ -6,11 +7,15 @@ asserts what those screens say. The storage is the app's real ``EncryptedFileSto
 locked for real (its file moved aside and a directory put in its place, so every read and
 write fails with an OS error, as a keystore locked since boot fails) and "restored from a
 backup" for real (the same file opened under another key). The network is dropped by the
-caller (``go_offline``/``go_online``, a proxy in front of the server).
+caller (``go_offline``/``go_online``, a proxy in front of the server). The copied token is
+the refresh token read out of the app's own store, as a thief with a backup or a debugging
+proxy would have it, presented by a second SDK client: another device, without this one's
+DPoP key (P1).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 import shutil
@@ -18,7 +23,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from latchkey_client import EncryptedFileStorage, SignOutReason
+from latchkey_client import (
+    EncryptedFileStorage,
+    LatchkeyClient,
+    LatchkeyError,
+    MemoryStorage,
+    SignOutReason,
+)
 
 from .scripting import find, settle, tap, type_into, wait_until
 
@@ -63,6 +74,20 @@ async def _sign_in(app: Any, username: str, password: str) -> None:
                      and not app.busy, what="Home with the profile")
 
 
+def _second_device_tries(base_url: str, refresh_token: str) -> dict[str, Any]:
+    """Present a copied refresh token from another device (its own SDK, no key of ours)."""
+    storage = MemoryStorage()
+    storage.save("refresh_token", refresh_token)
+    with LatchkeyClient(base_url=base_url, storage=storage, stay_signed_in=True,
+                        idle_logout=False) as thief:
+        try:
+            thief.restore()
+        except LatchkeyError as exc:
+            return {"refused": True, "error": type(exc).__name__,
+                    "code": getattr(exc, "code", None), "signed_in": thief.is_signed_in}
+        return {"refused": False, "signed_in": thief.is_signed_in}
+
+
 async def _pause_resume(app: Any, travel: _TimeTravel, seconds: float) -> None:
     """Send the app to the background for ``seconds`` (on its clock) and bring it back."""
     app.on_pause()
@@ -88,6 +113,16 @@ async def phone_tour(app: Any, *, username: str, password: str,
     app.dismiss_notice()
     await shoot("phone-01-home")
     note("home")
+    seen["device_key"] = app.device_key_text
+
+    # 0. The refresh token, copied off this phone, is tried from a second device: refused
+    #    (the session is bound to this phone's key); this phone carries on.
+    copied = app.storage.load("refresh_token")
+    seen["copied_token"] = await asyncio.to_thread(
+        _second_device_tries, str(app.client.base_url), copied or "")
+    find(app, "home").load()
+    await wait_until(lambda: not app.busy, what="Home reloaded after the copy was refused")
+    note("after_copy")
 
     # 1. Locked storage mid-session: the access token is due on resume, the refresh
     #    happens, its new token cannot be written. The user stays signed in.

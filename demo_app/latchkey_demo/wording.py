@@ -12,6 +12,9 @@ import hashlib
 from datetime import UTC, datetime
 
 from latchkey_client import (
+    DPoPKeyLostError,
+    DPoPKeyUnavailableError,
+    DPoPProofRefusedError,
     ForbiddenError,
     InvalidCredentialsError,
     InvalidRequestError,
@@ -31,7 +34,9 @@ from latchkey_client import (
 )
 
 __all__ = [
+    "KEY_HELD",
     "describe_error",
+    "device_key_status",
     "fingerprint",
     "format_countdown",
     "format_relative",
@@ -66,6 +71,11 @@ _SIGN_OUT_WORDS: dict[SignOutReason, str] = {
     SignOutReason.STORAGE_LOST: (
         "Your saved sign-in can no longer be read on this device (restored from a backup, "
         "or the phone's security settings changed). Please sign in again."
+    ),
+    SignOutReason.STOLEN: (
+        "Your session was used from somewhere that does not hold this device's key, so "
+        "someone may have copied it. You were signed out for safety; sign in again and "
+        "consider changing your password."
     ),
 }
 
@@ -108,6 +118,14 @@ def describe_error(error: BaseException) -> str:
         return "Please confirm your password to continue."
     if isinstance(error, SessionEndedError):
         return "Your session has ended. Please sign in again."
+    if isinstance(error, DPoPKeyUnavailableError):
+        return ("This device's key store is locked. Unlock your phone and try again; "
+                "you are still signed in.")
+    if isinstance(error, DPoPKeyLostError):
+        return "This device's key is gone, so its session cannot go on. Please sign in again."
+    if isinstance(error, DPoPProofRefusedError):
+        return ("The server did not accept this device's proof of its key. "
+                "Please sign in again.")
     if isinstance(error, NotSignedInError):
         return "You are not signed in."
     if isinstance(error, PinningError):
@@ -129,6 +147,20 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, LatchkeyError):
         return "Something went wrong. Please try again."
     return "Something unexpected went wrong. Please try again."
+
+
+#: The session screen's line when the session is bound to this device's key (DPoP, P1).
+KEY_HELD = "This device holds its key"
+
+
+def device_key_status(bound: bool, holder: str | None) -> str:
+    """Say whether a copied token would work elsewhere: the session's DPoP binding.
+
+    ``holder`` is where the key lives (``client.device_key_holder``).
+    """
+    if bound:
+        return f"{KEY_HELD} ({holder})" if holder else KEY_HELD
+    return "Not bound to a device key"
 
 
 def fingerprint(session_id: str | None) -> str:

@@ -50,7 +50,7 @@ from latchkey_client import (
     install_redaction,
 )
 
-from tests.conftest import PASSWORD, Api, ServerProcess, unique_username
+from tests.conftest import PASSWORD, Api, ServerProcess, free_port, unique_username
 from tests.netproxy import LoopbackProxy
 
 try:  # the demo's fixtures, when the demo and kivy are installed
@@ -87,8 +87,8 @@ def _secrets_on_the_wire(proxy: LoopbackProxy) -> dict[str, set[str]]:
 
     for seen in proxy.seen:
         auth = seen.headers.get("authorization", "")
-        if auth.startswith("Bearer "):
-            found["token"].add(auth[7:])
+        if auth.startswith(("Bearer ", "DPoP ")):
+            found["token"].add(auth.split(" ", 1)[1])
         if "/sessions/" in seen.path:
             found["session_id"].add(seen.path.rsplit("/", 1)[1].split("?")[0])
         for raw in (seen.body, seen.response_body):
@@ -148,20 +148,30 @@ def _store_dump(sock: str, dump_dir: Path) -> bytes:
 
 
 @pytest.fixture
-def audited_server(server_factory: Callable[..., ServerProcess], tmp_path: Path
-                   ) -> ServerProcess:
+def proxy_port() -> int:
+    """The recording proxy's port: the server's public URL (``LATCHKEY_ISSUER``), so the
+    SDK's DPoP proofs, which name the URL the client called (``htu``), are accepted."""
+    return free_port()
+
+
+@pytest.fixture
+def audited_server(server_factory: Callable[..., ServerProcess], tmp_path: Path,
+                   proxy_port: int) -> ServerProcess:
     """gunicorn, 2 workers, its access log on, DEBUG, the embedded store (AOF)."""
     return server_factory(
         embedded=True, instance_path=tmp_path / "i", workers=2, log_level="DEBUG",
         gunicorn_access_log="1", access_token_ttl=2, refresh_reuse_grace=GRACE_SECONDS,
-        binding_policy="report",
+        binding_policy="report", issuer=f"http://127.0.0.1:{proxy_port}",
     )
 
 
 @pytest.fixture
-def recording_proxy(audited_server: ServerProcess) -> Iterator[LoopbackProxy]:
+def recording_proxy(audited_server: ServerProcess, proxy_port: int
+                    ) -> Iterator[LoopbackProxy]:
     """A proxy that keeps every request and response (the audit's source of truth)."""
-    proxy = LoopbackProxy(audited_server.base_url).start()
+    proxy = LoopbackProxy(audited_server.base_url)
+    proxy.port = proxy_port
+    proxy.start()
     yield proxy
     proxy.stop()
 
@@ -198,7 +208,9 @@ def _sdk_run(proxy: LoopbackProxy, server: ServerProcess, secure_dir: Path) -> N
     storage = EncryptedFileStorage(secure_dir / "tokens.bin", passphrase="audit passphrase")
     phone = LatchkeyClient(base_url=proxy.base_url, storage=storage, stay_signed_in=True,
                            idle_logout=False, device_id="audit-phone-1", device_name="Phone")
-    tablet = LatchkeyClient(base_url=proxy.base_url, idle_logout=False,
+    # The phone's session is DPoP-bound (the SDK's default); the tablet's is a bearer one,
+    # so the reuse detection of a copied bearer token is audited too.
+    tablet = LatchkeyClient(base_url=proxy.base_url, idle_logout=False, dpop=False,
                             device_id="audit-tablet-1", device_name="Tablet")
     raw = httpx.Client(base_url=proxy.base_url, timeout=10)
     try:

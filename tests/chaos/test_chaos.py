@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import PASSWORD, Api, ServerProcess, unique_username
+from tests.conftest import PASSWORD, Api, ServerProcess, free_port, unique_username
 from tests.netproxy import LoopbackProxy
 
 from .workload import ChaosConfig, run_chaos
@@ -50,8 +50,9 @@ def _users(server: ServerProcess, n: int) -> list[str]:
 def test_lossy_network_logs_nobody_out_and_every_stolen_token_replay_is_caught(
     chaos_server: ServerProcess, lossy_proxy: LoopbackProxy
 ) -> None:
+    # Bearer sessions (dpop=False): theft is caught by reuse detection, after the grace.
     config = ChaosConfig(clients=12, threads_per_client=3, victims=3, duration_seconds=20,
-                         grace_seconds=GRACE_SECONDS)
+                         grace_seconds=GRACE_SECONDS, dpop=False)
     users = _users(chaos_server, config.clients + config.victims)
     report = run_chaos(chaos_server.base_url, lossy_proxy, users, PASSWORD, config)
     print(json.dumps(report.as_dict(), indent=1))  # shown with -s or on failure
@@ -70,3 +71,49 @@ def test_lossy_network_logs_nobody_out_and_every_stolen_token_replay_is_caught(
     assert report.reuse_detections == config.victims, report.theft_details
     assert report.victims_signed_out_reuse == config.victims, report.theft_details
     assert "refresh_token_reused" in chaos_server.logs()
+
+
+@pytest.fixture
+def dpop_chaos(server_factory: Callable[..., ServerProcess]
+               ) -> Iterator[tuple[ServerProcess, LoopbackProxy]]:
+    """The chaos server with DPoP on (``allowed``, the default) and stolen tokens revoked,
+    behind its lossy proxy. The proxy's URL is the server's public one (``LATCHKEY_ISSUER``),
+    as a load balancer's is: a proof's ``htu`` names the URL the client called."""
+    port = free_port()
+    server = server_factory(access_token_ttl=2, refresh_reuse_grace=GRACE_SECONDS, workers=2,
+                            log_level="INFO", dpop_stolen_token="revoke",
+                            issuer=f"http://127.0.0.1:{port}")
+    proxy = LoopbackProxy(server.base_url, record=False, seed=8)
+    proxy.port = port
+    proxy.start()
+    yield server, proxy
+    proxy.stop()
+
+
+def test_with_dpop_16_lossy_clients_stay_signed_in_and_every_keyless_replay_is_caught(
+    dpop_chaos: tuple[ServerProcess, LoopbackProxy],
+) -> None:
+    """The issue's run: 16 clients (13 honest, 3 victims), DPoP on, a lossy network.
+
+    Every refresh, retry and lost-response replay carries a fresh proof; a copied refresh
+    token replayed at once (inside the grace window) without the key is refused.
+    """
+    dpop_chaos_server, dpop_lossy_proxy = dpop_chaos
+    config = ChaosConfig(clients=13, threads_per_client=3, victims=3, duration_seconds=20,
+                         grace_seconds=GRACE_SECONDS, dpop=True)
+    users = _users(dpop_chaos_server, config.clients + config.victims)
+    report = run_chaos(dpop_chaos_server.base_url, dpop_lossy_proxy, users, PASSWORD, config)
+    print(json.dumps(report.as_dict(), indent=1))
+    assert report.proxy_dropped >= 20 and report.proxy_delayed >= 20
+    assert report.refreshes >= 100
+    assert report.refresh_responses_dropped >= 3
+    assert report.sdk_refresh_attempts > report.refreshes  # replays, each with a new proof
+    assert report.false_logouts == 0, report.false_logout_details
+    assert report.honest_clients_signed_in_at_end == config.clients
+    assert report.honest_sessions_live_at_end == config.clients
+    assert report.honest_sessions_bound == config.clients  # DPoP really was on
+    assert report.api_calls_other_errors == 0, report.other_error_details
+    assert report.theft_replays == config.victims, report.theft_details
+    assert report.dpop_refusals == config.victims, report.theft_details
+    assert report.victims_signed_out_stolen == config.victims, report.theft_details
+    assert "dpop_stolen_token" in dpop_chaos_server.logs()

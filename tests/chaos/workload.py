@@ -18,6 +18,12 @@ rotated the refresh token, the phone never heard. The SDK must replay and recove
   a leaked backup, would get), waits until the victim has rotated past it and the grace
   window has passed, and replays it straight at the server. Each replay must be refused as
   ``refresh_token_reused``, and the victim must then be signed out with reason ``reuse``.
+- **With DPoP** (``ChaosConfig.dpop``: the SDK's default, every session bound to its
+  client's key) the thief needs no waiting: it replays the copied token at once, inside the
+  grace window, where a bearer token would still be honoured, and without the key. Each
+  replay must be refused as ``invalid_dpop_proof`` (the stolen-token event), and under the
+  server's ``LATCHKEY_DPOP_STOLEN_TOKEN=revoke`` the victim is signed out with reason
+  ``stolen``; meanwhile every honest client's proofs, retries and replays must hold.
 
 Network failures that survive the SDK's retries are counted (the app would show "offline");
 they are not logouts and do not fail the run. So is a ``token_expired`` that reaches the app:
@@ -64,6 +70,7 @@ class ChaosConfig:
     grace_seconds: float = 10.0  # the server's LATCHKEY_REFRESH_REUSE_GRACE
     think_seconds: tuple[float, float] = (0.05, 0.3)  # pause between one thread's calls
     seed: int = 8
+    dpop: bool = False  # bind every session to its client's DPoP key (the SDK default)
 
 
 @dataclass
@@ -94,6 +101,9 @@ class ChaosReport:
     theft_replays: int = 0
     reuse_detections: int = 0  # replays the server refused as refresh_token_reused
     victims_signed_out_reuse: int = 0
+    dpop_refusals: int = 0  # replays refused as invalid_dpop_proof (no key: stolen)
+    victims_signed_out_stolen: int = 0
+    honest_sessions_bound: int = 0  # honest clients whose session is DPoP-bound
     theft_details: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -169,11 +179,15 @@ def _thief(victim: _Tracked, server_url: str, grace: float, stop: threading.Even
         with lock:
             report.theft_details.append(f"{victim.username}: nothing to steal")
         return
-    deadline = time.monotonic() + 30
-    while victim.client._core.tokens.refresh_token == stolen and time.monotonic() < deadline:
-        time.sleep(0.05)  # the victim's next refresh rotates past the stolen token
     rotated_at = time.monotonic()
-    time.sleep(grace + 1.0)  # after the grace window: a replay can only be theft
+    if not victim.client.session or not victim.client.session.dpop_bound:
+        deadline = time.monotonic() + 30
+        while (victim.client._core.tokens.refresh_token == stolen
+               and time.monotonic() < deadline):
+            time.sleep(0.05)  # the victim's next refresh rotates past the stolen token
+        rotated_at = time.monotonic()
+        time.sleep(grace + 1.0)  # after the grace window: a replay can only be theft
+    # A bound session's token is worthless without the key: replayed at once, no proof.
     with httpx.Client(base_url=server_url, timeout=10, trust_env=False) as http:
         r = http.post("/v1/auth/refresh", json={"refresh_token": stolen},
                       headers={"User-Agent": "thief/1.0"})
@@ -183,8 +197,12 @@ def _thief(victim: _Tracked, server_url: str, grace: float, stop: threading.Even
         report.theft_replays += 1
         if r.status_code == 401 and code == "refresh_token_reused":
             report.reuse_detections += 1
+        if r.status_code == 400 and code == "invalid_dpop_proof":
+            report.dpop_refusals += 1
         if signed_out and victim.sign_outs[-1] == "reuse":
             report.victims_signed_out_reuse += 1
+        if signed_out and victim.sign_outs[-1] == "stolen":
+            report.victims_signed_out_stolen += 1
         report.theft_details.append(
             f"{victim.username}: replayed {time.monotonic() - rotated_at:.1f} s after "
             f"rotation -> {r.status_code} {code}; victim signed out: "
@@ -192,8 +210,8 @@ def _thief(victim: _Tracked, server_url: str, grace: float, stop: threading.Even
 
 
 def _login(proxy_url: str, username: str, password: str, victim: bool,
-           index: int) -> _Tracked:
-    client = LatchkeyClient(base_url=proxy_url, idle_logout=False, max_retries=5,
+           index: int, dpop: bool) -> _Tracked:
+    client = LatchkeyClient(base_url=proxy_url, idle_logout=False, max_retries=5, dpop=dpop,
                             device_id=f"chaos-device-{index:04d}",
                             device_name=f"chaos phone {index}")
     client.login(username=username, password=password)
@@ -212,7 +230,7 @@ def run_chaos(server_url: str, proxy: LoopbackProxy, usernames: list[str], passw
     assert len(usernames) >= config.clients + config.victims
     report = ChaosReport(config=asdict(config))
     proxy.drop_rate = proxy.delay_rate = 0.0
-    tracked = [_login(proxy.base_url, name, password, i >= config.clients, i)
+    tracked = [_login(proxy.base_url, name, password, i >= config.clients, i, config.dpop)
                for i, name in enumerate(usernames[: config.clients + config.victims])]
     stop = threading.Event()
     lock = threading.Lock()
@@ -268,6 +286,8 @@ def run_chaos(server_url: str, proxy: LoopbackProxy, usernames: list[str], passw
         problems = [*t.sign_outs, *(e for e in t.errors if e.startswith("Session"))]
         if t.client.is_signed_in:
             report.honest_clients_signed_in_at_end += 1
+            if t.client.session is not None and t.client.session.dpop_bound:
+                report.honest_sessions_bound += 1
             try:
                 r = t.client.get("/v1/me")
                 if r.status_code == 200 and r.json()["session_id"] == t.session_id:

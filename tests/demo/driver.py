@@ -126,6 +126,7 @@ async def sign_in_profile_and_sessions(app: LatchkeyDemoApp) -> None:
     await sign_in(app)
     OBSERVED["username"] = find(app, "home").username
     OBSERVED["auth_level_row"] = find(app, "home", "level_row").value
+    OBSERVED["device_key_row"] = find(app, "home", "key_row").value
     OBSERVED["device_name"] = app.device_name
     home = find(app, "home")
     await wait_until(lambda: home.idle_text not in ("", "—"), what="the idle countdown")
@@ -430,7 +431,11 @@ def main() -> int:
         sys.path.insert(0, str(ROOT))
         from tests.netproxy import LoopbackProxy
 
-        PROXY.append(LoopbackProxy(PARAMS["server_url"], record=False).start())
+        proxy = LoopbackProxy(PARAMS["server_url"], record=False)
+        # On the port the server calls its public URL (LATCHKEY_ISSUER), if the test set
+        # one: a DPoP proof's htu names the URL the app called.
+        proxy.port = int(PARAMS.get("proxy_port") or 0)
+        PROXY.append(proxy.start())
         os.environ["LATCHKEY_DEMO_SERVER"] = PROXY[0].base_url
     try:
         run_scripted(LatchkeyDemoApp(), script)

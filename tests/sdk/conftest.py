@@ -7,14 +7,24 @@ configuration for all its tests, because starting a server costs about a second.
 Every end-to-end test takes the ``sdk`` fixture, parametrised over the two clients: the
 sync :class:`LatchkeyClient` and the asyncio :class:`AsyncLatchkeyClient`, the latter
 through :class:`AsyncClientOnALoop`, so one test body proves a behaviour for both.
+
+DPoP is on in these clients, as it is by default, except towards a :func:`proxy_to` proxy:
+the proxy listens on another port than the server's ``LATCHKEY_ISSUER``, so a proof's
+``htu`` names a URL the server (rightly) does not answer to, and those tests, about the
+network, run bearer sessions. DPoP through a proxy runs where the server's issuer is the
+proxy's URL (``test_e2e_dpop.py``, the chaos run). :func:`me_status` asks the server about
+a bound token with a proof by the key of the test client that holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import inspect
+import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +33,8 @@ from typing import Any
 import httpx
 import pytest
 from latchkey_client import AsyncLatchkeyClient, LatchkeyClient
+from latchkey_client.dpop import build_proof
+from latchkey_client.dpop_flow import DPoPProver
 
 from tests.conftest import PASSWORD, Api, ServerProcess, unique_username
 
@@ -125,6 +137,7 @@ def sdk(request: pytest.FixtureRequest) -> Iterator[Sdk]:
     ask for it. Every client made is closed after the test, the async kind's loop stopped.
     """
     made: list[SdkClient] = []
+    provers: list[DPoPProver] = []
     loop: asyncio.AbstractEventLoop | None = None
     thread: threading.Thread | None = None
 
@@ -132,6 +145,8 @@ def sdk(request: pytest.FixtureRequest) -> Iterator[Sdk]:
         nonlocal loop, thread
         url = server_or_url if isinstance(server_or_url, str) else server_or_url.base_url
         options.setdefault("idle_logout", False)
+        if url in _PROXIED_URLS:
+            options.setdefault("dpop", False)  # see the module docstring
         if request.param == "sync":
             client: SdkClient = SyncClient(base_url=url, **options)
         else:
@@ -142,9 +157,14 @@ def sdk(request: pytest.FixtureRequest) -> Iterator[Sdk]:
                 thread.start()
             client = AsyncClientOnALoop(loop, base_url=url, **options)
         made.append(client)
+        if client._prover is not None:
+            provers.append(client._prover)
+            _PROVERS.append(client._prover)
         return client
 
     yield make
+    for prover in provers:
+        _PROVERS.remove(prover)
     for client in made:
         client.close()
     if loop is not None and thread is not None:
@@ -162,10 +182,41 @@ def make_user(server: ServerProcess) -> str:
         api.close()
 
 
+#: The DPoP provers of the test's clients, so :func:`me_status` can prove a bound token.
+_PROVERS: list[DPoPProver] = []
+#: The URLs of :func:`proxy_to` proxies (see the module docstring).
+_PROXIED_URLS: set[str] = set()
+
+
+def _bound_to(access_token: str) -> str | None:
+    """Return the ``cnf.jkt`` of an access token, if it is a DPoP-bound JWT."""
+    try:
+        part = access_token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (IndexError, ValueError):
+        return None
+    cnf = claims.get("cnf") if isinstance(claims, dict) else None
+    return cnf.get("jkt") if isinstance(cnf, dict) else None
+
+
 def me_status(server: ServerProcess, access_token: str | None) -> int:
-    """Ask the server itself whether ``access_token`` is still accepted (its status)."""
-    return httpx.get(server.base_url + "/v1/me",
-                     headers={"Authorization": f"Bearer {access_token}"}).status_code
+    """Ask the server itself whether ``access_token`` is still accepted (its status).
+
+    A DPoP-bound token goes as its holder would send it, with a fresh proof by the key of
+    the test client that holds it, so a 401 means the session is over, not "no proof".
+    """
+    url = server.base_url + "/v1/me"
+    headers = {"Authorization": f"Bearer {access_token}"}
+    jkt = _bound_to(access_token) if access_token else None
+    if jkt is not None and access_token is not None:
+        prover = next((p for p in _PROVERS if p.thumbprint() == jkt), None)
+        assert prover is not None, "a DPoP-bound token whose key no test client holds"
+        signer = prover.key.signer(create=False)
+        assert signer is not None
+        headers = {"Authorization": f"DPoP {access_token}",
+                   "DPoP": build_proof(signer, method="GET", url=httpx.URL(url),
+                                       issued_at=int(time.time()), access_token=access_token)}
+    return httpx.get(url, headers=headers).status_code
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +233,12 @@ def proxy_to(request: pytest.FixtureRequest) -> Iterator[Callable[..., LoopbackP
     def make(server: ServerProcess, **kwargs: object) -> LoopbackProxy:
         proxy = LoopbackProxy(server.base_url, **kwargs).start()  # type: ignore[arg-type]
         proxies.append(proxy)
+        _PROXIED_URLS.add(proxy.base_url)
         return proxy
 
     yield make
     for proxy in proxies:
+        _PROXIED_URLS.discard(proxy.base_url)
         proxy.stop()
 
 

@@ -22,13 +22,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import jwt as pyjwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from joserfc import jws
+from joserfc.jwk import ECKey
 from latchkey_client import (
     AndroidKeystoreStorage,
+    DPoPKeyLostError,
+    LatchkeyClient,
+    SignOutReason,
     StorageError,
     StorageLost,
     StorageUnavailable,
 )
+from latchkey_client.dpop import build_proof, jwk_thumbprint
+from latchkey_client.dpop_android import AndroidDeviceKey
+from latchkey_client.storage.android import java_bytes
+
+from tests.conftest import PASSWORD, Api, ServerProcess, unique_username
 
 ROOT = Path(__file__).resolve().parents[2]
 HELPER_SRC = ROOT / "demo_app" / "android" / "src"
@@ -92,8 +105,11 @@ _ANDROID_API_STUBS = {
 package android.security.keystore;
 public abstract class KeyProperties {
     public static final String KEY_ALGORITHM_AES = "AES";
+    public static final String KEY_ALGORITHM_EC = "EC";
     public static final int PURPOSE_ENCRYPT = 1;
     public static final int PURPOSE_DECRYPT = 2;
+    public static final int PURPOSE_SIGN = 4;
+    public static final String DIGEST_SHA256 = "SHA-256";
     public static final String BLOCK_MODE_GCM = "GCM";
     public static final String ENCRYPTION_PADDING_NONE = "NoPadding";
 }
@@ -126,6 +142,10 @@ public final class KeyGenParameterSpec implements java.security.spec.AlgorithmPa
         public Builder setEncryptionPaddings(String... paddings) { return this; }
         public Builder setKeySize(int keySize) { return this; }
         public Builder setRandomizedEncryptionRequired(boolean required) { return this; }
+        public Builder setAlgorithmParameterSpec(java.security.spec.AlgorithmParameterSpec spec) {
+            return this;
+        }
+        public Builder setDigests(String... digests) { return this; }
         public KeyGenParameterSpec build() { return new KeyGenParameterSpec(); }
     }
 }
@@ -156,6 +176,7 @@ def jvm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         (sources / rel).write_text(text)
     # AndroidKeys.java needs android.jar, so it is the one file not compiled here.
     files = [str(HELPER_SRC / "org/latchkey/KeystoreBox.java"),
+             str(HELPER_SRC / "org/latchkey/DeviceKeys.java"),
              *(str(sources / rel) for rel in _TEST_JAVA)]
     subprocess.run([str(java_home / "bin" / "javac"), "-Xlint:all", "-Werror", "-d",
                     str(classes), *files], check=True, capture_output=True, text=True)
@@ -404,6 +425,7 @@ def test_android_keys_compiles_against_the_android_api_it_uses(
     result = subprocess.run(
         [str(java_home / "bin" / "javac"), "-Xlint:all", "-Werror", "-d", str(tmp_path / "out"),
          str(HELPER_SRC / "org/latchkey/KeystoreBox.java"),
+         str(HELPER_SRC / "org/latchkey/DeviceKeys.java"),
          str(HELPER_SRC / "org/latchkey/AndroidKeys.java"),
          *(str(tmp_path / "src" / rel) for rel in _ANDROID_API_STUBS)],
         capture_output=True, text=True,
@@ -427,3 +449,80 @@ def test_android_storage_works_from_a_worker_thread(jvm: Any) -> None:
     worker.join(timeout=30)
     assert seen == [TOKEN]
     assert store.load("refresh_token") == TOKEN
+
+
+# -- the DPoP key: EC P-256 signing in Java, the private key never in Python (P2) ----------
+
+
+def test_the_android_dpop_key_signs_proofs_joserfc_and_pyjwt_verify(jvm: Any) -> None:
+
+    helper = jvm("org.latchkey.DeviceKeys").inMemory()
+    key = AndroidDeviceKey(helper=helper)
+    assert key.signer(create=False) is None and not helper.hasKey("latchkey_dpop")
+    signer = key.signer(create=True)
+    assert signer is not None and helper.hasKey("latchkey_dpop")
+    jwk = signer.public_jwk()
+    assert set(jwk) == {"kty", "crv", "x", "y"}  # the public point only, from the JVM
+    for _ in range(20):  # DER -> r||s must hold for every signature, short r and s included
+        proof = build_proof(signer, method="POST", issued_at=1,
+                            url=httpx.URL("https://a.example/v1/auth/refresh"))
+        jws.deserialize_compact(proof, ECKey.import_key(jwk), algorithms=["ES256"])
+    assert pyjwt.decode(proof, pyjwt.PyJWK.from_dict(jwk, "ES256").key,
+                        algorithms=["ES256"])["htm"] == "POST"
+    # A restart of the app finds the same key.
+    again = AndroidDeviceKey(helper=helper).signer(create=False)
+    assert again is not None and jwk_thumbprint(again.public_jwk()) == jwk_thumbprint(jwk)
+
+
+def test_the_android_dpop_key_once_deleted_is_lost_for_a_bound_session(jvm: Any) -> None:
+
+    helper = jvm("org.latchkey.DeviceKeys").inMemory()
+    key = AndroidDeviceKey(helper=helper)
+    signer = key.signer(create=True)
+    assert signer is not None
+    helper.deleteKey("latchkey_dpop")  # e.g. the app's data was cleared under it
+    with pytest.raises(DPoPKeyLostError):
+        signer.sign(b"proof")
+    # The next sign-in makes a new key (the dead one is not kept in the cache).
+    fresh = key.signer(create=True)
+    assert fresh is not None and fresh.public_jwk() != signer.public_jwk()
+    assert len(fresh.sign(b"proof")) == 64
+    key.delete()  # "forget this device"
+    key.delete()  # absent is fine
+    assert AndroidDeviceKey(helper=helper).signer(create=False) is None
+
+
+def test_der_to_jose_in_java_pads_and_trims_like_the_jws_spec(jvm: Any) -> None:
+    keys = jvm("org.latchkey.DeviceKeys")
+    for r, s in ((1, 2), (2**255 + 7, 2**256 - 189), (2**200, 3)):
+        raw = java_bytes(keys.derToJose(encode_dss_signature(r, s)))
+        assert raw == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def test_a_session_bound_to_the_jvm_key_works_end_to_end_and_ends_when_the_key_is_lost(
+    jvm: Any, live_server: ServerProcess
+) -> None:
+    """The Java signer's proofs against the real server: login binds the session to the
+    Keystore key, requests and a refresh prove it; a key the platform drops ends the
+    session cleanly (M2: ``storage_lost``), and the next sign-in makes a new key."""
+    helper = jvm("org.latchkey.DeviceKeys").inMemory()
+    api = Api(live_server.base_url)
+    user = api.register(unique_username("jvm"))
+    api.close()
+    reasons: list[SignOutReason | None] = []
+    with LatchkeyClient(base_url=live_server.base_url, idle_logout=False,
+                        device_key=AndroidDeviceKey(helper=helper)) as client:
+        client.on("signed_out", lambda e: reasons.append(e.reason))
+        assert client.login(username=user, password=PASSWORD).dpop_bound
+        assert client.device_key_holder == "Android Keystore"
+        assert client.get("/v1/me").json()["username"] == user
+        client.auth.ensure_fresh_sync(stale=client._core.tokens)  # refresh, proved in Java
+        assert client.get("/v1/me").status_code == 200
+        first = client.device_key_thumbprint
+        helper.deleteKey("latchkey_dpop")  # e.g. invalidated when the lock screen went
+        with pytest.raises(DPoPKeyLostError):
+            client.get("/v1/me")
+        assert not client.is_signed_in and reasons == [SignOutReason.STORAGE_LOST]
+        assert client.login(username=user, password=PASSWORD).dpop_bound
+        assert client.device_key_thumbprint not in (None, first)
+        assert client.get("/v1/me").status_code == 200

@@ -34,7 +34,7 @@ from latchkey_server.binding import DEVICE_ID_PATTERN, DEVICE_ID_RE
 
 from tests.conftest import Api, ServerProcess
 
-from .conftest import PASSWORD, Sdk, SdkClient, make_user
+from .conftest import PASSWORD, Sdk, SdkClient, make_user, me_status
 
 ME = "/v1/me"
 REFRESH = "/v1/auth/refresh"
@@ -51,10 +51,6 @@ def signed_in(sdk: Sdk, via: Any, server: ServerProcess, **options: Any) -> SdkC
     client.login(username=make_user(server), password=PASSWORD)
     return client
 
-
-def me_status(server: ServerProcess, access_token: str | None) -> int:
-    return httpx.get(server.base_url + ME,
-                     headers={"Authorization": f"Bearer {access_token}"}).status_code
 
 
 # -- 1. the total deadline covers the refresh and its replay --------------------------------

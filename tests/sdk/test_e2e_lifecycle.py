@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from latchkey_client import (
     EncryptedFileStorage,
@@ -23,12 +22,7 @@ from latchkey_client import (
 
 from tests.conftest import ServerProcess
 
-from .conftest import PASSWORD, Sdk, make_user
-
-
-def me_status(server: ServerProcess, access_token: str | None) -> int:
-    return httpx.get(server.base_url + "/v1/me",
-                     headers={"Authorization": f"Bearer {access_token}"}).status_code
+from .conftest import PASSWORD, Sdk, make_user, me_status
 
 
 def test_offline_logout_is_remembered_in_secure_storage_and_revoked_on_reconnect(

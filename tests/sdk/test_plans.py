@@ -25,6 +25,7 @@ from latchkey_client import (
 )
 from latchkey_client._steps import Plan, Send, Sleep
 from latchkey_client._timing import Deadline
+from latchkey_client.dpop_flow import ProofAuth
 
 BASE = "http://127.0.0.1:9"  # never contacted: nothing here performs a step
 
@@ -127,7 +128,8 @@ def test_a_refresh_whose_answer_was_lost_is_replayed_with_the_same_token(
 ) -> None:
     plan = client.auth._replay_plan("r-1")
     first = next(plan)
-    assert isinstance(first, Send) and first.auth is None  # the refresh carries no bearer
+    # No bearer on a refresh; only the DPoP proof auth, which signs anew on every send.
+    assert isinstance(first, Send) and isinstance(first.auth, ProofAuth)
     assert isinstance(plan.send(httpx.ReadError("dropped")), Sleep)
     replay = plan.send(None)
     assert isinstance(replay, Send) and replay.options == first.options
@@ -203,3 +205,33 @@ def test_a_refresh_in_the_sessions_last_second_ends_it_as_absolute_not_token_exp
                                           "session_id": "s"}))
     assert caught.value.reason == "absolute"
     assert not client.is_signed_in and client.signed_out_reason is SignOutReason.ABSOLUTE
+def test_an_answer_ending_a_session_the_client_already_replaced_resends_with_the_new_one(
+    client: LatchkeyClient,
+) -> None:
+    """A request in flight while a step-up replaced the session: the server answers
+    ``session_revoked`` (reason ``step_up``) for the old one; the new one must survive."""
+    signed_in(client)
+    old = client._core.tokens
+    flow = client.auth._bearer_flow(httpx.Request("GET", f"{BASE}/v1/me"))
+    assert next(flow).stale is None
+    request = flow.send(old)
+    assert request.headers["Authorization"] == "Bearer a"
+    # The step-up's answer arrives first: a new session.
+    client._core.accept({"access_token": "b", "refresh_token": "r-2", "expires_in": 300,
+                         "session_id": "s2"}, received_at=client._core.clock(),
+                        event=EventName.SIGNED_IN)
+    stale = httpx.Response(401, json={"code": "session_revoked", "reason": "step_up"},
+                           request=request)
+    again = flow.send(stale)
+    assert again.stale is old  # "give me tokens newer than the old ones": no refresh needed
+    resent = flow.send(client._core.tokens)
+    assert resent.headers["Authorization"] == "Bearer b"
+    assert client.is_signed_in and client.session.session_id == "s2"
+    # The same answer about the session still held ends it, as before.
+    flow = client.auth._bearer_flow(httpx.Request("GET", f"{BASE}/v1/me"))
+    next(flow)
+    request = flow.send(client._core.tokens)
+    with pytest.raises(StopIteration):
+        flow.send(httpx.Response(401, json={"code": "session_revoked", "reason": "remote"},
+                                 request=request))
+    assert not client.is_signed_in and client.signed_out_reason is SignOutReason.REMOTE

@@ -161,6 +161,9 @@ class AndroidKeystoreStorage(Storage):
         prefs: KeystorePrefs | None = None,
     ) -> None:
         self._alias = alias
+        #: True over the phone's own AndroidKeyStore (not a test's key store): the DPoP
+        #: key then lives in the Keystore too (``dpop_android.py``).
+        self.on_device = box is None
         self._box = box if box is not None else android_box()
         self._prefs = prefs if prefs is not None else SharedPreferencesStore(prefs_name)
         self._lock = threading.Lock()

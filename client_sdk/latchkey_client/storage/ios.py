@@ -72,6 +72,9 @@ class IOSKeychainStorage(Storage):
 
     def __init__(self, *, service: str = "latchkey", bridge: KeychainBridge | None = None) -> None:
         self._service = service
+        #: True over the real Keychain (not a test bridge): the DPoP key then lives in the
+        #: Secure Enclave or the Keychain too (``dpop_ios.py``).
+        self.on_device = bridge is None
         self._bridge = bridge if bridge is not None else _CtypesKeychainBridge()
         self._lock = threading.Lock()
 

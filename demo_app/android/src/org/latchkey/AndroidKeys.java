@@ -6,7 +6,12 @@ import android.security.keystore.KeyGenParameterSpec;
 import android.security.keystore.KeyProperties;
 import java.io.IOException;
 import java.security.GeneralSecurityException;
+import java.security.KeyPairGenerator;
 import java.security.KeyStore;
+import java.security.PrivateKey;
+import java.security.PublicKey;
+import java.security.cert.Certificate;
+import java.security.spec.ECGenParameterSpec;
 import javax.crypto.KeyGenerator;
 import javax.crypto.SecretKey;
 
@@ -18,7 +23,8 @@ import javax.crypto.SecretKey;
  * cipher work included, runs on a desktop JVM in tests/sdk/test_android_jvm.py). It only
  * finds, creates and deletes keys and reads and writes one prefs file; keep it that small.
  * The key is AES-256 for GCM without padding, non-exportable, with a random IV the Keystore
- * picks for every encryption.
+ * picks for every encryption. {@link #deviceKeys} does the same for {@link DeviceKeys}: a
+ * non-exportable EC P-256 signing key (the DPoP key), generated inside the Keystore.
  */
 public final class AndroidKeys implements KeystoreBox.Keys {
     private static final String PROVIDER = "AndroidKeyStore";
@@ -34,6 +40,49 @@ public final class AndroidKeys implements KeystoreBox.Keys {
         KeyStore store = KeyStore.getInstance(PROVIDER);
         store.load(null);
         return new KeystoreBox(new AndroidKeys(store));
+    }
+
+    /** Return DPoP signing keys in this app's AndroidKeyStore. */
+    public static DeviceKeys deviceKeys() throws GeneralSecurityException, IOException {
+        KeyStore store = KeyStore.getInstance(PROVIDER);
+        store.load(null);
+        return new DeviceKeys(new SigningPairs(store));
+    }
+
+    /** EC P-256 signing keys generated in AndroidKeyStore; the private half never leaves it. */
+    static final class SigningPairs implements DeviceKeys.Pairs {
+        private final KeyStore store;
+
+        SigningPairs(KeyStore store) {
+            this.store = store;
+        }
+
+        @Override
+        public PrivateKey privateKey(String alias) throws GeneralSecurityException {
+            return store.containsAlias(alias) ? (PrivateKey) store.getKey(alias, null) : null;
+        }
+
+        @Override
+        public PublicKey publicKey(String alias) throws GeneralSecurityException {
+            Certificate certificate = store.getCertificate(alias);
+            return certificate == null ? null : certificate.getPublicKey();
+        }
+
+        @Override
+        public void create(String alias) throws GeneralSecurityException {
+            KeyPairGenerator generator =
+                    KeyPairGenerator.getInstance(KeyProperties.KEY_ALGORITHM_EC, PROVIDER);
+            generator.initialize(new KeyGenParameterSpec.Builder(alias, KeyProperties.PURPOSE_SIGN)
+                    .setAlgorithmParameterSpec(new ECGenParameterSpec("secp256r1"))
+                    .setDigests(KeyProperties.DIGEST_SHA256)
+                    .build());
+            generator.generateKeyPair();
+        }
+
+        @Override
+        public void delete(String alias) throws GeneralSecurityException {
+            store.deleteEntry(alias);
+        }
     }
 
     @Override
