@@ -88,7 +88,10 @@ def test_a_named_api_origin_gets_the_token_and_answers_for_the_same_session(
         assert r.status_code == 200
         assert r.json() == {"sub": me["user_id"], "sid": me["session_id"]}
         last = api_origin.requests("/whoami")[-1]
-        assert last.authorization is not None and last.authorization.startswith("Bearer ")
+        # The session is bound to the device key (DPoP is on by default), so the token goes
+        # to the API origin under the DPoP scheme, as it does to Latchkey (P1).
+        assert client.device_key_thumbprint is not None
+        assert last.authorization is not None and last.authorization.startswith("DPoP ")
         assert last.device_id == DEVICE  # the resource server applies the binding policy
         # The app's own httpx client with ``client.auth`` gets the same rule.
         assert client.app_get(api_origin.url("/whoami")).status_code == 200
