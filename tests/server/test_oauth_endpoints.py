@@ -263,7 +263,8 @@ def test_introspection_reads_the_client_once_and_checks_the_session_in_one_scrip
     seen = sorted((client_commands_during(
         watcher, lambda: introspect(api, resource, tokens["access_token"]).raise_for_status())
         for _ in range(5)), key=len)
-    assert seen[2] == ["HGET", "EVALSHA"], seen
+    # The script runs as a FUNCTION library where the store has them (FCALL), else by SHA.
+    assert seen[2] in (["HGET", "FCALL"], ["HGET", "EVALSHA"]), seen
 
 
 def test_a_token_of_an_ended_session_is_exactly_inactive_at_once(api, resource):
