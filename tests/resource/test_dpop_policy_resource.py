@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from latchkey_resource.policy import read_policy
+from flask import Flask
+from latchkey_resource.flask import LatchkeyResource, current_principal
+from latchkey_resource.policy import PolicyMissing, SessionPolicy, read_policy
 
 from tests.resource.conftest import Deployment, app_headers
 from tests.resource.test_dpop_resource import API, alerts, dpop_request, refused, sign_in_bound
@@ -145,3 +147,41 @@ def test_a_backend_ignores_nonces_while_the_token_server_has_them_off(deployment
     headers = dpop_request(key, tokens["access_token"], nonce="anything")
     assert verifier.verify(headers["Authorization"], method="GET", url=API + "/orders",
                            headers=headers).session_id == tokens["session_id"]
+
+
+def test_a_policy_from_before_dpop_decodes_with_the_token_servers_defaults(deployment):
+    fields = read_policy(deployment.redis.client()).fields()
+    older = {k: v for k, v in fields.items() if not k.startswith("dpop")}
+    policy = SessionPolicy.from_fields(older)
+    assert (policy.dpop, policy.dpop_iat_window_seconds, policy.dpop_jti_limit,
+            policy.dpop_theft_policy, policy.dpop_nonce_key) == (
+        "allowed", 60, 2000, "report", "")
+    for bad in ({"dpop": "sometimes"}, {"dpop_stolen": "ignore"}, {"dpop_nonce_key": "zz"},
+                {"dpop_iat_window": "0"}):
+        with pytest.raises(PolicyMissing):
+            SessionPolicy.from_fields({**fields, **bad})
+
+
+def test_the_flask_adapter_hands_out_the_nonce_on_every_answer(strict):
+    app = Flask("orders-api")
+    app.config.update(LATCHKEY_ISSUER=strict.issuer, LATCHKEY_REDIS_URL=strict.redis.url)
+    lk = LatchkeyResource(app)
+
+    @app.get("/orders")
+    @lk.require_session
+    def orders() -> dict[str, str]:
+        return {"session_id": current_principal().session_id}
+
+    key = DPoPKey()
+    tokens = bound_session(strict, key)
+    nonce = nonce_of(strict)
+    local = "http://localhost/orders"
+    client = app.test_client()
+    r = client.get("/orders", headers=dpop_request(key, tokens["access_token"], url=local))
+    assert r.status_code == 401 and r.json["code"] == "use_dpop_nonce"
+    assert r.headers["DPoP-Nonce"] == nonce
+    r = client.get("/orders", headers=dpop_request(key, tokens["access_token"], url=local,
+                                                   nonce=nonce))
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.headers["DPoP-Nonce"] == nonce
+    app.extensions["latchkey_resource"].close()
