@@ -12,8 +12,14 @@ from collections.abc import Callable
 import httpx
 import pytest
 from flask import Flask
+from latchkey_resource.asgi import PRINCIPAL_STATE_KEY, LatchkeyMiddleware
 from latchkey_resource.flask import LatchkeyResource, current_principal
 from latchkey_resource.policy import PolicyMissing, SessionPolicy, read_policy
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
 from tests.resource.conftest import Deployment, app_headers
 from tests.resource.test_dpop_resource import API, alerts, dpop_request, refused, sign_in_bound
@@ -185,3 +191,23 @@ def test_the_flask_adapter_hands_out_the_nonce_on_every_answer(strict):
     assert r.status_code == 200, r.get_data(as_text=True)
     assert r.headers["DPoP-Nonce"] == nonce
     app.extensions["latchkey_resource"].close()
+
+
+def test_the_asgi_middleware_hands_out_the_nonce_on_every_answer(strict):
+    async def orders(request: Request) -> JSONResponse:
+        return JSONResponse({"session_id": request.scope["state"][PRINCIPAL_STATE_KEY]
+                             .session_id})
+
+    app = Starlette(routes=[Route("/orders", orders)])
+    key = DPoPKey()
+    tokens = bound_session(strict, key)
+    nonce = nonce_of(strict)
+    local = "http://testserver/orders"
+    with TestClient(LatchkeyMiddleware(app, strict.verifier())) as client:
+        r = client.get("/orders", headers=dpop_request(key, tokens["access_token"], url=local))
+        assert r.status_code == 401 and r.json()["code"] == "use_dpop_nonce", r.text
+        assert r.headers["DPoP-Nonce"] == nonce
+        r = client.get("/orders", headers=dpop_request(key, tokens["access_token"], url=local,
+                                                       nonce=nonce))
+        assert r.status_code == 200, r.text
+        assert r.headers["DPoP-Nonce"] == nonce
