@@ -84,4 +84,20 @@ class LatchkeyMiddleware:
             await send_refusal(send, refusal)
             return
         scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal
-        await self.app(scope, receive, send)
+        nonce = self.verifier.current_nonce()
+        await self.app(scope, receive, send if nonce is None else _with_nonce(send, nonce))
+
+
+def _with_nonce(send: Send, nonce: str) -> Send:
+    """Return ``send`` adding ``DPoP-Nonce`` to the response (the token server's nonces
+    are on): a client learns the nonce from every answer (RFC 9449 section 9)."""
+
+    async def send_with_nonce(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == b"dpop-nonce" for name, _ in headers):
+                headers.append((b"dpop-nonce", nonce.encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_nonce

@@ -23,7 +23,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, make_response, request
 
 from .refusals import Refusal
 from .verifier import Principal, ResourceVerifier
@@ -92,7 +92,15 @@ class LatchkeyResource:
                 g.latchkey_principal = self.authenticate()
             except Refusal as refusal:
                 return refusal_response(refusal)
-            return view(*args, **kwargs)
+            result = view(*args, **kwargs)
+            nonce = self.verifier().current_nonce()
+            if nonce is None:
+                return result
+            # Nonces on (the token server's policy): every answer carries the current one,
+            # so the app rarely meets use_dpop_nonce (RFC 9449 section 9).
+            response = make_response(result)
+            response.headers.setdefault("DPoP-Nonce", nonce)
+            return response
 
         return cast(F, wrapper)
 

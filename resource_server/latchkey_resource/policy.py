@@ -15,6 +15,15 @@ The key also carries the key of the events' pseudonyms (``lk_session_ref``,
 token server's do and a security team can follow it across both. It is a purpose-bound
 subkey: it mints nothing and verifies nothing; with it one can compute the pseudonym of an
 id one already has, which the store's keys already name (docs/SECURITY.md).
+
+And it carries the token server's DPoP policy (RFC 9449): the mode (``LATCHKEY_DPOP``),
+the proof ``iat`` window and the per-user ``jti`` limit, what a bound token presented
+without its key does (``LATCHKEY_DPOP_STOLEN_TOKEN``) and, with nonces on, the nonce key
+and period, so a backend checks proofs exactly as the token server does. The nonce key is
+purpose-bound too (``keys.py`` derives it for nonces only): with it one can make a nonce
+the token server accepts, which only matters to someone who can also sign with a device's
+private key, and even then a proof stays bound by its ``iat`` window; it mints and verifies
+nothing else (docs/SECURITY.md, "DPoP nonces on resource servers").
 """
 
 from __future__ import annotations
@@ -29,7 +38,11 @@ from .redis_client import STORE_DOWN_ERRORS
 from .session_check import BINDING_POLICIES
 from .store_keys import POLICY_KEY
 
-__all__ = ["PolicyCache", "PolicyMissing", "SessionPolicy", "publish_policy", "read_policy"]
+__all__ = ["DPOP_MODES", "DPOP_STOLEN_TOKEN_POLICIES", "PolicyCache", "PolicyMissing",
+           "SessionPolicy", "publish_policy", "read_policy"]
+
+DPOP_MODES = ("off", "allowed", "required")
+DPOP_STOLEN_TOKEN_POLICIES = ("report", "revoke")
 
 POLICY_VERSION = "1"
 
@@ -50,6 +63,20 @@ class SessionPolicy:
     default_client_id: str
     event_key: str = ""  # hex; the pseudonym key of events (see the module docstring)
     security_stream_max_length: int = 100_000
+    # DPoP (see the module docstring). A policy published before DPoP decodes with the
+    # token server's defaults.
+    dpop: str = "allowed"
+    dpop_iat_window_seconds: int = 60
+    dpop_jti_limit: int = 2000
+    dpop_theft_policy: str = "report"
+    dpop_nonce_key: str = ""  # hex; '' while nonces are off
+    dpop_nonce_period_seconds: int = 300
+
+    @property
+    def dpop_jti_ttl_ms(self) -> int:
+        """How long a proof's jti is remembered: past both edges of the iat window (the
+        token server's ``store.py`` uses the same rule)."""
+        return (2 * self.dpop_iat_window_seconds + 5) * 1000
 
     def fields(self) -> dict[str, str]:
         """Return the policy as the hash fields ``POLICY_KEY`` holds."""
@@ -57,7 +84,11 @@ class SessionPolicy:
                 "retention_ms": str(self.retention_ms), "binding": self.binding_policy,
                 "issuer": self.issuer, "audience": self.audience,
                 "default_client_id": self.default_client_id, "event_key": self.event_key,
-                "stream_max": str(self.security_stream_max_length)}
+                "stream_max": str(self.security_stream_max_length), "dpop": self.dpop,
+                "dpop_iat_window": str(self.dpop_iat_window_seconds),
+                "dpop_jti_limit": str(self.dpop_jti_limit),
+                "dpop_stolen": self.dpop_theft_policy, "dpop_nonce_key": self.dpop_nonce_key,
+                "dpop_nonce_period": str(self.dpop_nonce_period_seconds)}
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> SessionPolicy:
@@ -66,10 +97,20 @@ class SessionPolicy:
             policy = cls(int(fields["idle_ms"]), int(fields["retention_ms"]),
                          fields["binding"], fields["issuer"], fields["audience"],
                          fields["default_client_id"], fields.get("event_key", ""),
-                         int(fields.get("stream_max", "100000")))
+                         int(fields.get("stream_max", "100000")),
+                         fields.get("dpop", "allowed"),
+                         int(fields.get("dpop_iat_window", "60")),
+                         int(fields.get("dpop_jti_limit", "2000")),
+                         fields.get("dpop_stolen", "report"), fields.get("dpop_nonce_key", ""),
+                         int(fields.get("dpop_nonce_period", "300")))
+            bytes.fromhex(policy.dpop_nonce_key)
         except (KeyError, ValueError) as exc:
             raise PolicyMissing(f"{POLICY_KEY} is absent or unreadable") from exc
-        if policy.binding_policy not in BINDING_POLICIES or policy.idle_ms <= 0:
+        if (policy.binding_policy not in BINDING_POLICIES or policy.idle_ms <= 0
+                or policy.dpop not in DPOP_MODES
+                or policy.dpop_theft_policy not in DPOP_STOLEN_TOKEN_POLICIES
+                or policy.dpop_iat_window_seconds <= 0 or policy.dpop_jti_limit <= 0
+                or policy.dpop_nonce_period_seconds <= 0):
             raise PolicyMissing(f"{POLICY_KEY} holds an unknown policy")
         return policy
 

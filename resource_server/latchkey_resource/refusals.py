@@ -7,17 +7,22 @@ with (API.md), so the SDK maps a resource server's refusal to the same typed err
     ├── InvalidToken (401, invalid_token)     ├── SessionExpired (401, session_expired)
     ├── TokenExpired (401, token_expired)     ├── SessionRevoked (401, session_revoked)
     ├── InvalidDPoPProof (401, invalid_dpop_proof): RFC 9449, with a ``DPoP`` challenge
+    │   └── UseDPoPNonce (401, use_dpop_nonce): with the nonce to use, ``DPoP-Nonce``
     ├── InvalidRequest (400, invalid_request): a malformed X-Device-Id, as on /v1
     └── StoreUnavailable (503, store_unavailable): fail closed, no challenge
 
 Every 401 carries ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750 section 3.1),
-except a request that sent no credentials at all, which gets a bare ``Bearer`` challenge.
+except a request that sent no credentials at all, which gets a bare ``Bearer`` challenge,
+and a request sent with ``Authorization: DPoP``, which gets the DPoP one (RFC 9449 section
+7.1: ``DPoP error="invalid_token", algs="ES256 EdDSA"``), as the token server answers.
 ``problem()`` is the RFC 9457 body the adapters send: the same document ``/v1/me`` would.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from .dpop import DPOP_ALGORITHMS
 
 __all__ = [
     "PROBLEM_TYPE_BASE",
@@ -29,9 +34,11 @@ __all__ = [
     "SessionRevoked",
     "StoreUnavailable",
     "TokenExpired",
+    "UseDPoPNonce",
 ]
 
 PROBLEM_TYPE_BASE = "https://latchkey.dev/problems/"
+_ALGS = " ".join(DPOP_ALGORITHMS)
 
 
 class Refusal(Exception):
@@ -47,6 +54,7 @@ class Refusal(Exception):
         self.detail = detail or self.title
         self.reason = reason
         self.credentials_sent = credentials_sent
+        self.dpop_scheme = False  # the request used Authorization: DPoP (the verifier says)
 
     @property
     def www_authenticate(self) -> str | None:
@@ -55,6 +63,8 @@ class Refusal(Exception):
             return None
         if not self.credentials_sent:
             return "Bearer"  # section 3.1: no error code when no credentials were sent
+        if self.dpop_scheme:
+            return f'DPoP error="invalid_token", algs="{_ALGS}"'
         return 'Bearer error="invalid_token"'
 
     def headers(self) -> dict[str, str]:
@@ -105,7 +115,21 @@ class InvalidDPoPProof(Refusal):
         detail = "".join(ch for ch in self.detail if 0x20 <= ord(ch) <= 0x7E
                          and ch not in '"\\')
         return (f'DPoP error="{self.code}", error_description="{detail}", '
-                f'algs="ES256 EdDSA"')
+                f'algs="{_ALGS}"')
+
+
+class UseDPoPNonce(InvalidDPoPProof):
+    """The proof lacks the current nonce: here it is (RFC 9449 section 9)."""
+
+    status, code, title = 401, "use_dpop_nonce", "Use the DPoP nonce the server provides"
+
+    def __init__(self, nonce: str) -> None:
+        super().__init__(self.title)
+        self.nonce = nonce
+
+    def headers(self) -> dict[str, str]:
+        """Return the DPoP challenge and the nonce to use."""
+        return {**super().headers(), "DPoP-Nonce": self.nonce}
 
 
 class InvalidRequest(Refusal):

@@ -48,18 +48,23 @@ def verify_touch_call(user_id: str, session_id: str, *, idle_ms: int, retention_
                       binding_policy: str, device_id: str = "", user_agent: str = "",
                       binding_fingerprint: str = "", refresh_hash: str = "",
                       dpop_jti: str = "", dpop_jti_ttl_ms: int = 0, dpop_jti_limit: int = 0,
-                      ) -> tuple[list[str], list[Any]]:
+                      dpop_stolen_revoke: bool = False) -> tuple[list[str], list[Any]]:
     """Return the KEYS and ARGV of ``verify_touch.lua`` for one session (its header lists
     them): the user's record, then the session id, the policy and the request's binding
     inputs. ``refresh_hash`` is for introspection of a refresh token only; ``dpop_jti``
     (with how long to remember it and how many a user may hold) for a DPoP proof, accepted
-    once in the same script."""
+    once in the same script. ``dpop_stolen_revoke``: the request carried a DPoP-bound
+    token without its key and the policy ends such a session (reason ``stolen``)."""
     keys = [user_key(user_id)]
     args: list[Any] = [session_id, idle_ms, retention_ms, binding_policy, device_id,
                        user_agent, binding_fingerprint, refresh_hash]
     if dpop_jti:
         keys.append(dpop_jti_key(user_id))
         args += [dpop_jti, dpop_jti_ttl_ms, dpop_jti_limit]
+    if dpop_stolen_revoke:
+        if not dpop_jti:
+            args += ["", 0, 0]
+        args.append("revoke")
     return keys, args
 
 

@@ -11,8 +11,11 @@
          (``policy.py``): live on Redis server time, idle clock touched, device binding
          applied to this request's ``X-Device-Id`` and ``User-Agent``
       -> a DPoP-bound token (``cnf.jkt``) needs ``Authorization: DPoP`` and a proof by that
-         key with ``ath`` (``dpop.py``, the token server's own checks); its ``jti`` is used
-         up by the same script, in the jti set the token server keeps too
+         key with ``ath`` (``dpop.py``, the token server's own checks) under the token
+         server's published DPoP policy (mode, iat window, jti limit, nonces, what a token
+         without its key does); its ``jti`` is used up by the same script, in the jti set
+         the token server keeps too; a request sent as DPoP is refused with the DPoP
+         challenge, whatever the reason
       -> a ``Principal``, or a ``Refusal`` carrying Latchkey's own code and reason.
 
 One store round trip per request (EVALSHA); the policy is read at most every few seconds
@@ -40,7 +43,7 @@ import redis
 
 from .binding import Client, client_from_headers
 from .claims import AccessClaims, ClaimsRejected, checked_kid, decode_claims, looks_like_jwt
-from .dpop import DPoPError, normalise_htu, verify_proof
+from .dpop import USE_DPOP_NONCE, DPoPError, NonceSource, normalise_htu, verify_proof
 from .events import ResourceEvents
 from .jwks import JwksCache, KeysUnavailable, check_url
 from .policy import PolicyCache, PolicyMissing, SessionPolicy, read_policy
@@ -49,10 +52,12 @@ from .refusals import (
     InvalidDPoPProof,
     InvalidRequest,
     InvalidToken,
+    Refusal,
     SessionExpired,
     SessionRevoked,
     StoreUnavailable,
     TokenExpired,
+    UseDPoPNonce,
 )
 from .scripts import VERIFY_TOUCH, Script
 from .session_check import SessionCheck, SessionState, verify_touch_call
@@ -64,6 +69,8 @@ _log = logging.getLogger("latchkey_resource")
 # Connect and read timeouts for the issuer's JWKS and metadata: the fetch happens on a
 # request's path (first use, an unknown kid, a stale document), so it must be short.
 HTTP_TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+# What a read of the published policy may fail with (no policy, or no store).
+_POLICY_FAILURES: tuple[type[Exception], ...] = (PolicyMissing, *STORE_DOWN_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -110,8 +117,8 @@ class ResourceVerifier:
 
     DPoP (RFC 9449): ``public_base_url`` is this API's URL as clients see it (behind a
     proxy; default: the URL the adapter passes), against which a proof's ``htu`` is
-    compared; ``dpop_iat_window_seconds`` and ``dpop_jti_limit`` are the token server's
-    ``DPOP_IAT_WINDOW`` and ``DPOP_JTI_LIMIT`` (keep them equal).
+    compared. Everything else about DPoP (mode, iat window, jti limit, nonces, the
+    stolen-token policy) is the token server's, read from its published policy.
     """
 
     def __init__(self, issuer: str, redis_url: str | None = None, *,
@@ -123,11 +130,10 @@ class ResourceVerifier:
                  jwks_max_age_seconds: float = 3600.0,
                  policy_refresh_seconds: float = 5.0, token_cache_size: int = 4096,
                  service_name: str = "resource-server", public_base_url: str | None = None,
-                 dpop_iat_window_seconds: int = 60, dpop_jti_limit: int = 2000) -> None:
+                 ) -> None:
         self.issuer = check_url(issuer.rstrip("/"), "issuer")
         self._public_base_url = public_base_url.rstrip("/") if public_base_url else None
-        self._dpop_window = dpop_iat_window_seconds
-        self._dpop_jti_limit = dpop_jti_limit
+        self._nonces: tuple[str, int, NonceSource] | None = None  # (key hex, period, source)
         if redis_client is None:
             if not redis_url:
                 raise ValueError("ResourceVerifier needs redis_url (or redis_client): "
@@ -155,15 +161,38 @@ class ResourceVerifier:
         absent); ``headers`` the request's headers (the device id and user agent the
         session is bound to are read from them); ``remote_addr`` goes into security
         events. ``method`` and ``url`` are the request's, for sender-constrained tokens.
+        A request sent with ``Authorization: DPoP`` is refused with the DPoP challenge
+        (RFC 9449 section 7.1), as the token server refuses it.
         """
         scheme, token = self._credentials(authorization)
+        try:
+            return self._verify(scheme, token, method=method, url=url, headers=headers,
+                                remote_addr=remote_addr)
+        except Refusal as refusal:
+            refusal.dpop_scheme = scheme == "dpop"
+            raise
+
+    def current_nonce(self) -> str | None:
+        """Return the DPoP nonce to hand out now (``DPoP-Nonce``), or ``None`` while the
+        token server has nonces off (or its policy cannot be read)."""
+        try:
+            nonces = self._nonce_source(self.policy.current())
+        except _POLICY_FAILURES:
+            return None
+        return nonces.current(time.time()) if nonces else None
+
+    def _verify(self, scheme: str, token: str, *, method: str, url: str,
+                headers: Mapping[str, str] | None, remote_addr: str) -> Principal:
         policy = self._policy()
+        if policy.dpop == "off" and scheme == "dpop":
+            # DPoP switched off on the token server: bearer tokens only, as it answers.
+            raise InvalidToken("Send the access token as Authorization: Bearer")
         claims = self._claims(token, policy)
         client = client_from_headers(headers or {}, remote_addr)
         if client is None:
             raise InvalidRequest("X-Device-Id must be printable ASCII, at most 128 characters")
         jti = ""
-        if claims.jkt:
+        if claims.jkt and policy.dpop != "off":
             jti = self._proof(scheme, token, claims, client, policy, method=method, url=url,
                               headers=headers or {})
         elif scheme == "dpop":
@@ -230,27 +259,58 @@ class ResourceVerifier:
         """Check a DPoP-bound token's proof (RFC 9449 section 7.1); return its ``jti``.
 
         Sent as Bearer, without a proof or with another key's, the token was copied: the
-        ``dpop_stolen_token`` alert, as the token server raises it, and a refusal.
+        ``dpop_stolen_token`` alert, as the token server raises it, and a refusal; under
+        the token server's ``DPOP_STOLEN_TOKEN=revoke`` the session check ends the session
+        (reason ``stolen``), the same script outcome the token server's own check has.
         """
         values = _header_values(headers, "DPoP")
         missing = ("bearer" if scheme != "dpop" else "no_proof" if not values else "")
         if not missing:
             if self._public_base_url:
                 url = self._public_base_url + urlsplit(url).path
+            now = time.time()
+            nonces = self._nonce_source(policy)
             try:
-                proof = verify_proof(values, method=method, url=normalise_htu(url),
-                                     now=time.time(), iat_window_seconds=self._dpop_window,
-                                     access_token=token)
+                proof = verify_proof(
+                    values, method=method, url=normalise_htu(url), now=now,
+                    iat_window_seconds=policy.dpop_iat_window_seconds, access_token=token,
+                    nonce_valid=(lambda nonce: nonces.is_valid(nonce, now)) if nonces else None)
             except DPoPError as exc:
+                if exc.error == USE_DPOP_NONCE and nonces is not None:
+                    raise UseDPoPNonce(nonces.current(now)) from exc
                 raise InvalidDPoPProof(exc.description) from exc
             if proof.jkt == claims.jkt:
                 return proof.jti
             missing = "other_key"
+        ended = False
+        if policy.dpop_theft_policy == "revoke":
+            check = self._check_session(claims, client, policy, stolen_revoke=True)
+            ended = check.just_ended and check.reason == "stolen"
+            if check.just_ended and not ended:  # it timed out on the way: say so
+                self._events.session_ended(policy.event_key, claims.user_id,
+                                           claims.session_id, check.reason)
         self._events.security(policy.event_key, "dpop_stolen_token", user_id=claims.user_id,
                               session_id=claims.session_id,
                               max_length=policy.security_stream_max_length, ip=client.ip,
-                              kind="access", missing=missing, policy="report", revoked=False)
+                              kind="access", missing=missing, policy=policy.dpop_theft_policy,
+                              revoked=ended)
+        if ended:
+            self._events.session_ended(policy.event_key, claims.user_id, claims.session_id,
+                                       "stolen")
         raise InvalidDPoPProof("This session is bound to a DPoP key: send a proof by it")
+
+    def _nonce_source(self, policy: SessionPolicy) -> NonceSource | None:
+        """Return the nonce source of the published nonce key, or ``None`` while nonces are
+        off; built once per key and period."""
+        if not policy.dpop_nonce_key:
+            return None
+        held = self._nonces
+        if held is None or held[:2] != (policy.dpop_nonce_key, policy.dpop_nonce_period_seconds):
+            held = (policy.dpop_nonce_key, policy.dpop_nonce_period_seconds,
+                    NonceSource(bytes.fromhex(policy.dpop_nonce_key),
+                                period_seconds=policy.dpop_nonce_period_seconds))
+            self._nonces = held
+        return held[2]
 
     def _policy(self) -> SessionPolicy:
         try:
@@ -294,14 +354,15 @@ class ResourceVerifier:
         return _Verified(kid, decode_claims(token, key, issuer=self.issuer, audience=audience))
 
     def _check_session(self, claims: AccessClaims, client: Client,
-                       policy: SessionPolicy, dpop_jti: str = "") -> SessionCheck:
+                       policy: SessionPolicy, dpop_jti: str = "", *,
+                       stolen_revoke: bool = False) -> SessionCheck:
         keys, args = verify_touch_call(
             claims.user_id, claims.session_id, idle_ms=policy.idle_ms,
             retention_ms=policy.retention_ms, binding_policy=policy.binding_policy,
             device_id=client.device_id, user_agent=client.user_agent,
             binding_fingerprint=client.fingerprint, dpop_jti=dpop_jti,
-            dpop_jti_ttl_ms=(2 * self._dpop_window + 5) * 1000,
-            dpop_jti_limit=self._dpop_jti_limit)
+            dpop_jti_ttl_ms=policy.dpop_jti_ttl_ms, dpop_jti_limit=policy.dpop_jti_limit,
+            dpop_stolen_revoke=stolen_revoke)
         try:
             return SessionCheck.from_reply(self._script(keys, args))
         except STORE_DOWN_ERRORS as exc:

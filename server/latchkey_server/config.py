@@ -142,7 +142,8 @@ class Settings:
         "DPOP", "allowed",
         doc="DPoP (RFC 9449): `off` ignores proofs; `allowed` binds a session to the key of "
             "the proof its token request carries; `required` refuses token requests "
-            "without one (docs/API-NOTES.md)")
+            "without one (docs/API-NOTES.md). Every `DPOP_*` setting is published in "
+            "`lk:{policy}`, and resource servers follow it")
     dpop_iat_window_seconds: int = setting(
         "DPOP_IAT_WINDOW", 60, unit="seconds", minimum=1, maximum=600,
         doc="how far a DPoP proof's `iat` may be from server time; each `jti` is "
@@ -150,7 +151,9 @@ class Settings:
     dpop_nonce: str = setting(
         "DPOP_NONCE", "off",
         doc="`on`: proofs must carry a server nonce (`DPoP-Nonce`, error `use_dpop_nonce`), "
-            "derived from the HMAC secret and the clock, so every worker agrees")
+            "derived from the HMAC secret and the clock, so every worker agrees; resource "
+            "servers check the same nonces (its nonce subkey is published in `lk:{policy}`, "
+            "docs/RESOURCE_SERVERS.md)")
     dpop_nonce_period_seconds: int = setting(
         "DPOP_NONCE_PERIOD", 300, unit="seconds", minimum=10, maximum=86400,
         doc="how often the DPoP nonce changes (the previous one stays valid one more period)")

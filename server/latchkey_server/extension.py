@@ -48,7 +48,7 @@ def init_app(app: Flask, settings: Settings, redis_url: str) -> Services:
     store = SessionStore(connect(settings, redis_url), settings)
     # What resource servers apply to these sessions (docs/RESOURCE_SERVERS.md): published by
     # the serving process at start (serving.py) and again with this worker's first session.
-    store.publish_policy_with_first_session(hmac_keys.log_pseudonym)
+    store.publish_policy_with_first_session(hmac_keys.log_pseudonym, hmac_keys.dpop_nonce)
     tokens = TokenService(settings, keyring, hmac_keys)
     events = EventLog(hmac_keys.log_pseudonym)
     svc = Services(

@@ -163,7 +163,9 @@ def publish_session_policy(settings: Settings, url: str) -> None:
 
     client = connect(settings, url)
     try:
-        if not SessionStore(client, settings).publish_policy(HmacKeys(settings).log_pseudonym):
+        keys = HmacKeys(settings)
+        if not SessionStore(client, settings).publish_policy(keys.log_pseudonym,
+                                                             keys.dpop_nonce):
             _log.warning("session policy not published: the store is unavailable; workers "
                          "publish it with their first session",
                          extra={"event": "policy_not_published"})

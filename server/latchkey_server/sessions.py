@@ -312,8 +312,13 @@ class SessionService:
         """
         ended = False
         if self._settings.dpop_theft_policy == "revoke":
-            ended = self._store.revoke_session(claims.user_id, claims.session_id,
-                                               "stolen") is Revocation.REVOKED
+            # The session check's own outcome, as on every resource server (verify_touch).
+            check = self._store.verify_touch(claims.user_id, claims.session_id,
+                                             binding_policy="off", dpop_stolen_revoke=True)
+            ended = check.just_ended and check.reason == "stolen"
+            if check.just_ended and not ended:  # it timed out on the way: say so
+                self._log_ended(claims.user_id, [EndedSession(claims.session_id,
+                                                              check.reason)])
         return self._stolen(claims.user_id, claims.session_id, client, "access", missing,
                             ended)
 

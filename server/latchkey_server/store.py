@@ -504,33 +504,43 @@ class SessionStore:
         self._barrier = RevocationBarrier(settings)
         self._policy_published = False
         self._policy_event_key: bytes | None = None
+        self._policy_nonce_key = b""
 
-    def session_policy(self, event_key: bytes) -> SessionPolicy:
-        """Return the policy resource servers must apply to this server's sessions."""
+    def session_policy(self, event_key: bytes, nonce_key: bytes = b"") -> SessionPolicy:
+        """Return the policy resource servers must apply to this server's sessions: the
+        session limits, binding and the DPoP settings (with nonces on, ``nonce_key``, the
+        purpose-bound secret the token server's nonces come from)."""
         s = self._settings
         return SessionPolicy(idle_ms=self._idle_ms, retention_ms=self._retention_ms,
                              binding_policy=s.binding_policy, issuer=s.issuer,
                              audience=s.audience, default_client_id=s.default_client_id,
                              event_key=event_key.hex(),
-                             security_stream_max_length=s.security_stream_max_length)
+                             security_stream_max_length=s.security_stream_max_length,
+                             dpop=s.dpop, dpop_iat_window_seconds=s.dpop_iat_window_seconds,
+                             dpop_jti_limit=s.dpop_jti_limit,
+                             dpop_theft_policy=s.dpop_theft_policy,
+                             dpop_nonce_key=(nonce_key.hex() if s.dpop_nonce == "on"
+                                             and s.dpop != "off" else ""),
+                             dpop_nonce_period_seconds=s.dpop_nonce_period_seconds)
 
-    def publish_policy(self, event_key: bytes) -> bool:
+    def publish_policy(self, event_key: bytes, nonce_key: bytes = b"") -> bool:
         """Publish the session policy for resource servers (``latchkey_resource.policy``);
         say whether the store took it. The serving process calls it at start."""
-        self._policy_event_key = event_key
+        self._policy_event_key, self._policy_nonce_key = event_key, nonce_key
         try:
-            publish_policy(self.client, self.session_policy(event_key))
+            publish_policy(self.client, self.session_policy(event_key, nonce_key))
         except STORE_DOWN_ERRORS:
             return False
         self._policy_published = True
         return True
 
-    def publish_policy_with_first_session(self, event_key: bytes) -> None:
+    def publish_policy_with_first_session(self, event_key: bytes,
+                                          nonce_key: bytes = b"") -> None:
         """Publish the policy again with this process's first session (one HSET per
         worker), so a store that was down at start, or lost its data since, holds it before
         any session a resource server could check exists. Operator commands, which create
         no session, never write it."""
-        self._policy_event_key = event_key
+        self._policy_event_key, self._policy_nonce_key = event_key, nonce_key
 
     def _stored_client(self, client_id: str | None) -> str:
         """Return a client id as session records hold it: '' for the built-in client."""
@@ -664,7 +674,7 @@ class SessionStore:
         ``lua/create_session.lua`` documents.
         """
         if not self._policy_published and self._policy_event_key is not None:
-            self.publish_policy(self._policy_event_key)
+            self.publish_policy(self._policy_event_key, self._policy_nonce_key)
         s = self._settings
         keys = [user_key(user_id)] + ([dpop_jti_key(user_id)] if dpop_jti else [])
         created, ended = self._create_session(keys=keys, args=[_encode_record({
@@ -711,13 +721,15 @@ class SessionStore:
     def verify_touch(self, user_id: str, session_id: str, *, device_id: str = "",
                      user_agent: str = "", binding_fingerprint: str = "",
                      binding_policy: str | None = None, refresh_hash: str = "",
-                     dpop_jti: str = "") -> SessionCheck:
+                     dpop_jti: str = "", dpop_stolen_revoke: bool = False) -> SessionCheck:
         """Check a session is live on server time, apply the binding policy to this
         request's device id and user agent, and mark the session used: one round trip.
 
         Introspection passes ``binding_policy="off"`` (the caller is a resource server,
         not the device) and, for a refresh token, its ``refresh_hash``. ``dpop_jti`` is
         the request's DPoP proof's, accepted once (``SessionCheck.proof_refused`` if not).
+        ``dpop_stolen_revoke`` ends a live session now with reason ``stolen`` (its bound
+        token came without its key, under ``DPOP_STOLEN_TOKEN=revoke``).
         """
         policy = self._settings.binding_policy if binding_policy is None else binding_policy
         keys, args = verify_touch_call(
@@ -725,7 +737,7 @@ class SessionStore:
             binding_policy=policy, device_id=device_id, user_agent=user_agent,
             binding_fingerprint=binding_fingerprint, refresh_hash=refresh_hash,
             dpop_jti=dpop_jti, dpop_jti_ttl_ms=self._jti_ttl_ms,
-            dpop_jti_limit=self._settings.dpop_jti_limit)
+            dpop_jti_limit=self._settings.dpop_jti_limit, dpop_stolen_revoke=dpop_stolen_revoke)
         return SessionCheck.from_reply(self._verify_touch(keys=keys, args=args))
 
     @_store_call

@@ -28,7 +28,10 @@ view. The budgets:
   count, since refreshing after expiry is what clients are meant to do. A refresh token
   whose MAC does not check (``tokens.py``: the server never minted it) is charged
   *before* anything else is done with it (:func:`charge_unverified_token`), so a client
-  out of budget is refused without touching the store (H2).
+  out of budget is refused without touching the store (H2). A refused DPoP proof with a
+  token (``invalid_dpop_proof``: bad signature, wrong key, replayed jti, wrong htu...)
+  spends the same budget, so guessing at a proof is metered like guessing at a token; a
+  nonce demand (``use_dpop_nonce``) does not (P1).
 
 Only failures cost anything. Login and registration use Flask-Limiter's conditional
 deduction (``deduct_when``): one read of the counter before the view, one increment
@@ -70,7 +73,14 @@ from . import observability
 from .api.inputs import json_body
 from .binding import request_device_id
 from .config import Settings, cluster_seed_nodes
-from .errors import ApiError, InvalidToken, TooManyRequests, problem_response
+from .errors import (
+    ApiError,
+    InvalidDPoPProof,
+    InvalidToken,
+    TooManyRequests,
+    UseDPoPNonce,
+    problem_response,
+)
 from .extension import Services
 from .redis_connection import connection_options
 from .store import RATE_LIMIT_KEY_PREFIX
@@ -79,7 +89,7 @@ __all__ = ["ACCOUNT_FAILURES", "BUDGETS", "EXTENSION_KEY", "LOGIN_IP_FAILURES",
            "REGISTRATION_IP_FAILURES", "STEP_UP_FAILURES", "STEP_UP_IP_FAILURES",
            "TAKEN_NAME_FAILURES",
            "FailureBudget", "Throttle", "charge_unverified_token", "client_ip_key", "init_app",
-           "limited"]
+           "limited", "proof_failure_counts"]
 
 EXTENSION_KEY = "latchkey_throttle"
 
@@ -385,8 +395,7 @@ def init_app(app: Flask, svc: Services, redis_url: str) -> Throttle:
         s.invalid_tokens_per_ip, s.invalid_tokens_per_ip_window_seconds))
     _apply_budgets(app, throttle)
 
-    @app.errorhandler(InvalidToken)
-    def _invalid_token(error: InvalidToken) -> Response:
+    def _charged(error: ApiError) -> Response:
         if _token_presented() and not g.get("invalid_token_charged"):
             try:
                 retry_after = throttle.count_invalid_token()
@@ -400,8 +409,27 @@ def init_app(app: Flask, svc: Services, redis_url: str) -> Throttle:
                     retry_after, "Too many invalid tokens from this address"))
         return problem_response(error)
 
+    @app.errorhandler(InvalidToken)
+    def _invalid_token(error: InvalidToken) -> Response:
+        return _charged(error)
+
+    @app.errorhandler(InvalidDPoPProof)
+    def _invalid_proof(error: InvalidDPoPProof) -> Response:
+        # A bad proof with a token is a guess at the key's signature as much as a bad token
+        # is one at ours: the same budget. A nonce demand is the protocol's normal first
+        # answer (RFC 9449 section 8), never a failure to count.
+        if proof_failure_counts(error):
+            return _charged(error)
+        return problem_response(error)
+
     app.extensions[EXTENSION_KEY] = throttle
     return throttle
+
+
+def proof_failure_counts(error: InvalidDPoPProof) -> bool:
+    """Say whether a refused DPoP proof spends the invalid-token budget: every refusal but
+    a nonce demand (``use_dpop_nonce``), which a well-behaved client meets once a period."""
+    return not isinstance(error, UseDPoPNonce)
 
 
 def _hooks_only_when_limited(app: Flask, limiter: Limiter) -> None:

@@ -8,6 +8,9 @@
 --         one, or the previous one inside its grace window, else the answer is unknown)
 --       9 a DPoP proof's jti (with KEYS[2]), 10 how long to remember it (ms), 11 how
 --         many a user's set may hold (dpop_jti_fresh in the prelude)
+--       12 (optional) 'revoke': the request carried this DPoP-bound session's token
+--         without a proof by its key and DPOP_STOLEN_TOKEN=revoke: a live session ends
+--         now, reason 'stolen' (the token server and every resource server alike)
 -- Returns {'live', auth_level, auth_time, device_id, user_agent, now_ms, username,
 --          binding change to report now ('' if none or already reported),
 --          absolute expiry (ms), client id ('' for the built-in client),
@@ -31,6 +34,12 @@ local why = expiry_reason(s.a, s.l, idle, now)
 if why then
   end_session(KEYS[1], sid, s, 'expired', why, now)
   return {'expired', why, 'now'}
+end
+
+-- A bound token without its key, under the revoke policy (P1): nothing else is done.
+if ARGV[12] == 'revoke' then
+  end_session(KEYS[1], sid, s, 'revoked', 'stolen', now)
+  return {'revoked', 'stolen', 'now'}
 end
 
 -- Device binding (D3): report or enforce a change, as the refresh script does.

@@ -3,6 +3,9 @@
 -- the previous token after the window is theft and ends the session. Both answers that
 -- hand out a successor apply the device-binding policy (D3) first, exactly as a
 -- protected request does (apply_binding in the prelude): one round trip in every policy.
+-- With DPoP, the retry must come with the key the session holds now (none if unbound),
+-- else it is reuse like the previous token after the window; only the current token
+-- binds an unbound session (docs/API-NOTES.md "DPoP").
 -- KEYS[1] the user's record (holds the session); KEYS[2] (optional) the user's DPoP jti
 -- set, when the request carries a proof.
 -- ARGV: 1 sid, 2 presented hash, 3 successor hash, 4 presented generation, or -1 when
@@ -58,10 +61,19 @@ end
 -- answer was lost): the device binding first, as for a protected request.
 local is_retry = not is_current and now <= s.t and successor == s.rc
 if is_current or is_retry then
-  -- DPoP (RFC 9449 section 5): a bound session's refresh proves the same key; a proof
-  -- binds a session that is not bound yet. Nothing rotates without the key.
+  -- DPoP (RFC 9449 section 5). A retry of the previous token is answered only to the
+  -- holder who made the rotation: the same key the session holds now, or none while it
+  -- is unbound. Another key (or none) means two holders of one chain inside the grace
+  -- window, whatever either proves: reuse, and the session ends (so a thief who
+  -- refreshed a stolen unbound token first, binding it to their key, loses it at the
+  -- victim's retry instead of keeping it). The current token of a bound session proves
+  -- its key; only the current token binds an unbound one. Nothing rotates without it.
   if ARGV[13] == 'check' then
     local jkt = ARGV[14]
+    if is_retry and jkt ~= s.jk then
+      end_session(KEYS[1], sid, s, 'revoked', 'reuse', now)
+      return {'reused'}
+    end
     if s.jk ~= '' and jkt ~= s.jk then
       local missing = 'other_key'
       if jkt == '' then missing = 'no_proof' end
@@ -76,7 +88,7 @@ if is_current or is_retry then
         now)
       if jti ~= 'fresh' then return {'dpop_' .. jti} end
     end
-    if s.jk == '' then s.jk = jkt end
+    if is_current and s.jk == '' then s.jk = jkt end
   end
   local ended, report = apply_binding(KEYS[1], sid, s, ARGV[8], ARGV[9], ARGV[10], ARGV[11],
     now)

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import throttle
 from ..binding import request_client
-from ..errors import ApiError, InvalidToken, TooManyRequests
+from ..errors import ApiError, InvalidDPoPProof, InvalidToken, TooManyRequests
 from ..extension import services
 from .clients import ClientRegistry
 from .errors import OAuth2Error, from_api_error, oauth_response
@@ -74,9 +74,11 @@ def _oauth_error(error: OAuth2Error) -> Response:
 
 @bp.errorhandler(ApiError)
 def _api_error(error: ApiError) -> Response:
-    if isinstance(error, InvalidToken) and request.endpoint == "oauth.token":
+    counts = isinstance(error, InvalidToken) or (
+        isinstance(error, InvalidDPoPProof) and throttle.proof_failure_counts(error))
+    if counts and request.endpoint == "oauth.token":
         # The same budget as /v1's invalid tokens (throttle.py): a refresh token no session
-        # of ours holds is a guess, whichever face it was sent to.
+        # of ours holds is a guess, whichever face it was sent to; so is a bad proof.
         retry_after = _count_invalid_token()
         if retry_after is not None:
             return oauth_response(from_api_error(TooManyRequests(retry_after)))
