@@ -15,10 +15,11 @@
          up by the same script, in the jti set the token server keeps too
       -> a ``Principal``, or a ``Refusal`` carrying Latchkey's own code and reason.
 
-One store round trip per request (EVALSHA); the policy is read at most every few seconds
-and the JWKS per its max-age. A store that cannot answer fails closed (``StoreUnavailable``,
-503); so does an issuer whose keys were never fetched. The events the check causes are
-raised as the token server raises them (``events.py``).
+One store round trip per request (FCALL, or EVALSHA: ``scripts.Script``); the policy is
+read at most every few seconds and the JWKS per its max-age. A store that cannot answer
+fails closed (``StoreUnavailable``, 503); so does an issuer whose keys were never
+fetched. The events the check causes are raised as the token server raises them
+(``events.py``).
 
 Framework-free: adapters (``flask.py``, ``asgi.py``, ``fastapi.py``, ``wsgi.py``) pass the
 header values in and render the refusal.
@@ -141,7 +142,9 @@ class ResourceVerifier:
                               min_max_age_seconds=min(30.0, jwks_max_age_seconds),
                               max_max_age_seconds=jwks_max_age_seconds)
         self.policy = PolicyCache(lambda: read_policy(self.redis), policy_refresh_seconds)
-        self._script = Script(self.redis, VERIFY_TOUCH)
+        # FCALL of the library the token server loads, EVALSHA until it has (acl.py: a
+        # resource server may not load libraries).
+        self._script = Script(self.redis, VERIFY_TOUCH, load=False)
         self._events = ResourceEvents(self.redis, service_name)
         self._verified = lru_cache(maxsize=token_cache_size)(self._verify_signature)
         self._issuer_warned = threading.Event()
