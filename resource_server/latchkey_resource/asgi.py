@@ -51,7 +51,7 @@ async def verify_scope(verifier: ResourceVerifier, scope: Mapping[str, Any]) -> 
     client = scope.get("client")
     return await anyio.to_thread.run_sync(
         lambda: verifier.verify(headers.get("authorization"), method=scope.get("method", "GET"),
-                                url=_url(scope, headers), headers=headers,
+                                url=lambda: _url(scope, headers), headers=headers,
                                 remote_addr=client[0] if client else ""))
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -150,14 +150,17 @@ class ResourceVerifier:
         self._issuer_warned = threading.Event()
 
     # -- the whole check -----------------------------------------------------------------
-    def verify(self, authorization: str | None, *, method: str = "GET", url: str = "",
-               headers: Mapping[str, str] | None = None, remote_addr: str = "") -> Principal:
+    def verify(self, authorization: str | None, *, method: str = "GET",
+               url: str | Callable[[], str] = "", headers: Mapping[str, str] | None = None,
+               remote_addr: str = "") -> Principal:
         """Return who is calling, or raise the ``Refusal`` saying why not.
 
         ``authorization`` is the request's ``Authorization`` header value (``None`` when
         absent); ``headers`` the request's headers (the device id and user agent the
         session is bound to are read from them); ``remote_addr`` goes into security
-        events. ``method`` and ``url`` are the request's, for sender-constrained tokens.
+        events. ``method`` and ``url`` are the request's, for sender-constrained tokens;
+        ``url`` may be a function returning it, called only for a DPoP-bound token (a
+        framework's URL rebuilding costs more than the rest of a Bearer check's Python).
         """
         scheme, token = self._credentials(authorization)
         policy = self._policy()
@@ -167,8 +170,8 @@ class ResourceVerifier:
             raise InvalidRequest("X-Device-Id must be printable ASCII, at most 128 characters")
         jti = ""
         if claims.jkt:
-            jti = self._proof(scheme, token, claims, client, policy, method=method, url=url,
-                              headers=headers or {})
+            jti = self._proof(scheme, token, claims, client, policy, method=method,
+                              url=url() if callable(url) else url, headers=headers or {})
         elif scheme == "dpop":
             # RFC 9449 section 7.1: the DPoP scheme is for DPoP-bound tokens only.
             raise InvalidDPoPProof("This access token is not DPoP-bound: send it as Bearer")
