@@ -78,11 +78,13 @@ class Script:
 
     ``body`` defaults to this package's ``lua/<name>.lua``; the token server passes its
     own scripts' bodies. ``functions=False`` never tries ``FCALL``; ``load=False`` never
-    sends ``FUNCTION LOAD``.
+    sends ``FUNCTION LOAD``. ``log`` is the logger of the one warning a refused load
+    causes (the token server's is ``latchkey.store``, which its JSON log carries).
     """
 
     def __init__(self, client: Any, name: str, body: str | None = None, *,
-                 functions: bool = True, load: bool = True) -> None:
+                 functions: bool = True, load: bool = True,
+                 log: logging.Logger | None = None) -> None:
         self.name = name
         self._client = client
         if body is None:
@@ -96,6 +98,7 @@ class Script:
         self._retry_at = 0.0
         self._load_warned = False
         self._may_load = load
+        self._log = log or _log
 
     def __call__(self, keys: list[str], args: list[Any]) -> Any:
         """Run the script on ``keys`` with ``args``; return its reply."""
@@ -142,7 +145,7 @@ class Script:
             if self._load_warned:
                 return False
             self._load_warned = True
-            _log.warning("script library not loaded; using EVALSHA", extra={
+            self._log.warning("script library not loaded; using EVALSHA", extra={
                 "event": "redis_function_load_failed", "lk_script": self.name,
                 "lk_error": str(exc)[:200]})
             return False

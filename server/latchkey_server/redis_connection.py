@@ -89,5 +89,5 @@ def connect(settings: Settings, url: str) -> redis.Redis:
     if settings.redis_cluster:
         extra_seeds = [ClusterNode(host, port) for host, port in cluster_seed_nodes(settings)[1:]]
         return ClusterClient(url=url, startup_nodes=extra_seeds, decode_responses=True,
-                        **connection_options(settings))  # type: ignore[return-value]
+                             **connection_options(settings))  # type: ignore[return-value]
     return redis.Redis.from_url(url, decode_responses=True, **connection_options(settings))

@@ -212,7 +212,7 @@ def _script(client: redis.Redis, name: str) -> scripts.Script:
     """Return the runner of ``lua/<name>.lua``: latchkey_resource's ``Script`` (FCALL of
     its library where the store allows, else EVALSHA), the one runner resource servers
     use too."""
-    return scripts.Script(client, name, _script_source(name))
+    return scripts.Script(client, name, _script_source(name), log=_log)
 
 
 def _encode_record(fields: dict[str, Any]) -> str:
