@@ -120,3 +120,15 @@ def test_a_script_cannot_reach_beyond_the_acl_either(as_resource, script, key):
     with pytest.raises(redis.exceptions.ResponseError,
                        match=r"(?i)can't run this command|no permissions"):
         as_resource.eval(script, 1, key)
+
+
+def test_a_library_function_cannot_reach_beyond_the_acl_either(acl_deployment, as_resource):
+    # FCALL is granted (for the token server's verify_touch library), and a function runs
+    # with its caller's rights too: one that deletes a record is refused to this user.
+    acl_deployment.redis.client().function_load(
+        "#!lua name=lk_acl_probe\n"
+        "redis.register_function('lk_acl_probe_del', function(keys) "
+        "return redis.call('DEL', keys[1]) end)", replace=True)
+    with pytest.raises(redis.exceptions.ResponseError,
+                       match=r"(?i)can't run this command|no permissions"):
+        as_resource.fcall("lk_acl_probe_del", 1, "lk:{u:someone}:user")
