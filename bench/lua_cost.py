@@ -42,7 +42,8 @@ from typing import Any
 
 import redis
 from latchkey_resource import scripts
-from latchkey_server.store import session_field, user_key, with_prelude
+from latchkey_resource.scripts import with_prelude
+from latchkey_server.store import session_field, user_key
 
 from bench.harness import print_json
 from bench.redis_stats import STOCK_REDIS, redis_version, start_stock_redis

@@ -54,7 +54,7 @@ def start_stock_redis(data_dir: Path, binary: str = STOCK_REDIS) -> RedisProcess
 
 def latchkey_script_names() -> dict[str, str]:
     """Return SHA1 → script name for the scripts the installed server sends."""
-    from latchkey_server.store import with_prelude
+    from latchkey_resource.scripts import with_prelude
 
     names = {}
     own = (resources.files("latchkey_server") / "lua").iterdir()

@@ -13,6 +13,10 @@
 The FastAPI app (``create_asgi_app``) has ``open`` and ``latchkey`` (the
 ``LatchkeySession`` dependency); Flask-JWT-Extended has no FastAPI form.
 
+``RS_PACKAGE`` names the package that provides ``latchkey``'s guard (default
+``latchkey_resource``): ``bench.resource_server --baseline REV`` imports a copy of an
+earlier version under another name, to measure before and after in one run.
+
 Settings come from the environment, so gunicorn and uvicorn run the same factory the
 in-process benchmark calls: ``RS_MODE``, ``RS_ISSUER`` (the Latchkey server's URL) and
 ``RS_REDIS_URL`` (the shared store), and ``PEER_*`` for the ``fje`` mode (peer_app.py).
@@ -22,6 +26,7 @@ Run: ``RS_MODE=latchkey ... gunicorn 'bench.resource_app:create_app()'`` or
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +50,8 @@ def create_app(mode: str | None = None) -> Flask:
     if mode == "open":
         app = Flask(__name__)
     elif mode == "latchkey":
-        from latchkey_resource.flask import LatchkeyResource
+        LatchkeyResource = importlib.import_module(
+            f"{os.environ.get('RS_PACKAGE', 'latchkey_resource')}.flask").LatchkeyResource
 
         app = Flask(__name__)
         # The extension's documented setup (docs/RESOURCE_SERVERS.md): two config keys.
@@ -99,8 +105,11 @@ def create_asgi_app(mode: str | None = None) -> Any:
         async def hello() -> dict[str, str]:
             return {"hello": "world"}
     elif mode == "latchkey":
-        from latchkey_resource import ResourceVerifier
-        from latchkey_resource.fastapi import LatchkeySession, install
+        package = os.environ.get("RS_PACKAGE", "latchkey_resource")
+        ResourceVerifier = importlib.import_module(package).ResourceVerifier
+        fastapi_adapter = importlib.import_module(f"{package}.fastapi")
+        LatchkeySession, install = (
+            fastapi_adapter.LatchkeySession, fastapi_adapter.install)
 
         install(app)  # refusals answered in problem+json with the RFC 6750 challenge
         session = Depends(LatchkeySession(ResourceVerifier(os.environ["RS_ISSUER"],

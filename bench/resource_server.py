@@ -78,6 +78,10 @@ FLASK_VARIANTS: dict[str, tuple[str, str | None]] = {
     "open": ("open", None), "latchkey": ("latchkey", None),
     "fje_hs256": ("fje", "HS256"), "fje_eddsa": ("fje", "EdDSA")}
 WORKER_CLASSES = ("sync", "gthread")
+# ``--baseline REV``: that revision's latchkey_resource, imported under this name, measured
+# as the ``*_before`` variants beside the current one in the same rounds.
+BEFORE_PACKAGE = "latchkey_resource_before"
+BEFORE_SUFFIX = "_before"
 AUTH_LAYER_GOAL_US = 150.0
 OVER_PEER_GOAL = 1.5
 PROFILE_FRAMES = "latchkey_resource|jwt/|redis/|flask/app|werkzeug"
@@ -115,8 +119,21 @@ class Bench:
                     "PEER_PRIVATE_KEY_PEM": new_ed25519_pem()}
 
     def variant_env(self, variant: str) -> dict[str, str]:
+        package = "latchkey_resource"
+        if variant.endswith(BEFORE_SUFFIX):
+            variant, package = variant[:-len(BEFORE_SUFFIX)], BEFORE_PACKAGE
         mode, algorithm = FLASK_VARIANTS.get(variant, (variant, None))
-        return {**self.env, "RS_MODE": mode, "PEER_ALG": algorithm or "HS256"}
+        return {**self.env, "RS_MODE": mode, "PEER_ALG": algorithm or "HS256",
+                "RS_PACKAGE": package}
+
+    def load_libraries(self) -> None:
+        """Have the token server run its own check once, which loads the ``verify_touch``
+        library as in any deployment that serves requests: a resource server calls it
+        (FCALL) and never loads it (``latchkey_resource.scripts``)."""
+        token = self.latchkey_token()
+        httpx.get(f"{self.latchkey_url}/v1/me", timeout=30, headers={
+            "Authorization": f"Bearer {token}",
+            "User-Agent": BENCH_USER_AGENT}).raise_for_status()
 
     def latchkey_token(self) -> str:
         """A fresh access token of a fresh session (signed in with the bench User-Agent)."""
@@ -282,7 +299,10 @@ def redis_usec_per_verify_touch(admin: redis.Redis, caller: WsgiCaller,
     caller.per_request_us(50)
     admin.config_resetstat()
     caller.per_request_us(requests)
-    return float(admin.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
+    stats = admin.info("commandstats")
+    # FCALL once the token server has loaded the library, EVALSHA before (scripts.Script).
+    entry = stats.get("cmdstat_fcall") or stats["cmdstat_evalsha"]
+    return float(entry["usec_per_call"])
 
 
 def fje_token(app: Any) -> Callable[[], str]:
@@ -291,10 +311,13 @@ def fje_token(app: Any) -> Callable[[], str]:
     return lambda: client.post("/token").get_json()["access_token"]
 
 
-def flask_apps(bench: Bench) -> dict[str, tuple[Any, Callable[[], str] | None]]:
+def flask_apps(bench: Bench, baseline: bool = False,
+               ) -> dict[str, tuple[Any, Callable[[], str] | None]]:
     """Build each Flask variant in this process, with how to get its token."""
     apps: dict[str, tuple[Any, Callable[[], str] | None]] = {}
-    for variant, (mode, _) in FLASK_VARIANTS.items():
+    variants = [*FLASK_VARIANTS, *(["latchkey" + BEFORE_SUFFIX] if baseline else [])]
+    for variant in variants:
+        mode = FLASK_VARIANTS[variant.removesuffix(BEFORE_SUFFIX)][0]
         with environment(bench.variant_env(variant)):
             app = create_app(mode)
         token = None if mode == "open" else (
@@ -308,11 +331,13 @@ def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.new_event_loop()
     callers: dict[str, WsgiCaller | AsgiCaller | CallCaller] = {
         f"flask_{name}": WsgiCaller(app, token) for name, (app, token) in
-        flask_apps(bench).items()}
-    for mode in ASGI_MODES:
-        with environment(bench.variant_env(mode)):
+        flask_apps(bench, bool(args.baseline)).items()}
+    asgi_variants = [*ASGI_MODES, *(["latchkey" + BEFORE_SUFFIX] if args.baseline else [])]
+    for variant in asgi_variants:
+        mode = variant.removesuffix(BEFORE_SUFFIX)
+        with environment(bench.variant_env(variant)):
             app = create_asgi_app(mode)
-        callers[f"fastapi_{mode}"] = AsgiCaller(
+        callers[f"fastapi_{variant}"] = AsgiCaller(
             app, bench.latchkey_token if mode == "latchkey" else None, loop)
     callers.update({f"part_{name}": caller for name, caller in parts(bench).items()})
     for caller in callers.values():  # warm: pools, scripts, JWKS, signature caches
@@ -349,6 +374,22 @@ def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "latchkey_over_open": round(us["flask_open"] / us["flask_latchkey"], 3),
         "fastapi_latchkey_over_open": round(us["fastapi_open"] / us["fastapi_latchkey"], 3),
     }
+    if args.baseline:
+        before = {"flask": "flask_latchkey", "fastapi": "fastapi_latchkey"}
+        result["before_after"] = {"baseline": args.baseline, **{
+            f"{framework}_auth_layer_{clock}_us": {
+                "before": round(table[f"{name}{BEFORE_SUFFIX}"] - table[f"{framework}_open"], 1),
+                "after": round(table[name] - table[f"{framework}_open"], 1)}
+            for framework, name in before.items()
+            for clock, table in (("wall", us), ("cpu", cpu))},
+            "over_fje_hs256_cpu": {
+                "before": round(cpu["flask_fje_hs256"] / cpu["flask_latchkey_before"], 3),
+                "after": round(cpu["flask_fje_hs256"] / cpu["flask_latchkey"], 3)},
+            "over_fje_hs256_wall": {
+                "before": round(us["flask_fje_hs256"] / us["flask_latchkey_before"], 3),
+                "after": round(us["flask_fje_hs256"] / us["flask_latchkey"], 3)}}
+        result["redis_commands_per_request"] = {"latchkey_before": commands_per_request(
+            bench.admin, callers["flask_latchkey_before"])}
     # The auth layer taken apart: the framework-neutral verify() against the same request
     # under Flask, and inside verify() Redis's own script time and the bare round trip.
     flask_latchkey = callers["flask_latchkey"]
@@ -393,9 +434,9 @@ def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         f"over_fje_eddsa_at_least_{OVER_PEER_GOAL:g}_cpu":
             result["latchkey_over_fje_eddsa_cpu"] >= OVER_PEER_GOAL,
     }
-    result["redis_commands_per_request"] = {
+    result.setdefault("redis_commands_per_request", {}).update({
         name: commands_per_request(bench.admin, callers[f"flask_{name}"])
-        for name in ("latchkey", "fje_hs256")}
+        for name in ("latchkey", "fje_hs256")})
     result["redis_commands_per_request"]["fastapi_latchkey"] = commands_per_request(
         bench.admin, callers["fastapi_latchkey"])
     if args.profile:
@@ -533,12 +574,27 @@ def parse_args() -> argparse.Namespace:
                         help="in process only (no gunicorn, uvicorn or wrk)")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the protected Flask request in process")
+    parser.add_argument("--baseline", metavar="REV", default="",
+                        help="also measure REV's latchkey_resource (a git revision) in "
+                             "process, interleaved with the current one")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 300 requests, 1 repetition, 1 s per wrk run")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.repetitions, args.seconds = 300, 1, 1
     return args
+
+
+def import_baseline(revision: str, into: Path) -> None:
+    """Make ``revision``'s latchkey_resource importable as ``BEFORE_PACKAGE``."""
+    into.mkdir()
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", revision, "resource_server/latchkey_resource"],
+        check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    (into / "resource_server" / "latchkey_resource").rename(into / BEFORE_PACKAGE)
+    sys.path.insert(0, str(into))
 
 
 def main() -> None:
@@ -549,6 +605,9 @@ def main() -> None:
         latchkey = start_latchkey(Path(tmp) / "instance", redis_proc.url)
         stack.callback(latchkey.stop)
         bench = Bench(redis_proc.url, redis_proc.client(decode=False), latchkey.base_url)
+        bench.load_libraries()
+        if args.baseline:
+            import_baseline(args.baseline, Path(tmp) / "baseline")
         started = os.getloadavg()
         result: dict[str, Any] = {"in_process": in_process(bench, args)}
         if not args.skip_served:

@@ -2,8 +2,9 @@
 
 What the verifier sends, and nothing else:
 
-- ``EVALSHA`` (and ``EVAL`` once per node, when the script is not cached there) of
-  ``verify_touch.lua``, which calls ``HMGET``, ``HSET`` and ``TIME``: Redis checks a
+- ``FCALL`` of the ``verify_touch`` library the token server loads (``scripts.Script``),
+  else ``EVALSHA`` (and ``EVAL`` once per node, when the script is not cached there) of
+  ``verify_touch.lua``; either calls ``HMGET``, ``HSET`` and ``TIME``: Redis checks a
   script's commands and keys against the caller's ACL (a script has no rights of its own),
   so those are granted too, on the user records only (``%RW~lk:{u:*}:user``). The script
   writes there: the idle touch, an expiry, a binding change. That write is what keeps the
@@ -23,7 +24,12 @@ for introspection (docs/RESOURCE_SERVERS.md).
   SETINFO`` on connect and ignores a refusal; Redis 7.0 does not know it, and from 7.2 on
   ``+client|setinfo`` may be added to keep it out of ``ACL LOG``.
 
-No ``SCRIPT LOAD``, ``KEYS``, ``SCAN``, ``DEL``, ``CONFIG``, ``FLUSH*``, no other key and no
+No ``FUNCTION LOAD``: a library is known by its name, not by a hash of its text as an
+``EVALSHA`` script is, so a user allowed to load (``FUNCTION LOAD REPLACE``) could put its
+own code under the name the token server calls, and the token server would run it with
+its own rights. The token server loads the libraries; a resource server calls the one the
+token server loaded (the same version has the same name) and uses ``EVALSHA`` until it
+exists. No ``SCRIPT LOAD``, ``KEYS``, ``SCAN``, ``DEL``, ``CONFIG``, ``FLUSH*``, no other key and no
 pub/sub channel. ``python -m latchkey_resource.acl <user>`` prints the command to run.
 """
 
@@ -38,7 +44,7 @@ __all__ = ["ACL_RULES", "acl_setuser_command"]
 ACL_RULES: tuple[str, ...] = (
     "resetkeys", "resetchannels", "-@all",
     # The session check: the script and what it calls, on user records only.
-    "+evalsha", "+eval", "+hmget", "+hset", "+time", "+ping", f"%RW~{user_key('*')}",
+    "+fcall", "+evalsha", "+eval", "+hmget", "+hset", "+time", "+ping", f"%RW~{user_key('*')}",
     # DPoP: the same script remembers each proof's jti in the user's jti set.
     "+zremrangebyscore", "+zscore", "+zcard", "+zadd", "+pexpire",
     f"%RW~{dpop_jti_key('*')}",

@@ -13,6 +13,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = [
     "DEVICE_ID_HEADER",
@@ -49,7 +50,30 @@ class Client:
     @property
     def fingerprint(self) -> str:
         """Return a short digest of the bound values: what ``report`` remembers per session."""
-        return hashlib.sha256(f"{self.device_id}\n{self.user_agent}".encode()).hexdigest()[:32]
+        return _fingerprint(self.device_id, self.user_agent)
+
+
+@lru_cache(maxsize=1024)
+def _fingerprint(device_id: str, user_agent: str) -> str:
+    # Cached: a service sees the same few (device, app version) pairs on every request.
+    return hashlib.sha256(f"{device_id}\n{user_agent}".encode()).hexdigest()[:32]
+
+
+# Header mappings whose ``get`` ignores case already (werkzeug's, Starlette's), by class
+# name so this light package imports neither framework. For them an absent header is
+# absent: no scan of every header (werkzeug's EnvironHeaders rebuilds each one from the
+# environ as it iterates: ~20 µs a request that sends no X-Device-Id).
+_CASE_INSENSITIVE = frozenset({
+    "werkzeug.datastructures.headers.Headers",
+    "werkzeug.datastructures.headers.EnvironHeaders",
+    "starlette.datastructures.Headers",
+    "starlette.datastructures.MutableHeaders",
+})
+
+
+@lru_cache(maxsize=64)
+def _ignores_case(cls: type) -> bool:
+    return any(f"{c.__module__}.{c.__qualname__}" in _CASE_INSENSITIVE for c in cls.__mro__)
 
 
 def printable(value: str) -> str:
@@ -73,8 +97,11 @@ def valid_device_id(value: str) -> bool:
 def header(headers: Mapping[str, str], name: str) -> str:
     """Return one header of a mapping whose keys may be in any case ('' when absent)."""
     value = headers.get(name)
-    if value is None:
-        value = headers.get(name.lower())
+    if value is not None:
+        return value
+    if _ignores_case(type(headers)):
+        return ""
+    value = headers.get(name.lower())
     if value is None:
         lowered = name.lower()
         value = next((v for k, v in headers.items() if k.lower() == lowered), "")

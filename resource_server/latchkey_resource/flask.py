@@ -79,7 +79,10 @@ class LatchkeyResource:
     def authenticate(self) -> Principal:
         """Verify the current request; return the principal or raise a ``Refusal``."""
         return self.verifier().verify(
-            request.headers.get("Authorization"), method=request.method, url=request.url,
+            # The URL only if a DPoP proof must be checked against it: werkzeug rebuilds
+            # it (IRI decoding) on every access.
+            request.headers.get("Authorization"), method=request.method,
+            url=lambda: request.url,
             headers=cast("Mapping[str, str]", request.headers),
             remote_addr=request.remote_addr or "")
 

@@ -18,7 +18,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-__all__ = ["STORE_DOWN_ERRORS", "connect"]
+__all__ = ["STORE_DOWN_ERRORS", "ClusterClient", "connect"]
 
 # What a store that cannot answer raises. ``RedisClusterException`` is not a ``RedisError``:
 # redis-py's cluster client raises it when no node of the cluster answers at all.
@@ -29,11 +29,30 @@ STORE_DOWN_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-class _Cluster(RedisCluster):
-    """A cluster client that, like the single-node one, never re-sends after a timeout."""
+class ClusterClient(RedisCluster):
+    """The cluster client of Latchkey's stores: the token server's and a resource server's.
 
+    Two changes to redis-py's:
+
+    - never re-send after a timeout, like the single-node client: a timed-out command may
+      have run, and not every script is idempotent (a revocation re-run reports
+      ``ended``). Lost connections, ``CLUSTERDOWN`` and uncovered slots (a failover in
+      progress) are still retried, after the client has refreshed its map of the cluster.
+    - route ``FCALL`` by its first key, as redis-py routes ``EVALSHA``: redis-py
+      special-cases only EVAL/EVALSHA and asks the server (``COMMAND GETKEYS``, one more
+      round trip per call) for any other command with movable keys. Every script call
+      (``scripts.Script``) carries its user's key.
+    """
+
+    # redis-py annotates the base attribute as its own exact 4-tuple, which no subset fits.
     ERRORS_ALLOW_RETRY = tuple(  # type: ignore[assignment]
         e for e in RedisCluster.ERRORS_ALLOW_RETRY if e is not redis.exceptions.TimeoutError)
+
+    def determine_slot(self, *args: Any) -> int | None:
+        if len(args) > 3 and str(args[0]).upper() == "FCALL" and int(args[2]) > 0:
+            return int(self.keyslot(args[3]))  # type: ignore[no-untyped-call]
+        slot: int | None = super().determine_slot(*args)
+        return slot
 
 
 def connect(url: str, *, cluster: bool = False, socket_timeout_seconds: float = 1.0,
@@ -48,5 +67,5 @@ def connect(url: str, *, cluster: bool = False, socket_timeout_seconds: float = 
                        retries, supported_errors=(redis.exceptions.ConnectionError,)),
     }
     if cluster:
-        return _Cluster(url=url, decode_responses=True, **options)
+        return ClusterClient(url=url, decode_responses=True, **options)
     return redis.Redis.from_url(url, decode_responses=True, **options)

@@ -6,20 +6,30 @@ protected request costs, on Latchkey's own endpoints and on a backend's. They li
 in the light distribution, and the token server (``latchkey_server.store``) reads them
 from here: a resource server can then never run an older or different check than the
 token server it sits beside, short of installing mismatched versions.
+
+``Script`` is the one runner of them, for both: ``FCALL`` of a FUNCTION library where the
+store allows it, ``EVALSHA`` (and ``EVAL`` once per node) where it does not.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from importlib import resources
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
-__all__ = ["PRELUDE", "VERIFY_TOUCH", "Script", "function_library", "lua_source",
-           "with_prelude"]
+__all__ = ["LOAD_RETRY_SECONDS", "PRELUDE", "VERIFY_TOUCH", "Script", "function_library",
+           "lua_source", "with_prelude"]
+
+_log = logging.getLogger("latchkey_resource")
 
 PRELUDE = "_prelude"
+# How long a runner whose library load was refused uses EVALSHA before trying FCALL again.
+LOAD_RETRY_SECONDS = 60.0
 VERIFY_TOUCH = "verify_touch"
 
 
@@ -34,25 +44,112 @@ def with_prelude(body: str) -> str:
 
 
 class Script:
-    """One shared script, run by its SHA1 (EVALSHA); the body is sent (EVAL) only when the
-    node lacks it: a restarted node, or a replica just promoted (script caches are neither
-    persisted nor replicated). EVAL runs it on the node that owns the keys and caches it
-    there: one round trip, on one Redis or on a cluster, and no SCRIPT LOAD (which a
-    cluster client sends to every master, and which the resource ACL need not allow).
+    """One shared Lua script: an ``FCALL`` of its FUNCTION library where the store has
+    them, else an ``EVALSHA``, the body sent only when a node lacks it. The one runner of
+    Latchkey's scripts: the token server's store (``latchkey_server.store``) and a
+    resource server's verifier both run theirs through it, so both get the cheaper call
+    and both fall back the same way.
+
+    Why a library: ``EVAL`` re-runs the shared prelude on every call; a library runs it
+    once, at load (``function_library``; docs/PERFORMANCE.md, "The Lua prelude"). The
+    library is loaded by the first call that finds it missing, on the node that owns the
+    call's keys; that call, and every call on a store without libraries, runs the same
+    source as ``EVALSHA``, so nothing depends on which one ran:
+
+    - ``Function not found`` (a new store; one flushed; a node that never received the
+      library): load it on that node, run this call by ``EVALSHA``, ``FCALL`` from then on.
+      Libraries are kept in RDB/AOF and replicated, so a restarted or promoted node usually
+      has it already; one that does not is loaded again the same way.
+    - no ``FCALL`` (Redis 6.2), or no permission for it (an ACL that allows only
+      ``EVALSHA``): ``EVALSHA`` from then on.
+    - a runner made with ``load=False`` (a resource server's: ``acl.py`` grants ``FCALL``
+      but not ``FUNCTION LOAD``, so only the token server names libraries), no permission
+      to load, or a library the store refuses: ``EVALSHA``, and ``FCALL`` tried again
+      every ``LOAD_RETRY_SECONDS``: by then the token server has usually loaded the
+      library (same version, same name), and this runner calls it from then on.
+
+    Each of these is answered before a script runs, so no call runs twice.
+
+    ``EVALSHA`` itself: redis-py's ``Script`` answers NOSCRIPT (a restarted node, or a
+    replica just promoted: script caches are neither persisted nor replicated) with SCRIPT
+    LOAD, which a cluster client sends to every master, so one master down made a healthy
+    one fail too. EVAL runs the body on the node that owns the keys and caches it there:
+    the same slot, one round trip, on one Redis or on a cluster.
+
+    ``body`` defaults to this package's ``lua/<name>.lua``; the token server passes its
+    own scripts' bodies. ``functions=False`` never tries ``FCALL``; ``load=False`` never
+    sends ``FUNCTION LOAD``. ``log`` is the logger of the one warning a refused load
+    causes (the token server's is ``latchkey.store``, which its JSON log carries).
     """
 
-    def __init__(self, client: Any, name: str) -> None:
+    def __init__(self, client: Any, name: str, body: str | None = None, *,
+                 functions: bool = True, load: bool = True,
+                 log: logging.Logger | None = None) -> None:
         self.name = name
         self._client = client
-        self.source = with_prelude(lua_source(name))
+        if body is None:
+            body = lua_source(name)
+        self.source = with_prelude(body)
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+        self.function, self._library = function_library(name, body)
+        # Whether to try FCALL; cleared for good when the store has no FCALL for us.
+        self.functions = functions
+        # When to try FCALL again after a refused load (monotonic seconds; 0: never).
+        self._retry_at = 0.0
+        self._load_warned = False
+        self._may_load = load
+        self._log = log or _log
 
     def __call__(self, keys: list[str], args: list[Any]) -> Any:
         """Run the script on ``keys`` with ``args``; return its reply."""
+        if self.functions or (self._retry_at and time.monotonic() >= self._retry_at):
+            try:
+                reply = self._client.fcall(self.function, len(keys), *keys, *args)
+            except redis.exceptions.ResponseError as exc:
+                if not self._functions_unusable(exc, keys):
+                    raise
+            else:
+                self.functions = True  # after a retry: someone loaded it meanwhile
+                return reply
         try:
             return self._client.evalsha(self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             return self._client.eval(self.source, len(keys), *keys, *args)
+
+    def _functions_unusable(self, exc: redis.exceptions.ResponseError, keys: list[str]) -> bool:
+        """Handle an error FCALL answered before running; False if the script raised it."""
+        message = str(exc)
+        if message.startswith("Function not found"):
+            self.functions = self._may_load and self._load(keys)
+            self._retry_at = 0.0 if self.functions else time.monotonic() + LOAD_RETRY_SECONDS
+            return True
+        if (isinstance(exc, redis.exceptions.NoPermissionError)
+                or message.lower().startswith("unknown command")):
+            self.functions = False
+            self._retry_at = 0.0
+            return True
+        return False
+
+    def _load(self, keys: list[str]) -> bool:
+        """Load the library on the node that owns ``keys``; whether FCALL can be used."""
+        target: dict[str, Any] = {}
+        if isinstance(self._client, RedisCluster):
+            # FUNCTION LOAD goes to every master by default; one master down would fail it.
+            target["target_nodes"] = self._client.get_node_from_key(  # type: ignore[no-untyped-call]
+                keys[0])
+        try:
+            self._client.execute_command("FUNCTION LOAD", self._library, **target)
+        except redis.exceptions.ResponseError as exc:
+            if "already exists" in str(exc):  # another worker or server loaded it first
+                return True
+            if self._load_warned:
+                return False
+            self._load_warned = True
+            self._log.warning("script library not loaded; using EVALSHA", extra={
+                "event": "redis_function_load_failed", "lk_script": self.name,
+                "lk_error": str(exc)[:200]})
+            return False
+        return True
 
 
 # The prelude's one statement a FUNCTION library may not run (effects replication is the

@@ -18,10 +18,11 @@
          challenge, whatever the reason
       -> a ``Principal``, or a ``Refusal`` carrying Latchkey's own code and reason.
 
-One store round trip per request (EVALSHA); the policy is read at most every few seconds
-and the JWKS per its max-age. A store that cannot answer fails closed (``StoreUnavailable``,
-503); so does an issuer whose keys were never fetched. The events the check causes are
-raised as the token server raises them (``events.py``).
+One store round trip per request (FCALL, or EVALSHA: ``scripts.Script``); the policy is
+read at most every few seconds and the JWKS per its max-age. A store that cannot answer
+fails closed (``StoreUnavailable``, 503); so does an issuer whose keys were never
+fetched. The events the check causes are raised as the token server raises them
+(``events.py``).
 
 Framework-free: adapters (``flask.py``, ``asgi.py``, ``fastapi.py``, ``wsgi.py``) pass the
 header values in and render the refusal.
@@ -32,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -147,20 +148,25 @@ class ResourceVerifier:
                               min_max_age_seconds=min(30.0, jwks_max_age_seconds),
                               max_max_age_seconds=jwks_max_age_seconds)
         self.policy = PolicyCache(lambda: read_policy(self.redis), policy_refresh_seconds)
-        self._script = Script(self.redis, VERIFY_TOUCH)
+        # FCALL of the library the token server loads, EVALSHA until it has (acl.py: a
+        # resource server may not load libraries).
+        self._script = Script(self.redis, VERIFY_TOUCH, load=False)
         self._events = ResourceEvents(self.redis, service_name)
         self._verified = lru_cache(maxsize=token_cache_size)(self._verify_signature)
         self._issuer_warned = threading.Event()
 
     # -- the whole check -----------------------------------------------------------------
-    def verify(self, authorization: str | None, *, method: str = "GET", url: str = "",
-               headers: Mapping[str, str] | None = None, remote_addr: str = "") -> Principal:
+    def verify(self, authorization: str | None, *, method: str = "GET",
+               url: str | Callable[[], str] = "", headers: Mapping[str, str] | None = None,
+               remote_addr: str = "") -> Principal:
         """Return who is calling, or raise the ``Refusal`` saying why not.
 
         ``authorization`` is the request's ``Authorization`` header value (``None`` when
         absent); ``headers`` the request's headers (the device id and user agent the
         session is bound to are read from them); ``remote_addr`` goes into security
-        events. ``method`` and ``url`` are the request's, for sender-constrained tokens.
+        events. ``method`` and ``url`` are the request's, for sender-constrained tokens;
+        ``url`` may be a function returning it, called only for a DPoP-bound token (a
+        framework's URL rebuilding costs more than the rest of a Bearer check's Python).
         A request sent with ``Authorization: DPoP`` is refused with the DPoP challenge
         (RFC 9449 section 7.1), as the token server refuses it.
         """
@@ -181,7 +187,7 @@ class ResourceVerifier:
             return None
         return nonces.current(time.time()) if nonces else None
 
-    def _verify(self, scheme: str, token: str, *, method: str, url: str,
+    def _verify(self, scheme: str, token: str, *, method: str, url: str | Callable[[], str],
                 headers: Mapping[str, str] | None, remote_addr: str) -> Principal:
         policy = self._policy()
         if policy.dpop == "off" and scheme == "dpop":
@@ -193,8 +199,8 @@ class ResourceVerifier:
             raise InvalidRequest("X-Device-Id must be printable ASCII, at most 128 characters")
         jti = ""
         if claims.jkt and policy.dpop != "off":
-            jti = self._proof(scheme, token, claims, client, policy, method=method, url=url,
-                              headers=headers or {})
+            jti = self._proof(scheme, token, claims, client, policy, method=method,
+                              url=url() if callable(url) else url, headers=headers or {})
         elif scheme == "dpop":
             # RFC 9449 section 7.1: the DPoP scheme is for DPoP-bound tokens only.
             raise InvalidDPoPProof("This access token is not DPoP-bound: send it as Bearer")

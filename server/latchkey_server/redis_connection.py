@@ -14,8 +14,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
+from latchkey_resource.redis_client import ClusterClient
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode
 from redis.retry import Retry
 
 from .config import Settings, cluster_seed_nodes
@@ -76,30 +77,6 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-class _Cluster(RedisCluster):
-    """A cluster client that, like the single-node one, never re-sends after a timeout.
-
-    redis-py's cluster client retries timeouts too; but a timed-out command may have run,
-    and not every script is idempotent (a revocation re-run reports ``ended``). Lost
-    connections, ``CLUSTERDOWN`` and uncovered slots (a failover in progress) are still
-    retried, after the client has refreshed its map of the cluster.
-    """
-
-    # redis-py annotates the base attribute as its own exact 4-tuple, which no subset fits.
-    ERRORS_ALLOW_RETRY = tuple(  # type: ignore[assignment]
-        e for e in RedisCluster.ERRORS_ALLOW_RETRY if e is not redis.exceptions.TimeoutError)
-
-    def determine_slot(self, *args: Any) -> int | None:
-        # FCALL names its keys as EVALSHA does (function, numkeys, keys...), but redis-py
-        # special-cases only EVAL/EVALSHA and asks the server (COMMAND GETKEYS, one more
-        # round trip per call) for any other command with movable keys. The store's
-        # script calls always carry their user's key.
-        if len(args) > 3 and str(args[0]).upper() == "FCALL" and int(args[2]) > 0:
-            return int(self.keyslot(args[3]))  # type: ignore[no-untyped-call]
-        slot: int | None = super().determine_slot(*args)
-        return slot
-
-
 def connect(settings: Settings, url: str) -> redis.Redis:
     """Return a Redis client for ``url`` with the configured timeouts, retries and checks.
 
@@ -111,6 +88,6 @@ def connect(settings: Settings, url: str) -> redis.Redis:
     """
     if settings.redis_cluster:
         extra_seeds = [ClusterNode(host, port) for host, port in cluster_seed_nodes(settings)[1:]]
-        return _Cluster(url=url, startup_nodes=extra_seeds, decode_responses=True,
-                        **connection_options(settings))  # type: ignore[return-value]
+        return ClusterClient(url=url, startup_nodes=extra_seeds, decode_responses=True,
+                             **connection_options(settings))  # type: ignore[return-value]
     return redis.Redis.from_url(url, decode_responses=True, **connection_options(settings))

@@ -74,7 +74,6 @@ documents.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -86,7 +85,6 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 import redis
 from latchkey_resource import scripts
 from latchkey_resource.policy import SessionPolicy, publish_policy
-from latchkey_resource.scripts import with_prelude
 from latchkey_resource.session_check import (
     EXPIRY_REASONS,
     SessionCheck,
@@ -102,7 +100,6 @@ from latchkey_resource.store_keys import (
     user_key,
     user_tag,
 )
-from redis.cluster import RedisCluster
 
 from .config import Settings
 from .durability import RevocationBarrier
@@ -211,82 +208,11 @@ def _script_source(name: str) -> str:
     return (resources.files("latchkey_server") / "lua" / f"{name}.lua").read_text()
 
 
-class _Script:
-    """One Lua script of ``lua/``: an ``FCALL`` of its FUNCTION library where the store has
-    them, else an ``EVALSHA``, the body sent only when a node lacks it.
-
-    Why a library: ``EVAL`` re-runs the shared prelude on every call; a library runs it
-    once, at load (``scripts.function_library``; docs/PERFORMANCE.md, "The Lua prelude").
-    The library is loaded by the first call that finds it missing, on the node that owns
-    the call's keys; that call, and every call on a store without libraries, runs the
-    same source as ``EVALSHA``, so nothing depends on which one ran:
-
-    - ``Function not found`` (a new store; one flushed; a node that never received the
-      library): load it on that node, run this call by ``EVALSHA``, ``FCALL`` from then on.
-      Libraries are kept in RDB/AOF and replicated, so a restarted or promoted node usually
-      has it already; one that does not is loaded again the same way.
-    - no ``FCALL`` (Redis 6.2), no permission for it or for ``FUNCTION LOAD`` (an ACL that
-      allows only ``EVALSHA``), or a library the store refuses: ``EVALSHA`` from then on.
-      Each of these is answered before a script runs, so no call runs twice.
-
-    ``EVALSHA`` itself: redis-py's ``Script`` answers NOSCRIPT (a restarted node, or a
-    replica just promoted: script caches are neither persisted nor replicated) with SCRIPT
-    LOAD, which a cluster client sends to every master, so one master down made a healthy
-    one fail too. EVAL runs the body on the node that owns the keys and caches it there:
-    the same slot, one round trip, on one Redis or on a cluster.
-    """
-
-    def __init__(self, client: redis.Redis, name: str, *, functions: bool = True) -> None:
-        self.name = name
-        self._client = client
-        body = _script_source(name)
-        self._source = with_prelude(body)
-        self.sha = hashlib.sha1(self._source.encode(), usedforsecurity=False).hexdigest()
-        self.function, self._library = scripts.function_library(name, body)
-        # Whether to try FCALL; cleared for good when the store cannot take libraries.
-        self.functions = functions
-
-    def __call__(self, keys: list[str], args: list[Any]) -> Any:
-        if self.functions:
-            try:
-                return self._client.fcall(self.function, len(keys), *keys, *args)
-            except redis.exceptions.ResponseError as exc:
-                if not self._functions_unusable(exc, keys):
-                    raise
-        try:
-            return self._client.evalsha(self.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            return self._client.eval(self._source, len(keys), *keys, *args)
-
-    def _functions_unusable(self, exc: redis.exceptions.ResponseError, keys: list[str]) -> bool:
-        """Handle an error FCALL answered before running; False if the script raised it."""
-        message = str(exc)
-        if message.startswith("Function not found"):
-            self.functions = self._load(keys)
-            return True
-        if (isinstance(exc, redis.exceptions.NoPermissionError)
-                or message.lower().startswith("unknown command")):
-            self.functions = False
-            return True
-        return False
-
-    def _load(self, keys: list[str]) -> bool:
-        """Load the library on the node that owns ``keys``; whether FCALL can be used."""
-        target: dict[str, Any] = {}
-        if isinstance(self._client, RedisCluster):
-            # FUNCTION LOAD goes to every master by default; one master down would fail it.
-            target["target_nodes"] = self._client.get_node_from_key(keys[0])
-        try:
-            self._client.execute_command(  # type: ignore[no-untyped-call]
-                "FUNCTION LOAD", self._library, **target)
-        except redis.exceptions.ResponseError as exc:
-            if "already exists" in str(exc):  # another worker or server loaded it first
-                return True
-            _log.warning("script library not loaded; using EVALSHA", extra={
-                "event": "redis_function_load_failed", "lk_script": self.name,
-                "lk_error": str(exc)[:200]})
-            return False
-        return True
+def _script(client: redis.Redis, name: str) -> scripts.Script:
+    """Return the runner of ``lua/<name>.lua``: latchkey_resource's ``Script`` (FCALL of
+    its library where the store allows, else EVALSHA), the one runner resource servers
+    use too."""
+    return scripts.Script(client, name, _script_source(name), log=_log)
 
 
 def _encode_record(fields: dict[str, Any]) -> str:
@@ -492,15 +418,15 @@ class SessionStore:
         # be up to one window early, and is refused one window after its iat (plus slack
         # for the clocks of Redis and the workers).
         self._jti_ttl_ms = (2 * settings.dpop_iat_window_seconds + 5) * 1000
-        self._create_session = _Script(client, "create_session")
-        self._verify_touch = _Script(client, "verify_touch")
-        self._rotate_refresh = _Script(client, "rotate_refresh")
-        self._revoke_session = _Script(client, "revoke_session")
-        self._end_sessions = _Script(client, "end_sessions")
-        self._list_sessions = _Script(client, "list_sessions")
-        self._prune_sessions = _Script(client, "prune_sessions")
-        self._record_live_sessions = _Script(client, "record_live_sessions")
-        self._set_password_hash = _Script(client, "set_password_hash")
+        self._create_session = _script(client, "create_session")
+        self._verify_touch = _script(client, "verify_touch")
+        self._rotate_refresh = _script(client, "rotate_refresh")
+        self._revoke_session = _script(client, "revoke_session")
+        self._end_sessions = _script(client, "end_sessions")
+        self._list_sessions = _script(client, "list_sessions")
+        self._prune_sessions = _script(client, "prune_sessions")
+        self._record_live_sessions = _script(client, "record_live_sessions")
+        self._set_password_hash = _script(client, "set_password_hash")
         self._barrier = RevocationBarrier(settings)
         self._policy_published = False
         self._policy_event_key: bytes | None = None

@@ -60,7 +60,8 @@ def test_the_printed_command_is_the_rule_set(acl_deployment):
 def test_a_backend_verifies_sessions_end_to_end_as_the_acl_user(acl_deployment, backend):
     tokens = acl_deployment.sign_in()
     client = backend.test_client()
-    # Three requests: the script is sent (EVAL) once, then run by its SHA (EVALSHA).
+    # Three requests: FCALL finds no library (the token server has run no check yet), so
+    # the script is sent (EVAL) once, then run by its SHA (EVALSHA); no load is tried.
     for _ in range(3):
         r = client.get("/orders", headers=app_headers(tokens["access_token"]))
         assert r.status_code == 200, r.get_data(as_text=True)
@@ -95,6 +96,12 @@ def test_a_backend_verifies_sessions_end_to_end_as_the_acl_user(acl_deployment, 
     ("FLUSHALL",),
     ("CONFIG", "GET", "*"),
     ("SCRIPT", "LOAD", "return 1"),
+    # A library is called by name: one loaded (or replaced) by a resource server would be
+    # run by the token server with the token server's rights.
+    ("FUNCTION", "LOAD", "REPLACE",
+     "#!lua name=x\nredis.register_function('x', function() return 1 end)"),
+    ("FUNCTION", "DELETE", "x"),
+    ("FUNCTION", "FLUSH"),
     ("SUBSCRIBE", "x"),
 ])
 def test_commands_outside_the_acl_are_refused(as_resource, command):
@@ -113,3 +120,15 @@ def test_a_script_cannot_reach_beyond_the_acl_either(as_resource, script, key):
     with pytest.raises(redis.exceptions.ResponseError,
                        match=r"(?i)can't run this command|no permissions"):
         as_resource.eval(script, 1, key)
+
+
+def test_a_library_function_cannot_reach_beyond_the_acl_either(acl_deployment, as_resource):
+    # FCALL is granted (for the token server's verify_touch library), and a function runs
+    # with its caller's rights too: one that deletes a record is refused to this user.
+    acl_deployment.redis.client().function_load(
+        "#!lua name=lk_acl_probe\n"
+        "redis.register_function('lk_acl_probe_del', function(keys) "
+        "return redis.call('DEL', keys[1]) end)", replace=True)
+    with pytest.raises(redis.exceptions.ResponseError,
+                       match=r"(?i)can't run this command|no permissions"):
+        as_resource.fcall("lk_acl_probe_del", 1, "lk:{u:someone}:user")

@@ -8,7 +8,8 @@ layout exists.
 from __future__ import annotations
 
 import redis
-from latchkey_server.store import session_field, user_key, with_prelude
+from latchkey_resource.scripts import with_prelude
+from latchkey_server.store import session_field, user_key
 
 __all__ = ["age_session", "forget_session", "session_state"]
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import jwt
 import pytest
+from latchkey_resource.scripts import with_prelude
 from latchkey_server.config import load_settings
 from latchkey_server.keys import HmacKeys, KeyRing
-from latchkey_server.store import user_key, with_prelude
+from latchkey_server.store import user_key
 from latchkey_server.tokens import RefreshToken, TokenService
 
 from tests.conftest import RedisProcess, ServerProcess
