@@ -6,6 +6,7 @@ import httpx
 import pytest
 from latchkey_client import (
     ApiError,
+    DPoPProofRefusedError,
     ForbiddenError,
     InvalidCredentialsError,
     InvalidRequestError,
@@ -117,5 +118,7 @@ def test_an_rfc_6750_challenge_without_a_problem_body_is_read_by_its_error(
     response = httpx.Response(401, headers={"WWW-Authenticate": challenge})
     assert challenge_error(response) == code
     error = error_from_response(response)
-    assert isinstance(error, InvalidTokenError)
+    # A DPoP refusal belongs to its own family (P1); every other 401 is an invalid token.
+    expected = DPoPProofRefusedError if code == "use_dpop_nonce" else InvalidTokenError
+    assert isinstance(error, expected)
     assert error.code == (code or "http_401")
