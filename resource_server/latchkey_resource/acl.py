@@ -14,6 +14,9 @@ What the verifier sends, and nothing else:
   of nothing else: a Redis 7 selector grants the one command on the one key.
 - ``XADD`` to the security alert stream, and nothing else on it (a selector too; Redis
   treats XADD as a read-write access of its key), on the rare paths that raise an alert.
+- ``INCRBY`` (redis-py's INCR) and ``EXPIRE`` of the flood budget's counters
+  (``lk:evb:*``, ``event_budget.py``), on the same paths, so one source's alerts are
+  budgeted as the token server budgets them.
 
 What that leaves a resource server: ``HMGET``/``HSET`` on the records of users whose ids it
 knows (from tokens it sees; it cannot list keys). Fields cannot be told apart by an ACL,
@@ -37,7 +40,13 @@ from __future__ import annotations
 
 import sys
 
-from .store_keys import POLICY_KEY, SECURITY_STREAM_KEY, dpop_jti_key, user_key
+from .store_keys import (
+    EVENT_BUDGET_KEY_PREFIX,
+    POLICY_KEY,
+    SECURITY_STREAM_KEY,
+    dpop_jti_key,
+    user_key,
+)
 
 __all__ = ["ACL_RULES", "acl_setuser_command"]
 
@@ -51,6 +60,7 @@ ACL_RULES: tuple[str, ...] = (
     # Redis 7 selectors: each grants one command on one key, and nothing else.
     f"(+hgetall %R~{POLICY_KEY})",
     f"(+xadd ~{SECURITY_STREAM_KEY})",
+    f"(+incrby +expire ~{EVENT_BUDGET_KEY_PREFIX}:*)",  # redis-py INCR sends INCRBY
 )
 
 

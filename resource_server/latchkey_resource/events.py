@@ -27,11 +27,20 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+
+from .event_budget import SUMMARY_EVENT, EventBudget, count_in_store
+from .policy import SessionPolicy
 from .redis_client import STORE_DOWN_ERRORS
 from .session_check import EXPIRY_REASONS
 from .store_keys import SECURITY_STREAM_KEY
 
 __all__ = ["ResourceEvents"]
+
+# A counter the store cannot keep (down, or an ACL from before the budget refusing INCR):
+# the alert is written, not lost, and the request is not failed for it.
+_UNCOUNTABLE: tuple[type[Exception], ...] = (*STORE_DOWN_ERRORS,
+                                             redis.exceptions.NoPermissionError)
 
 _life = logging.getLogger("latchkey.events")
 _sec = logging.getLogger("latchkey.security")
@@ -69,11 +78,24 @@ class ResourceEvents:
         _life.info(event, extra={"event": event, **fields, "lk_reason": reason,
                                  "lk_service": self._service})
 
-    def security(self, key_hex: str, event: str, *, user_id: str, session_id: str,
-                 max_length: int, **fields: Any) -> None:
-        """Log one security alert and append it to the security stream."""
-        values = {**self._refs(key_hex, session_id, user_id), **fields,
-                  "service": self._service}
+    def security(self, policy: SessionPolicy, event: str, /, *, user_id: str, session_id: str,
+                 **fields: Any) -> None:
+        """Log one security alert and append it to the security stream, within the budget
+        of its source (the session it names)."""
+        refs = self._refs(policy.event_key, session_id, user_id)
+        source = refs.get("session_ref") or hashlib.sha256(session_id.encode()).hexdigest()[:16]
+        budget = EventBudget(lambda name, ttl: count_in_store(self._client, name, ttl),
+                             policy.security_events_per_source,
+                             policy.security_event_window_seconds,
+                             uncountable=_UNCOUNTABLE)
+        summary = budget.admit(event, source, alert=True)
+        if summary is None:
+            self._write(event, {**refs, **fields}, policy.security_stream_max_length)
+        elif summary:
+            self._write(SUMMARY_EVENT, summary, policy.security_stream_max_length)
+
+    def _write(self, event: str, fields: dict[str, Any], max_length: int) -> None:
+        values = {**fields, "service": self._service}
         _sec.warning(event, extra={"event": event, **{f"lk_{k}": v for k, v in values.items()}})
         entry = {"event": event,
                  "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace(

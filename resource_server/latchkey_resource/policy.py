@@ -24,6 +24,10 @@ purpose-bound too (``keys.py`` derives it for nonces only): with it one can make
 the token server accepts, which only matters to someone who can also sign with a device's
 private key, and even then a proof stays bound by its ``iat`` window; it mints and verifies
 nothing else (docs/SECURITY.md, "DPoP nonces on resource servers").
+
+Last, the flood budget of security events (``event_budget.py``): how many events of a kind
+one source may write per window before only summaries are written, so a backend budgets
+exactly as the token server does.
 """
 
 from __future__ import annotations
@@ -71,6 +75,10 @@ class SessionPolicy:
     dpop_theft_policy: str = "report"
     dpop_nonce_key: str = ""  # hex; '' while nonces are off
     dpop_nonce_period_seconds: int = 300
+    # The flood budget of security events (event_budget.py); a policy published before it
+    # decodes with the token server's defaults.
+    security_events_per_source: int = 3
+    security_event_window_seconds: int = 60
 
     @property
     def dpop_jti_ttl_ms(self) -> int:
@@ -88,7 +96,9 @@ class SessionPolicy:
                 "dpop_iat_window": str(self.dpop_iat_window_seconds),
                 "dpop_jti_limit": str(self.dpop_jti_limit),
                 "dpop_stolen": self.dpop_theft_policy, "dpop_nonce_key": self.dpop_nonce_key,
-                "dpop_nonce_period": str(self.dpop_nonce_period_seconds)}
+                "dpop_nonce_period": str(self.dpop_nonce_period_seconds),
+                "events_per_source": str(self.security_events_per_source),
+                "event_window": str(self.security_event_window_seconds)}
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> SessionPolicy:
@@ -102,7 +112,9 @@ class SessionPolicy:
                          int(fields.get("dpop_iat_window", "60")),
                          int(fields.get("dpop_jti_limit", "2000")),
                          fields.get("dpop_stolen", "report"), fields.get("dpop_nonce_key", ""),
-                         int(fields.get("dpop_nonce_period", "300")))
+                         int(fields.get("dpop_nonce_period", "300")),
+                         int(fields.get("events_per_source", "3")),
+                         int(fields.get("event_window", "60")))
             bytes.fromhex(policy.dpop_nonce_key)
         except (KeyError, ValueError) as exc:
             raise PolicyMissing(f"{POLICY_KEY} is absent or unreadable") from exc
@@ -110,7 +122,9 @@ class SessionPolicy:
                 or policy.dpop not in DPOP_MODES
                 or policy.dpop_theft_policy not in DPOP_STOLEN_TOKEN_POLICIES
                 or policy.dpop_iat_window_seconds <= 0 or policy.dpop_jti_limit <= 0
-                or policy.dpop_nonce_period_seconds <= 0):
+                or policy.dpop_nonce_period_seconds <= 0
+                or policy.security_events_per_source <= 0
+                or policy.security_event_window_seconds <= 0):
             raise PolicyMissing(f"{POLICY_KEY} holds an unknown policy")
         return policy
 

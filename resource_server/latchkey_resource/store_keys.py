@@ -5,17 +5,20 @@ A user's record (one hash, ``lk:{u:<user id>}:user``) holds each of the user's s
 field ``s:<session id>``; the ``{...}`` hash tag keeps a user's record in one cluster slot,
 so the session check is one script on one node. ``POLICY_KEY`` is what the token server
 publishes of its session policy (``policy.py``), and ``SECURITY_STREAM_KEY`` the stream of
-security alerts both write to.
+security alerts both write to; ``event_budget_key`` names the counters of the flood budget
+both keep (``event_budget.py``).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "EVENT_BUDGET_KEY_PREFIX",
     "KEY_PREFIX",
     "POLICY_KEY",
     "SECURITY_STREAM_KEY",
     "SESSION_FIELD_PREFIX",
     "dpop_jti_key",
+    "event_budget_key",
     "session_field",
     "user_key",
     "user_tag",
@@ -29,6 +32,8 @@ SESSION_FIELD_PREFIX = "s:"
 POLICY_KEY = f"{KEY_PREFIX}:{{policy}}"
 # The alerts a security team consumes (only a genuine token or an operator can raise one).
 SECURITY_STREAM_KEY = f"{KEY_PREFIX}:security-events"
+# Per-source counters of the event budget (event_budget.py), one per event, source and window.
+EVENT_BUDGET_KEY_PREFIX = f"{KEY_PREFIX}:evb"
 
 
 def user_tag(user_id: str) -> str:
@@ -56,3 +61,9 @@ def dpop_jti_key(user_id: str) -> str:
     in the user's slot, shared by the token server and every resource server, so a proof
     is accepted once wherever it is sent."""
     return f"{_user_tag(user_id)}:dpop-jti"
+
+
+def event_budget_key(name: str) -> str:
+    """Return the key of one budget counter (``<event>:<source>:<window>``), in a slot of its
+    own: each is a single-key INCR and EXPIRE."""
+    return f"{EVENT_BUDGET_KEY_PREFIX}:{{{name}}}"

@@ -207,9 +207,8 @@ class ResourceVerifier:
         check = self._check_session(claims, client, policy, jti)
         if check.proof_refused:
             if check.proof_refused == "replayed":
-                self._events.security(policy.event_key, "dpop_proof_replayed",
+                self._events.security(policy, "dpop_proof_replayed",
                                       user_id=claims.user_id, session_id=claims.session_id,
-                                      max_length=policy.security_stream_max_length,
                                       ip=client.ip, kind="access")
             raise InvalidDPoPProof("The DPoP proof was used already: make a new one"
                                    if check.proof_refused == "replayed" else
@@ -227,9 +226,8 @@ class ResourceVerifier:
         if check.state is SessionState.UNKNOWN:
             # Our issuer's signature, but no session the store holds: forged with a stolen
             # key, or a restored store. An alert, as on the token server.
-            self._events.security(policy.event_key, "unknown_session_token",
+            self._events.security(policy, "unknown_session_token",
                                   user_id=claims.user_id, session_id=claims.session_id,
-                                  max_length=policy.security_stream_max_length,
                                   ip=client.ip)
             raise InvalidToken()
         if check.just_ended:
@@ -295,9 +293,8 @@ class ResourceVerifier:
             if check.just_ended and not ended:  # it timed out on the way: say so
                 self._events.session_ended(policy.event_key, claims.user_id,
                                            claims.session_id, check.reason)
-        self._events.security(policy.event_key, "dpop_stolen_token", user_id=claims.user_id,
-                              session_id=claims.session_id,
-                              max_length=policy.security_stream_max_length, ip=client.ip,
+        self._events.security(policy, "dpop_stolen_token", user_id=claims.user_id,
+                              session_id=claims.session_id, ip=client.ip,
                               kind="access", missing=missing, policy=policy.dpop_theft_policy,
                               revoked=ended)
         if ended:
@@ -383,9 +380,8 @@ class ResourceVerifier:
 
     def _binding_changed(self, policy: SessionPolicy, claims: AccessClaims, client: Client,
                          changed: str, *, revoked: bool) -> None:
-        self._events.security(policy.event_key, "binding_changed", user_id=claims.user_id,
-                              session_id=claims.session_id,
-                              max_length=policy.security_stream_max_length, changed=changed,
+        self._events.security(policy, "binding_changed", user_id=claims.user_id,
+                              session_id=claims.session_id, changed=changed,
                               policy=policy.binding_policy, ip=client.ip, revoked=revoked)
 
     def close(self) -> None:

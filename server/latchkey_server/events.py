@@ -11,7 +11,8 @@ Security events (reuse, token in URL, binding change, brute force...) go through
 A flood must neither drown nor evict the events that matter (H2, issue 13):
 
 - Every event but ``admin_action`` is budgeted per source (the session it names, else
-  the account, else the client address) per window: the first
+  the account, else the client address) per window (``latchkey_resource.event_budget``,
+  the decision resource servers take too, in the same counters): the first
   ``SECURITY_EVENTS_PER_SOURCE`` are written; after that only a summary,
   ``security_events_summarised`` with the count so far, at 10, 100, 1000... So one
   stolen token, one attacker address or one scanning client writes a handful of lines
@@ -30,9 +31,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
+
+from latchkey_resource.event_budget import SUMMARY_EVENT, EventBudget, EventCounter
 
 from .errors import StoreUnavailable
 
@@ -45,7 +46,6 @@ LIFECYCLE_EVENTS = frozenset({
     "session_created", "session_refreshed", "session_expired", "session_logged_out",
     "session_revoked", "user_registered", "password_changed",
 })
-SUMMARY_EVENT = "security_events_summarised"
 SECURITY_EVENTS = frozenset({
     "refresh_token_reused", "token_in_url", "binding_changed", "brute_force",
     "token_guessing", "unknown_session_token", "admin_action",
@@ -60,10 +60,6 @@ ALERT_EVENTS = frozenset({
     "admin_action", "dpop_stolen_token", "dpop_proof_replayed",
 })
 _UNBUDGETED = frozenset({"admin_action"})  # an operator's own actions: every one counts
-# Summaries are written when a source's count reaches one of these.
-_SUMMARY_COUNTS = frozenset(10**k for k in range(1, 10))
-# (event, source, window index) -> how many that source raised in that window so far.
-EventCounter = Callable[[str, int], int]
 
 
 class EventLog:
@@ -73,7 +69,7 @@ class EventLog:
         self._key = pseudonym_key
         self._sinks: list[Any] = []
         self._counters: list[Any] = []
-        self._budget: tuple[EventCounter, int, int] | None = None
+        self._budget: EventBudget | None = None
 
     def session_ref(self, session_id: str) -> str:
         """Return the log pseudonym of a session id."""
@@ -102,7 +98,8 @@ class EventLog:
     def set_budget(self, count: EventCounter, per_source: int, window_seconds: int) -> None:
         """Budget events per source and window; ``count(key, ttl_seconds)`` increments a
         shared counter (the store's) and returns its new value."""
-        self._budget = (count, per_source, window_seconds)
+        self._budget = EventBudget(count, per_source, window_seconds,
+                                   uncountable=(StoreUnavailable,))
 
     def _fields(self, session_id: str | None, user_id: str | None,
                 fields: dict[str, Any]) -> dict[str, Any]:
@@ -138,20 +135,10 @@ class EventLog:
         """Return None to write the event, {} to drop it, or the summary to write instead."""
         if self._budget is None or event in _UNBUDGETED:
             return None
-        count, per_source, window = self._budget
         source = str(extra.get("lk_session_ref") or extra.get("lk_account_ref")
                      or extra.get("lk_user_ref") or extra.get("lk_ip") or "-")
-        window_index = int(time.time()) // window
-        try:
-            seen = count(f"{event}:{source}:{window_index}", window)
-        except StoreUnavailable:
-            return None  # a budget that cannot be counted must not lose the event
-        if seen <= per_source:
-            return None
-        if seen not in _SUMMARY_COUNTS:
-            return {}
-        return {"lk_summarised_event": event, "lk_source": source, "lk_count": seen,
-                "lk_window_seconds": window, "lk_alert": event in ALERT_EVENTS}
+        summary = self._budget.admit(event, source, alert=event in ALERT_EVENTS)
+        return summary if not summary else {f"lk_{k}": v for k, v in summary.items()}
 
     def _write(self, event: str, extra: dict[str, Any]) -> None:
         _sec.warning(event, extra={"event": event, **extra})

@@ -84,6 +84,7 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
 import redis
 from latchkey_resource import scripts
+from latchkey_resource.event_budget import count_in_store
 from latchkey_resource.policy import SessionPolicy, publish_policy
 from latchkey_resource.session_check import (
     EXPIRY_REASONS,
@@ -181,8 +182,6 @@ SECURITY_NOISE_STREAM_KEY = f"{KEY_PREFIX}:security-noise"
 # on Redis server time), which /metrics serves as a gauge (observability.py). One key in
 # one slot, written once per sweep: no request path counts sessions (sweep_sessions).
 LIVE_SESSIONS_KEY = f"{KEY_PREFIX}:{{live-sessions}}"
-# Per-source counters of the event budget (events.py), one per event, source and window.
-EVENT_BUDGET_KEY_PREFIX = f"{KEY_PREFIX}:evb"
 
 
 def _user_id_of(key: str) -> str:
@@ -447,7 +446,9 @@ class SessionStore:
                              dpop_theft_policy=s.dpop_theft_policy,
                              dpop_nonce_key=(nonce_key.hex() if s.dpop_nonce == "on"
                                              and s.dpop != "off" else ""),
-                             dpop_nonce_period_seconds=s.dpop_nonce_period_seconds)
+                             dpop_nonce_period_seconds=s.dpop_nonce_period_seconds,
+                             security_events_per_source=s.security_events_per_source,
+                             security_event_window_seconds=s.security_event_window_seconds)
 
     def publish_policy(self, event_key: bytes, nonce_key: bytes = b"") -> bool:
         """Publish the session policy for resource servers (``latchkey_resource.policy``);
@@ -504,15 +505,9 @@ class SessionStore:
 
     @_store_call
     def count_security_event(self, name: str, ttl_seconds: int) -> int:
-        """Count one event of a source in a window (``name``); return the count so far.
-
-        One key per counter, expiring with its window: INCR and EXPIRE in one pipeline.
-        """
-        key = f"{EVENT_BUDGET_KEY_PREFIX}:{{{name}}}"
-        pipe = self.client.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, ttl_seconds)
-        return int(pipe.execute()[0])
+        """Count one event of a source in a window (``name``); return the count so far
+        (``latchkey_resource.event_budget``: resource servers count in the same keys)."""
+        return count_in_store(self.client, name, ttl_seconds)
 
     # -- users ----------------------------------------------------------------------
     @_store_call

@@ -175,3 +175,38 @@ def test_a_genuine_token_naming_no_session_is_refused_and_raised_as_an_alert(dep
     ref = pseudonym(deployment, tokens["session_id"])
     assert [e for e in security_events(deployment, "unknown_session_token")
             if e["session_ref"] == ref]
+
+
+def test_a_replayed_token_naming_no_session_writes_a_budget_of_alerts_then_summaries(
+        deployment_factory: Callable[..., Deployment]):
+    """One genuine token replayed in a loop must not flood the alert stream and evict the
+    token server's alerts: its source (the session) writes the published per-source count
+    of alerts per window, then only summaries (at 10, 100...), counted in the same keys
+    the token server counts in."""
+    deployment = deployment_factory(security_events_per_source=3)
+    verifier: ResourceVerifier = deployment.verifier()
+    tokens = deployment.sign_in()
+    client = deployment.redis.client()
+    for key in client.scan_iter("lk:{u:*}:user"):
+        client.hdel(key, f"s:{tokens['session_id']}")
+    for _ in range(25):
+        with pytest.raises(InvalidToken):
+            verifier.verify(bearer(tokens["access_token"]), headers=app_headers())
+    ref = pseudonym(deployment, tokens["session_id"])
+    written = [e for e in security_events(deployment, "unknown_session_token")
+               if e["session_ref"] == ref]
+    per_source = int(client.hget("lk:{policy}", "events_per_source"))
+    assert per_source == 3  # as the token server published it
+    assert len(written) == per_source
+    (summary,) = [e for e in security_events(deployment, "security_events_summarised")
+                  if e.get("source") == ref]
+    assert summary["summarised_event"] == "unknown_session_token"
+    assert summary["count"] == "10" and summary["alert"] == "true"
+    assert summary["service"] == written[0]["service"]
+    # The token server counts the same source in the same counter: one budget for both.
+    with httpx.Client(base_url=deployment.server.base_url) as c:
+        assert c.get("/v1/me", headers={**app_headers(), "Authorization": bearer(
+            tokens["access_token"])}).status_code == 401
+    counters = [k for k in client.scan_iter("lk:evb:*") if ref in k]
+    assert len(counters) == 1 and int(client.get(counters[0])) == 26
+    assert 0 < client.ttl(counters[0]) <= 60
