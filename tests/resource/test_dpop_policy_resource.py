@@ -11,9 +11,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from flask import Flask
 from latchkey_resource.asgi import PRINCIPAL_STATE_KEY, LatchkeyMiddleware
-from latchkey_resource.flask import LatchkeyResource, current_principal
 from latchkey_resource.policy import PolicyMissing, SessionPolicy, read_policy
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,7 +20,14 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from tests.resource.conftest import Deployment, app_headers
-from tests.resource.test_dpop_resource import API, alerts, dpop_request, refused, sign_in_bound
+from tests.resource.test_dpop_resource import (
+    API,
+    alerts,
+    dpop_request,
+    orders_app,
+    refused,
+    sign_in_bound,
+)
 from tests.server.dpop_support import DPoPKey
 
 DPOP_CHALLENGE = 'DPoP error="invalid_token", algs="ES256 EdDSA"'
@@ -169,15 +174,7 @@ def test_a_policy_from_before_dpop_decodes_with_the_token_servers_defaults(deplo
 
 
 def test_the_flask_adapter_hands_out_the_nonce_on_every_answer(strict):
-    app = Flask("orders-api")
-    app.config.update(LATCHKEY_ISSUER=strict.issuer, LATCHKEY_REDIS_URL=strict.redis.url)
-    lk = LatchkeyResource(app)
-
-    @app.get("/orders")
-    @lk.require_session
-    def orders() -> dict[str, str]:
-        return {"session_id": current_principal().session_id}
-
+    app = orders_app(strict)
     key = DPoPKey()
     tokens = bound_session(strict, key)
     nonce = nonce_of(strict)
