@@ -57,22 +57,29 @@ def install(app: Any) -> None:
     app.add_exception_handler(LatchkeyRefused, refusal_handler)
 
 
+# The default of ``LatchkeySession``'s ``response`` (FastAPI injects one by its annotation,
+# so it cannot be Optional): a call from a plain Starlette endpoint passes none.
+_NO_RESPONSE = Response()
+
+
 class LatchkeySession:
     """A dependency that returns the ``Principal`` of a live session, or refuses."""
 
     def __init__(self, verifier: ResourceVerifier) -> None:
         self.verifier = verifier
 
-    async def __call__(self, request: Request, response: Response) -> Principal:
+    async def __call__(self, request: Request,
+                       response: Response = _NO_RESPONSE) -> Principal:
         # With the token server's nonces on, every answer hands out the current one, a
         # success included, as the Flask extension and the ASGI middleware do (RFC 9449
-        # section 8): FastAPI copies ``response``'s headers onto the route's answer.
+        # section 8): FastAPI copies ``response``'s headers onto the route's answer. A
+        # plain Starlette endpoint calls ``await session(request)``: no response to mark.
         nonce = self.verifier.current_nonce()
         try:
             principal = await verify_scope(self.verifier, request.scope)
         except Refusal as refusal:
             raise LatchkeyRefused(refusal, nonce=nonce) from None
-        if nonce is not None:
+        if nonce is not None and response is not _NO_RESPONSE:
             response.headers["DPoP-Nonce"] = nonce
         request.state.latchkey_principal = principal
         return principal
