@@ -8,19 +8,18 @@ pyjnius overload trouble as :mod:`.storage.android`. Its key store is switchable
 :func:`android_device_keys`), ``DeviceKeys.inMemory()`` on a desktop JVM, where
 tests/sdk/test_android_jvm.py runs this module through the real pyjnius.
 
-Failures are typed as for the refresh token's box: ``KeystoreBox$Lost`` (the key was
-invalidated or is missing) is :class:`DPoPKeyLostError`, ``KeystoreBox$Unavailable``
-(locked) :class:`DPoPKeyUnavailableError`.
+Only the Keystore calls are here; the cached signer, load-or-create and forgetting a lost
+key are :class:`~.dpop_keys.PlatformDeviceKey`'s. Failures are typed as for the refresh
+token's box: ``KeystoreBox$Lost`` (the key was invalidated or is missing) is
+:class:`DPoPKeyLostError`, ``KeystoreBox$Unavailable`` (locked)
+:class:`DPoPKeyUnavailableError`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
-from .dpop import Signer, b64url
-from .dpop_keys import DeviceKey
+from .dpop_keys import PlatformDeviceKey
 from .errors import DPoPKeyLostError, DPoPKeyUnavailableError, DPoPProofError
 from .storage.android import _autoclass, java_bytes
 
@@ -51,33 +50,7 @@ def _key_error(what: str, exc: Exception) -> DPoPProofError:
         f"Android Keystore {what} failed ({classname or type(exc).__name__})")
 
 
-class _KeystoreSigner:
-    """The Keystore key ``alias`` behind the :class:`~.dpop.Signer` interface."""
-
-    alg = "ES256"
-
-    def __init__(self, helper: Any, alias: str, point: bytes,
-                 forget: Callable[[], None]) -> None:
-        self._helper = helper
-        self._alias = alias
-        self._forget = forget
-        self._jwk = {"kty": "EC", "crv": "P-256", "x": b64url(point[:32]),
-                     "y": b64url(point[32:])}
-
-    def public_jwk(self) -> dict[str, str]:
-        return dict(self._jwk)
-
-    def sign(self, data: bytes) -> bytes:
-        try:
-            return java_bytes(self._helper.sign(self._alias, data))
-        except Exception as exc:  # JVM exceptions arrive as jnius.JavaException
-            error = _key_error("sign", exc)
-            if isinstance(error, DPoPKeyLostError):
-                self._forget()  # the next sign-in makes a new key, not this dead one
-            raise error from exc
-
-
-class AndroidDeviceKey(DeviceKey):
+class AndroidDeviceKey(PlatformDeviceKey):
     """The installation's DPoP key in the Android Keystore, alias ``alias``.
 
     ``helper`` is an ``org.latchkey.DeviceKeys`` (default: :func:`android_device_keys`,
@@ -87,10 +60,9 @@ class AndroidDeviceKey(DeviceKey):
     holder = "Android Keystore"
 
     def __init__(self, *, alias: str = "latchkey_dpop", helper: Any | None = None) -> None:
+        super().__init__()
         self._alias = alias
         self._helper = helper
-        self._lock = threading.Lock()
-        self._signer: _KeystoreSigner | None = None
 
     def __repr__(self) -> str:
         return f"AndroidDeviceKey(alias={self._alias!r})"
@@ -100,31 +72,28 @@ class AndroidDeviceKey(DeviceKey):
             self._helper = android_device_keys()
         return self._helper
 
-    def signer(self, *, create: bool) -> Signer | None:
-        with self._lock:
-            if self._signer is not None:
-                return self._signer
-            helper = self._java()
-            try:
-                if create:
-                    helper.ensureKey(self._alias)
-                elif not helper.hasKey(self._alias):
-                    return None
-                point = java_bytes(helper.publicPoint(self._alias))
-            except Exception as exc:
-                raise _key_error("key", exc) from exc
-            if len(point) != 64:
-                raise DPoPKeyLostError("Android Keystore key: not a P-256 public key")
-            self._signer = _KeystoreSigner(helper, self._alias, point, self._forget)
-            return self._signer
+    def _public_point(self, *, create: bool) -> bytes | None:
+        helper = self._java()
+        try:
+            if create:
+                helper.ensureKey(self._alias)
+            elif not helper.hasKey(self._alias):
+                return None
+            point = java_bytes(helper.publicPoint(self._alias))
+        except Exception as exc:  # JVM exceptions arrive as jnius.JavaException
+            raise _key_error("key", exc) from exc
+        if len(point) != 64:
+            raise DPoPKeyLostError("Android Keystore key: not a P-256 public key")
+        return point
 
-    def _forget(self) -> None:
-        self._signer = None
+    def _sign(self, data: bytes) -> bytes:
+        try:
+            return java_bytes(self._java().sign(self._alias, data))
+        except Exception as exc:
+            raise _key_error("sign", exc) from exc
 
-    def delete(self) -> None:
-        with self._lock:
-            self._signer = None
-            try:
-                self._java().deleteKey(self._alias)
-            except Exception as exc:
-                raise _key_error("delete", exc) from exc
+    def _delete_key(self) -> None:
+        try:
+            self._java().deleteKey(self._alias)
+        except Exception as exc:
+            raise _key_error("delete", exc) from exc

@@ -10,19 +10,18 @@ inside the enclave and can never be read out; where there is no enclave, the sim
 ``ThisDeviceOnly`` Keychain key), ``SecItemCopyMatching`` by application tag,
 ``SecKeyCopyExternalRepresentation`` of the public key (``04 || x || y``) and
 ``SecKeyCreateSignature`` with ``ecdsaSignatureMessageX962SHA256`` (DER, turned into the
-JWS ``r || s`` here). Statuses map as the refresh token's do: locked is
-:class:`DPoPKeyUnavailableError`, gone is :class:`DPoPKeyLostError`.
+JWS ``r || s`` here). Only those calls are here; the cached signer, load-or-create and
+forgetting a lost key are :class:`~.dpop_keys.PlatformDeviceKey`'s. Statuses map as the
+refresh token's do: locked is :class:`DPoPKeyUnavailableError`, gone is
+:class:`DPoPKeyLostError`.
 """
 
 from __future__ import annotations
 
 import ctypes
-import threading
-from collections.abc import Callable
 from typing import Any, Protocol
 
-from .dpop import Signer, b64url
-from .dpop_keys import DeviceKey
+from .dpop_keys import PlatformDeviceKey
 from .errors import DPoPKeyLostError, DPoPKeyUnavailableError
 from .storage.ios import _LOST, _UNAVAILABLE, ERR_SEC_ITEM_NOT_FOUND, ERR_SEC_SUCCESS
 
@@ -85,74 +84,48 @@ def _fail(what: str, status: int) -> Exception:
     return DPoPKeyUnavailableError(f"Keychain {what} failed ({status})")
 
 
-class _EnclaveSigner:
-    alg = "ES256"
-
-    def __init__(self, bridge: KeyBridge, tag: bytes, point: bytes,
-                 forget: Callable[[], None]) -> None:
-        self._bridge, self._tag, self._forget = bridge, tag, forget
-        self._jwk = {"kty": "EC", "crv": "P-256", "x": b64url(point[1:33]),
-                     "y": b64url(point[33:65])}
-
-    def public_jwk(self) -> dict[str, str]:
-        return dict(self._jwk)
-
-    def sign(self, data: bytes) -> bytes:
-        status, der = self._bridge.sign(self._tag, data)
-        if status != ERR_SEC_SUCCESS or der is None:
-            error = _fail("sign", status)
-            if isinstance(error, DPoPKeyLostError):
-                self._forget()  # the next sign-in makes a new key, not this dead one
-            raise error
-        return ecdsa_der_to_jose(der)
-
-
-class IOSDeviceKey(DeviceKey):
+class IOSDeviceKey(PlatformDeviceKey):
     """The installation's DPoP key, tagged ``tag``, in the Secure Enclave (or Keychain)."""
 
     holder = "iOS Secure Enclave"
 
     def __init__(self, *, tag: str = "org.latchkey.dpop", bridge: KeyBridge | None = None
                  ) -> None:
+        super().__init__()
         self._tag = tag.encode("utf-8")
         self._bridge = bridge
-        self._lock = threading.Lock()
-        self._signer: _EnclaveSigner | None = None
 
     def _keys(self) -> KeyBridge:
         if self._bridge is None:
             self._bridge = _CtypesKeyBridge()
         return self._bridge
 
-    def signer(self, *, create: bool) -> Signer | None:
-        with self._lock:
-            if self._signer is not None:
-                return self._signer
-            bridge = self._keys()
+    def _public_point(self, *, create: bool) -> bytes | None:
+        bridge = self._keys()
+        status, point = bridge.public_point(self._tag)
+        if status == ERR_SEC_ITEM_NOT_FOUND and create:
+            created = bridge.create(self._tag)
+            if created != ERR_SEC_SUCCESS:
+                raise _fail("create", created)
             status, point = bridge.public_point(self._tag)
-            if status == ERR_SEC_ITEM_NOT_FOUND and create:
-                created = bridge.create(self._tag)
-                if created != ERR_SEC_SUCCESS:
-                    raise _fail("create", created)
-                status, point = bridge.public_point(self._tag)
-            if status == ERR_SEC_ITEM_NOT_FOUND:
-                return None
-            if status != ERR_SEC_SUCCESS or point is None:
-                raise _fail("read", status)
-            if len(point) != 65 or point[0] != 4:
-                raise DPoPKeyLostError("Keychain key: not a P-256 public key")
-            self._signer = _EnclaveSigner(bridge, self._tag, point, self._forget)
-            return self._signer
+        if status == ERR_SEC_ITEM_NOT_FOUND:
+            return None
+        if status != ERR_SEC_SUCCESS or point is None:
+            raise _fail("read", status)
+        if len(point) != 65 or point[0] != 4:
+            raise DPoPKeyLostError("Keychain key: not a P-256 public key")
+        return point[1:]  # 04 || x || y: the SEC 1 uncompressed form
 
-    def _forget(self) -> None:
-        self._signer = None
+    def _sign(self, data: bytes) -> bytes:
+        status, der = self._keys().sign(self._tag, data)
+        if status != ERR_SEC_SUCCESS or der is None:
+            raise _fail("sign", status)
+        return ecdsa_der_to_jose(der)
 
-    def delete(self) -> None:
-        with self._lock:
-            self._signer = None
-            status = self._keys().delete(self._tag)
-            if status not in (ERR_SEC_SUCCESS, ERR_SEC_ITEM_NOT_FOUND):
-                raise _fail("delete", status)
+    def _delete_key(self) -> None:
+        status = self._keys().delete(self._tag)
+        if status not in (ERR_SEC_SUCCESS, ERR_SEC_ITEM_NOT_FOUND):
+            raise _fail("delete", status)
 
 
 class _CtypesKeyBridge:  # pragma: no cover - runs only on iOS (docs/MOBILE.md)

@@ -12,6 +12,10 @@ One class per platform, as for the refresh token (P2):
   ``dpop_key``, so it is exactly as safe as the refresh token beside it (the keyring, the
   encrypted file; in memory with the default storage).
 
+The two platform keys share one skeleton, :class:`PlatformDeviceKey` (the cached signer,
+load-or-create, forgetting a key the platform reports gone, delete); their modules hold
+only the platform calls.
+
 The rule for its life (docs/SDK.md "DPoP"): the key is created at the first sign-in and
 reused by every later one on this installation; logout keeps it (the server's session is
 what ends, and a key that is never sent anywhere links nothing the device id does not);
@@ -42,6 +46,7 @@ __all__ = [
     "DEVICE_KEY_NAME",
     "SUPPORTED_ALGS",
     "DeviceKey",
+    "PlatformDeviceKey",
     "StoredDeviceKey",
     "default_device_key",
 ]
@@ -77,6 +82,77 @@ class DeviceKey(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(holder={self.holder!r})"
+
+
+class PlatformDeviceKey(DeviceKey):
+    """A P-256 key a platform key store makes, holds and signs with (Keystore, Enclave).
+
+    The skeleton every platform shares lives here: one lock, the signer cached after the
+    first load-or-create, a signer that forgets itself when the platform reports its key
+    gone (so the next sign-in makes a new key, not the dead one), and ``delete`` dropping
+    the cache before the key. A platform module holds only its platform calls:
+    :meth:`_public_point`, :meth:`_sign` and :meth:`_delete_key`, each raising
+    :class:`DPoPKeyLostError` or :class:`DPoPKeyUnavailableError` as its platform says.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._signer: _PlatformSigner | None = None
+
+    @abstractmethod
+    def _public_point(self, *, create: bool) -> bytes | None:
+        """Return the key's public point ``x || y`` (64 bytes), making the key first if
+        ``create`` and there is none; ``None`` when there is none and ``create`` is false."""
+
+    @abstractmethod
+    def _sign(self, data: bytes) -> bytes:
+        """Return the JWS ES256 signature ``r || s`` of ``data`` by the platform's key."""
+
+    @abstractmethod
+    def _delete_key(self) -> None:
+        """Delete the platform's key; absent is fine."""
+
+    def signer(self, *, create: bool) -> Signer | None:
+        with self._lock:
+            if self._signer is not None:
+                return self._signer
+            point = self._public_point(create=create)
+            if point is None:
+                return None
+            self._signer = _PlatformSigner(self, point)
+            return self._signer
+
+    def _forget(self) -> None:
+        self._signer = None
+
+    def delete(self) -> None:
+        with self._lock:
+            self._signer = None
+            self._delete_key()
+
+
+class _PlatformSigner:
+    """A :class:`PlatformDeviceKey` behind the :class:`~.dpop.Signer` interface."""
+
+    alg = "ES256"
+
+    def __init__(self, key: PlatformDeviceKey, point: bytes) -> None:
+        self._key = key
+        self._jwk = {"kty": "EC", "crv": "P-256", "x": b64url(point[:32]),
+                     "y": b64url(point[32:])}
+
+    def public_jwk(self) -> dict[str, str]:
+        return dict(self._jwk)
+
+    def sign(self, data: bytes) -> bytes:
+        try:
+            return self._key._sign(data)
+        except DPoPKeyLostError:
+            self._key._forget()  # the next sign-in makes a new key, not this dead one
+            raise
+
+    def __repr__(self) -> str:
+        return f"PlatformSigner(key={self._key!r})"
 
 
 def _crypto() -> Any:

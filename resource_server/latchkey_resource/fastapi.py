@@ -30,30 +30,36 @@ __all__ = ["LatchkeyRefused", "LatchkeySession", "install", "refusal_handler"]
 class LatchkeyRefused(Exception):
     """A refusal on its way to ``refusal_handler``."""
 
-    def __init__(self, refusal: Refusal) -> None:
+    def __init__(self, refusal: Refusal, *, nonce: str | None = None) -> None:
         super().__init__(refusal.detail)
         self.refusal = refusal
+        self.nonce = nonce  # the token server's current DPoP nonce, when nonces are on
 
 
 class _ProblemResponse(JSONResponse):
     media_type = "application/problem+json"
 
 
-def refusal_response(refusal: Refusal) -> Response:
-    """Render a refusal as problem+json with its challenge."""
-    return _ProblemResponse(refusal.problem(), status_code=refusal.status,
-                            headers=refusal.headers())
+def refusal_response(refusal: Refusal, *, nonce: str | None = None) -> Response:
+    """Render a refusal as problem+json with its challenge (and the nonce, if any)."""
+    headers = {**({"DPoP-Nonce": nonce} if nonce else {}), **refusal.headers()}
+    return _ProblemResponse(refusal.problem(), status_code=refusal.status, headers=headers)
 
 
 async def refusal_handler(request: Request, exc: Exception) -> Response:
     """The exception handler that answers ``LatchkeyRefused``."""
     assert isinstance(exc, LatchkeyRefused)
-    return refusal_response(exc.refusal)
+    return refusal_response(exc.refusal, nonce=exc.nonce)
 
 
 def install(app: Any) -> None:
     """Register ``refusal_handler`` on a FastAPI or Starlette app."""
     app.add_exception_handler(LatchkeyRefused, refusal_handler)
+
+
+# The default of ``LatchkeySession``'s ``response`` (FastAPI injects one by its annotation,
+# so it cannot be Optional): a call from a plain Starlette endpoint passes none.
+_NO_RESPONSE = Response()
 
 
 class LatchkeySession:
@@ -62,10 +68,18 @@ class LatchkeySession:
     def __init__(self, verifier: ResourceVerifier) -> None:
         self.verifier = verifier
 
-    async def __call__(self, request: Request) -> Principal:
+    async def __call__(self, request: Request,
+                       response: Response = _NO_RESPONSE) -> Principal:
+        # With the token server's nonces on, every answer hands out the current one, a
+        # success included, as the Flask extension and the ASGI middleware do (RFC 9449
+        # section 8): FastAPI copies ``response``'s headers onto the route's answer. A
+        # plain Starlette endpoint calls ``await session(request)``: no response to mark.
+        nonce = self.verifier.current_nonce()
         try:
             principal = await verify_scope(self.verifier, request.scope)
         except Refusal as refusal:
-            raise LatchkeyRefused(refusal) from None
+            raise LatchkeyRefused(refusal, nonce=nonce) from None
+        if nonce is not None and response is not _NO_RESPONSE:
+            response.headers["DPoP-Nonce"] = nonce
         request.state.latchkey_principal = principal
         return principal

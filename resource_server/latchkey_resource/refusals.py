@@ -16,13 +16,17 @@ except a request that sent no credentials at all, which gets a bare ``Bearer`` c
 and a request sent with ``Authorization: DPoP``, which gets the DPoP one (RFC 9449 section
 7.1: ``DPoP error="invalid_token", algs="ES256 EdDSA"``), as the token server answers.
 ``problem()`` is the RFC 9457 body the adapters send: the same document ``/v1/me`` would.
+Every status, code and title, the problem type base and the challenges come from
+``problems.py``, the one table the token server's ``ApiError`` tree takes them from too:
+only the classes (this package's API) live here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .dpop import DPOP_ALGORITHMS
+from . import problems
+from .problems import PROBLEM_TYPE_BASE
 
 __all__ = [
     "PROBLEM_TYPE_BASE",
@@ -37,16 +41,11 @@ __all__ = [
     "UseDPoPNonce",
 ]
 
-PROBLEM_TYPE_BASE = "https://latchkey.dev/problems/"
-_ALGS = " ".join(DPOP_ALGORITHMS)
-
 
 class Refusal(Exception):
     """A request the verifier refuses: status, code, reason and the challenge to send."""
 
-    status: int = 401
-    code: str = "invalid_token"
-    title: str = "The token is invalid"
+    status, code, title = problems.INVALID_TOKEN
 
     def __init__(self, detail: str | None = None, *, reason: str | None = None,
                  credentials_sent: bool = True) -> None:
@@ -62,10 +61,10 @@ class Refusal(Exception):
         if self.status != 401:
             return None
         if not self.credentials_sent:
-            return "Bearer"  # section 3.1: no error code when no credentials were sent
+            return problems.bearer_challenge(None)  # 3.1: no error without credentials
         if self.dpop_scheme:
-            return f'DPoP error="invalid_token", algs="{_ALGS}"'
-        return 'Bearer error="invalid_token"'
+            return problems.dpop_challenge()
+        return problems.bearer_challenge()
 
     def headers(self) -> dict[str, str]:
         """Return the headers a refusal is answered with (the challenge, if any)."""
@@ -74,31 +73,29 @@ class Refusal(Exception):
 
     def problem(self) -> dict[str, Any]:
         """Return the problem-details document (RFC 9457) the adapters answer with."""
-        doc: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + self.code, "title": self.title,
-                               "status": self.status, "detail": self.detail,
-                               "code": self.code}
+        doc = problems.problem_document(self.code, self.title, self.status, self.detail)
         if self.reason:
             doc["reason"] = self.reason
         return doc
 
 
 class InvalidToken(Refusal):
-    status, code, title = 401, "invalid_token", "The token is invalid"
+    status, code, title = problems.INVALID_TOKEN
 
 
 class TokenExpired(Refusal):
-    status, code, title = 401, "token_expired", "The access token has expired"
+    status, code, title = problems.TOKEN_EXPIRED
 
 
 class SessionExpired(Refusal):
-    status, code, title = 401, "session_expired", "The session has expired"
+    status, code, title = problems.SESSION_EXPIRED
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"The session ended after its {reason} timeout", reason=reason)
 
 
 class SessionRevoked(Refusal):
-    status, code, title = 401, "session_revoked", "The session has been ended"
+    status, code, title = problems.SESSION_REVOKED
 
     def __init__(self, reason: str | None) -> None:
         super().__init__(reason=reason or None)
@@ -107,21 +104,18 @@ class SessionRevoked(Refusal):
 class InvalidDPoPProof(Refusal):
     """A DPoP-bound token without a good proof by its key (RFC 9449 section 7.1)."""
 
-    status, code, title = 401, "invalid_dpop_proof", "The DPoP proof is not acceptable"
+    status, code, title = problems.INVALID_DPOP_PROOF
 
     @property
     def www_authenticate(self) -> str | None:
         """Return the ``DPoP`` challenge with the error and the algorithms accepted."""
-        detail = "".join(ch for ch in self.detail if 0x20 <= ord(ch) <= 0x7E
-                         and ch not in '"\\')
-        return (f'DPoP error="{self.code}", error_description="{detail}", '
-                f'algs="{_ALGS}"')
+        return problems.dpop_challenge(self.code, self.detail)
 
 
 class UseDPoPNonce(InvalidDPoPProof):
     """The proof lacks the current nonce: here it is (RFC 9449 section 9)."""
 
-    status, code, title = 401, "use_dpop_nonce", "Use the DPoP nonce the server provides"
+    status, code, title = problems.USE_DPOP_NONCE
 
     def __init__(self, nonce: str) -> None:
         super().__init__(self.title)
@@ -133,10 +127,10 @@ class UseDPoPNonce(InvalidDPoPProof):
 
 
 class InvalidRequest(Refusal):
-    status, code, title = 400, "invalid_request", "Invalid request"
+    status, code, title = problems.INVALID_REQUEST
 
 
 class StoreUnavailable(Refusal):
     """The session store (or the issuer's keys) cannot be reached: refuse, never guess."""
 
-    status, code, title = 503, "store_unavailable", "The session store is unavailable"
+    status, code, title = problems.STORE_UNAVAILABLE

@@ -399,4 +399,7 @@ def _header_values(headers: Mapping[str, str], name: str) -> list[str]:
     for key in (name, name.lower()):
         if key in headers:
             return [headers[key]]
-    return []
+    # Header names are case-insensitive (RFC 9110 section 5.1): a WSGI environ's
+    # ``HTTP_DPOP`` arrives as ``Dpop`` (``wsgi.py::environ_headers``).
+    folded = name.lower()
+    return [value for key, value in headers.items() if key.lower() == folded][:1]

@@ -54,6 +54,12 @@ class LatchkeyWSGIMiddleware:
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "") in self.exempt_paths:
             return self.app(environ, start_response)
+        # With the token server's nonces on, every answer hands out the current one, a
+        # success included, as the Flask extension and the ASGI middleware do (RFC 9449
+        # section 8).
+        nonce = self.verifier.current_nonce()
+        if nonce is not None:
+            start_response = _with_nonce(start_response, nonce)
         try:
             environ[PRINCIPAL_ENVIRON_KEY] = self.verifier.verify(
                 environ.get("HTTP_AUTHORIZATION"), method=environ.get("REQUEST_METHOD", "GET"),
@@ -67,3 +73,15 @@ class LatchkeyWSGIMiddleware:
                            headers)
             return [body]
         return self.app(environ, start_response)
+
+
+def _with_nonce(start_response: Callable[..., Any], nonce: str) -> Callable[..., Any]:
+    """Return ``start_response`` adding ``DPoP-Nonce`` unless the answer has one already."""
+
+    def start_response_with_nonce(status: str, headers: list[tuple[str, str]],
+                                  *args: Any) -> Any:
+        if not any(name.lower() == "dpop-nonce" for name, _ in headers):
+            headers = [*headers, ("DPoP-Nonce", nonce)]
+        return start_response(status, headers, *args)
+
+    return start_response_with_nonce

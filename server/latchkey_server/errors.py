@@ -22,6 +22,12 @@ when they answer a request sent with ``Authorization: DPoP`` (RFC 9449 section 7
 DPoP errors are 400 from token endpoints and 401 with their own ``WWW-Authenticate: DPoP``
 challenge from protected resources (RFC 9449 sections 7.1 and 8). The codes are the contract with
 clients (API.md); their titles are for humans and may change.
+
+The conditions a resource server answers with too (``invalid_request``, ``invalid_token``,
+``token_expired``, ``session_expired``, ``session_revoked``, ``invalid_dpop_proof``,
+``use_dpop_nonce``, ``store_unavailable``), the problem type base and the Bearer and DPoP
+challenges are owned by ``latchkey_resource.problems``: these classes take their status,
+code and title from its rows, so the two servers cannot answer one condition two ways.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, g, json
+from latchkey_resource import problems
 from limits.errors import StorageError
 from werkzeug.exceptions import HTTPException
 
@@ -66,15 +73,12 @@ __all__ = [
 
 _log = logging.getLogger("latchkey.errors")
 
-PROBLEM_TYPE_BASE = "https://latchkey.dev/problems/"
 
 
 class ApiError(Exception):
     """An error the client may see: a stable code, a status and a safe message."""
 
-    status: int = 400
-    code: str = "invalid_request"
-    title: str = "Invalid request"
+    status, code, title = problems.INVALID_REQUEST
     bearer_challenge: bool = False
 
     def __init__(
@@ -91,19 +95,13 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         """Return the problem-details document for this error."""
-        doc: dict[str, Any] = {
-            "type": PROBLEM_TYPE_BASE + self.code,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-            "code": self.code,
-        }
+        doc = problems.problem_document(self.code, self.title, self.status, self.detail)
         doc.update(self.extra)
         return doc
 
 
 class InvalidRequest(ApiError):
-    status, code, title = 400, "invalid_request", "Invalid request"
+    status, code, title = problems.INVALID_REQUEST
 
 
 class UnprocessableRequest(InvalidRequest):
@@ -119,7 +117,7 @@ class InvalidCredentials(ApiError):
 
 
 class InvalidToken(ApiError):
-    status, code, title = 401, "invalid_token", "The token is invalid"
+    status, code, title = problems.INVALID_TOKEN
     bearer_challenge = True
 
 
@@ -131,12 +129,12 @@ class WrongClient(InvalidToken):
 
 
 class TokenExpired(ApiError):
-    status, code, title = 401, "token_expired", "The access token has expired"
+    status, code, title = problems.TOKEN_EXPIRED
     bearer_challenge = True
 
 
 class SessionExpired(ApiError):
-    status, code, title = 401, "session_expired", "The session has expired"
+    status, code, title = problems.SESSION_EXPIRED
     bearer_challenge = True
 
     def __init__(self, reason: str) -> None:
@@ -144,7 +142,7 @@ class SessionExpired(ApiError):
 
 
 class SessionRevoked(ApiError):
-    status, code, title = 401, "session_revoked", "The session has been ended"
+    status, code, title = problems.SESSION_REVOKED
     bearer_challenge = True
 
     def __init__(self, reason: str | None) -> None:
@@ -155,10 +153,6 @@ class RefreshTokenReused(ApiError):
     status, code, title = 401, "refresh_token_reused", "The refresh token was already used"
 
 
-# The algorithms a DPoP challenge advertises (RFC 9449 section 7.1, ``algs``).
-DPOP_ALGS = "ES256 EdDSA"
-
-
 class InvalidDPoPProof(ApiError):
     """A DPoP proof missing, malformed, replayed or by the wrong key (RFC 9449 section 7.1).
 
@@ -166,31 +160,26 @@ class InvalidDPoPProof(ApiError):
     token request: 400 (section 5).
     """
 
-    status, code, title = 400, "invalid_dpop_proof", "The DPoP proof is not acceptable"
+    _, code, title = problems.INVALID_DPOP_PROOF
+    status = 400  # from a token endpoint (section 5); 401 from a protected resource
 
     def __init__(self, detail: str | None = None, *, resource: bool = False,
                  headers: dict[str, str] | None = None) -> None:
         headers = dict(headers or {})
         if resource:
             self.status = 401
-            headers["WWW-Authenticate"] = (f'DPoP error="{self.code}", '
-                                           f'error_description="{_quoted(detail or self.title)}", '
-                                           f'algs="{DPOP_ALGS}"')
+            headers["WWW-Authenticate"] = problems.dpop_challenge(self.code,
+                                                                 detail or self.title)
         super().__init__(detail, headers=headers)
 
 
 class UseDPoPNonce(InvalidDPoPProof):
     """The proof lacks the server's current nonce: here it is (RFC 9449 section 8)."""
 
-    code, title = "use_dpop_nonce", "Use the DPoP nonce the server provides"
+    _, code, title = problems.USE_DPOP_NONCE
 
     def __init__(self, nonce: str, *, resource: bool = False) -> None:
         super().__init__(self.title, resource=resource, headers={"DPoP-Nonce": nonce})
-
-
-def _quoted(text: str) -> str:
-    """Return ``text`` safe inside a quoted-string of an auth-param (RFC 9110 11.2)."""
-    return "".join(ch for ch in text if 0x20 <= ord(ch) <= 0x7E and ch not in '"\\')
 
 
 class StepUpRequired(ApiError):
@@ -239,7 +228,7 @@ class TooManyRequests(ApiError):
 
 
 class StoreUnavailable(ApiError):
-    status, code, title = 503, "store_unavailable", "The session store is unavailable"
+    status, code, title = problems.STORE_UNAVAILABLE
 
 
 class InternalError(ApiError):
@@ -296,9 +285,9 @@ def problem_response(error: ApiError) -> Response:
     for name, value in error.headers.items():
         resp.headers[name] = value
     if error.bearer_challenge and getattr(g, "dpop_presented", False):
-        resp.headers["WWW-Authenticate"] = f'DPoP error="invalid_token", algs="{DPOP_ALGS}"'
+        resp.headers["WWW-Authenticate"] = problems.dpop_challenge()
     elif error.bearer_challenge and getattr(g, "bearer_presented", False):
-        resp.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        resp.headers["WWW-Authenticate"] = problems.bearer_challenge()
     return resp
 
 

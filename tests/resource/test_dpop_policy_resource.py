@@ -6,14 +6,14 @@ with the DPoP challenge whatever the reason. Real server, real Redis, real verif
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
-from flask import Flask
 from latchkey_resource.asgi import PRINCIPAL_STATE_KEY, LatchkeyMiddleware
-from latchkey_resource.flask import LatchkeyResource, current_principal
 from latchkey_resource.policy import PolicyMissing, SessionPolicy, read_policy
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,7 +22,14 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from tests.resource.conftest import Deployment, app_headers
-from tests.resource.test_dpop_resource import API, alerts, dpop_request, refused, sign_in_bound
+from tests.resource.test_dpop_resource import (
+    API,
+    alerts,
+    dpop_request,
+    orders_app,
+    refused,
+    sign_in_bound,
+)
 from tests.server.dpop_support import DPoPKey
 
 DPOP_CHALLENGE = 'DPoP error="invalid_token", algs="ES256 EdDSA"'
@@ -169,15 +176,7 @@ def test_a_policy_from_before_dpop_decodes_with_the_token_servers_defaults(deplo
 
 
 def test_the_flask_adapter_hands_out_the_nonce_on_every_answer(strict):
-    app = Flask("orders-api")
-    app.config.update(LATCHKEY_ISSUER=strict.issuer, LATCHKEY_REDIS_URL=strict.redis.url)
-    lk = LatchkeyResource(app)
-
-    @app.get("/orders")
-    @lk.require_session
-    def orders() -> dict[str, str]:
-        return {"session_id": current_principal().session_id}
-
+    app = orders_app(strict)
     key = DPoPKey()
     tokens = bound_session(strict, key)
     nonce = nonce_of(strict)
@@ -211,3 +210,59 @@ def test_the_asgi_middleware_hands_out_the_nonce_on_every_answer(strict):
                                                        nonce=nonce))
         assert r.status_code == 200, r.text
         assert r.headers["DPoP-Nonce"] == nonce
+
+
+def test_the_fastapi_dependency_hands_out_the_nonce_on_every_answer(strict):
+    from fastapi import Depends, FastAPI
+    from latchkey_resource.fastapi import LatchkeySession, install
+    from latchkey_resource.verifier import Principal
+
+    app = FastAPI()
+    install(app)
+    session = LatchkeySession(strict.verifier())
+
+    @app.get("/orders")
+    async def orders(principal: Principal = Depends(session)) -> dict[str, str]:  # noqa: B008
+        return {"session_id": principal.session_id}
+
+    key = DPoPKey()
+    tokens = bound_session(strict, key)
+    nonce = nonce_of(strict)
+    local = "http://testserver/orders"
+    with TestClient(app) as client:
+        r = client.get("/orders", headers=dpop_request(key, tokens["access_token"], url=local))
+        assert r.status_code == 401 and r.json()["code"] == "use_dpop_nonce", r.text
+        assert r.headers["DPoP-Nonce"] == nonce
+        r = client.get("/orders", headers=app_headers("not-a-token"))
+        assert r.status_code == 401 and r.headers["DPoP-Nonce"] == nonce
+        r = client.get("/orders", headers=dpop_request(key, tokens["access_token"], url=local,
+                                                       nonce=nonce))
+        assert r.status_code == 200, r.text
+        assert r.json() == {"session_id": tokens["session_id"]}
+        assert r.headers["DPoP-Nonce"] == nonce
+
+
+def test_the_wsgi_middleware_hands_out_the_nonce_on_every_answer(strict):
+    from latchkey_resource.wsgi import PRINCIPAL_ENVIRON_KEY, LatchkeyWSGIMiddleware
+    from werkzeug.test import Client
+
+    def orders(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        body = json.dumps({"session_id": environ[PRINCIPAL_ENVIRON_KEY].session_id}).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+    key = DPoPKey()
+    tokens = bound_session(strict, key)
+    nonce = nonce_of(strict)
+    local = "http://localhost/orders"
+    client = Client(LatchkeyWSGIMiddleware(orders, strict.verifier()))
+    r = client.get("/orders", headers=dpop_request(key, tokens["access_token"], url=local))
+    assert r.status_code == 401 and r.json["code"] == "use_dpop_nonce", r.get_data(as_text=True)
+    assert r.headers.getlist("DPoP-Nonce") == [nonce]
+    r = client.get("/orders", headers=app_headers("not-a-token"))
+    assert r.status_code == 401 and r.headers["DPoP-Nonce"] == nonce
+    r = client.get("/orders", headers=dpop_request(key, tokens["access_token"], url=local,
+                                                   nonce=nonce))
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert json.loads(r.get_data()) == {"session_id": tokens["session_id"]}
+    assert r.headers["DPoP-Nonce"] == nonce

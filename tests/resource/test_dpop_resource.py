@@ -36,6 +36,20 @@ def sign_in_bound(deployment: Deployment, key: DPoPKey) -> dict[str, Any]:
         return r.json()
 
 
+def orders_app(deployment: Deployment) -> Flask:
+    """A Flask API whose ``/orders`` needs a live session and answers with its id."""
+    app = Flask("orders-api")
+    app.config.update(LATCHKEY_ISSUER=deployment.issuer, LATCHKEY_REDIS_URL=deployment.redis.url)
+    lk = LatchkeyResource(app)
+
+    @app.get("/orders")
+    @lk.require_session
+    def orders() -> dict[str, str]:
+        return {"session_id": current_principal().session_id}
+
+    return app
+
+
 def dpop_request(key: DPoPKey, access: str, url: str = API + "/orders",
                  **proof_args: Any) -> dict[str, str]:
     return {"User-Agent": APP_UA, "X-Device-Id": DEVICE, "Authorization": f"DPoP {access}",
@@ -121,15 +135,7 @@ def test_behind_a_proxy_htu_is_the_public_url(deployment):
 
 
 def test_the_flask_adapter_answers_a_dpop_challenge(deployment):
-    app = Flask("orders-api")
-    app.config.update(LATCHKEY_ISSUER=deployment.issuer, LATCHKEY_REDIS_URL=deployment.redis.url)
-    lk = LatchkeyResource(app)
-
-    @app.get("/orders")
-    @lk.require_session
-    def orders() -> dict[str, str]:
-        return {"session_id": current_principal().session_id}
-
+    app = orders_app(deployment)
     key = DPoPKey()
     tokens = sign_in_bound(deployment, key)
     client = app.test_client()

@@ -122,3 +122,37 @@ def test_an_rfc_6750_challenge_without_a_problem_body_is_read_by_its_error(
     expected = DPoPProofRefusedError if code == "use_dpop_nonce" else InvalidTokenError
     assert isinstance(error, expected)
     assert error.code == (code or "http_401")
+
+
+# What the SDK makes of each condition both servers answer with (latchkey_resource.problems).
+_SHARED_CONDITION_ERRORS: dict[str, type[ApiError]] = {
+    "invalid_request": InvalidRequestError,
+    "invalid_token": InvalidTokenError,
+    "token_expired": InvalidTokenError,  # by its 401; auth.py refreshes on the code
+    "session_expired": SessionExpiredError,
+    "session_revoked": SessionRevokedError,
+    "invalid_dpop_proof": DPoPProofRefusedError,
+    "use_dpop_nonce": DPoPProofRefusedError,
+    "store_unavailable": ServerError,
+}
+
+
+def test_the_sdks_codes_are_the_shared_tables_codes() -> None:
+    # The SDK is its own wheel and must not import the servers' packages, so it keeps its
+    # own mapping; this proves that mapping and the one table the servers share agree.
+    from latchkey_resource.problems import SHARED_CONDITIONS
+
+    assert {c.code for c in SHARED_CONDITIONS} == set(_SHARED_CONDITION_ERRORS)
+    for condition in SHARED_CONDITIONS:
+        error = error_from_response(problem(condition.status, condition.code))
+        assert type(error) is _SHARED_CONDITION_ERRORS[condition.code]
+        assert (error.status, error.code) == (condition.status, condition.code)
+
+
+def test_every_code_the_token_server_answers_with_maps_to_a_typed_error() -> None:
+    from latchkey_server.errors import ERROR_CODES
+
+    for code, status in ERROR_CODES.items():
+        error = error_from_response(problem(status, code))
+        assert type(error) is not ApiError, code
+        assert error.code == code

@@ -20,7 +20,8 @@ from latchkey_resource.dpop import access_token_hash, jwk_thumbprint
 
 from tests.conftest import PASSWORD, ServerProcess, unique_username
 
-__all__ = ["DPoPKey", "dpop_headers", "register", "sign_in_with_key"]
+__all__ = ["DPoPKey", "assert_refused", "dpop_headers", "register", "sign_in_with_key",
+           "signed_in_key", "signed_in_with_nonce"]
 
 
 class DPoPKey:
@@ -82,3 +83,37 @@ def sign_in_with_key(server: ServerProcess, key: DPoPKey,
                    headers=dpop_headers(key, server, "POST", "/v1/auth/login"))
         assert r.status_code == 200, r.text
         return r.json()
+
+
+def signed_in_key(server: ServerProcess, alg: str = "ES256") -> tuple[DPoPKey, dict[str, Any]]:
+    """Make a device key and sign in with a proof by it: the key and its bound session."""
+    key = DPoPKey(alg)
+    return key, sign_in_with_key(server, key)
+
+
+def assert_refused(r: httpx.Response, status: int, code: str = "invalid_dpop_proof") -> None:
+    """Assert a DPoP refusal: its status and code, and on a 401 the DPoP challenge."""
+    assert r.status_code == status, r.text
+    assert r.json()["code"] == code, r.text
+    if status == 401:
+        challenge = r.headers["WWW-Authenticate"]
+        assert challenge.startswith(f'DPoP error="{code}"'), challenge
+        assert 'algs="ES256 EdDSA"' in challenge
+
+
+def signed_in_with_nonce(server: ServerProcess, key: DPoPKey) -> tuple[dict[str, Any], str]:
+    """Sign in on a server demanding nonces: refused with one, then in with it.
+
+    Returns the token response and the nonce the refusal handed out.
+    """
+    with server.client() as c:
+        username = register(c)
+        body = {"username": username, "password": PASSWORD}
+        r = c.post("/v1/auth/login", json=body,
+                   headers=dpop_headers(key, server, "POST", "/v1/auth/login"))
+        assert_refused(r, 400, "use_dpop_nonce")
+        nonce = r.headers["DPoP-Nonce"]
+        r = c.post("/v1/auth/login", json=body,
+                   headers=dpop_headers(key, server, "POST", "/v1/auth/login", nonce=nonce))
+    assert r.status_code == 200, r.text
+    return dict(r.json()), nonce

@@ -16,7 +16,15 @@ import pytest
 from latchkey_resource.dpop import access_token_hash
 
 from tests.conftest import PASSWORD, ServerProcess
-from tests.server.dpop_support import DPoPKey, dpop_headers, register, sign_in_with_key
+from tests.server.dpop_support import (
+    DPoPKey,
+    assert_refused,
+    dpop_headers,
+    register,
+    sign_in_with_key,
+    signed_in_key,
+    signed_in_with_nonce,
+)
 from tests.server.oauth_support import DEFAULT_CLIENT_ID, FORM, basic, create_client, jwt_parts
 from tests.server.ops_support import client_commands_during
 
@@ -45,15 +53,6 @@ def refresh(server: ServerProcess, key: DPoPKey | None, tokens: dict[str, Any],
     with server.client() as c:
         return c.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]},
                       headers=headers)
-
-
-def assert_refused(r: httpx.Response, status: int, code: str = "invalid_dpop_proof") -> None:
-    assert r.status_code == status, r.text
-    assert r.json()["code"] == code, r.text
-    if status == 401:
-        challenge = r.headers["WWW-Authenticate"]
-        assert challenge.startswith(f'DPoP error="{code}"'), challenge
-        assert 'algs="ES256 EdDSA"' in challenge
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +85,7 @@ def test_a_login_without_a_proof_stays_a_bearer_session_under_allowed(server):
 
 
 def test_refresh_with_the_same_key_rotates_and_keeps_the_binding(server):
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     for _ in range(3):
         r = refresh(server, key, tokens)
         assert r.status_code == 200, r.text
@@ -98,8 +96,7 @@ def test_refresh_with_the_same_key_rotates_and_keeps_the_binding(server):
 
 
 def test_a_refresh_token_copied_without_the_key_is_refused_and_raised_as_stolen(server):
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     before = len(events(server, "dpop_stolen_token"))
     assert_refused(refresh(server, None, tokens), 400)
     assert_refused(refresh(server, DPoPKey(), tokens), 400)  # the thief's own key
@@ -112,8 +109,7 @@ def test_a_refresh_token_copied_without_the_key_is_refused_and_raised_as_stolen(
 
 
 def test_a_bound_access_token_sent_as_bearer_is_refused_and_reported(server):
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     before = len(events(server, "dpop_stolen_token"))
     with server.client() as c:
         r = c.get("/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
@@ -138,8 +134,7 @@ def test_an_unbound_token_sent_with_the_dpop_scheme_is_refused(server):
 
 # -- single use -----------------------------------------------------------------------
 def test_a_replayed_proof_is_refused_on_refresh_and_on_a_resource(server):
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     before = len(events(server, "dpop_proof_replayed"))
     proof = key.proof("POST", server.base_url + "/v1/auth/refresh")
     with server.client() as c:
@@ -204,8 +199,7 @@ BAD_PROOFS: dict[str, Callable[[DPoPKey, ServerProcess, str], str]] = {
 
 @pytest.mark.parametrize("name", BAD_PROOFS)
 def test_a_bad_proof_on_a_resource_is_refused_with_a_dpop_challenge(server, name):
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     proof = BAD_PROOFS[name](key, server, tokens["access_token"])
     with server.client() as c:
         r = c.get("/v1/me", headers={"Authorization": f"DPoP {tokens['access_token']}",
@@ -215,8 +209,7 @@ def test_a_bad_proof_on_a_resource_is_refused_with_a_dpop_challenge(server, name
 
 
 def test_a_stale_or_misdirected_proof_on_a_token_request_is_refused(server):
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     assert_refused(refresh(server, key, tokens, iat=time.time() - 3600), 400)
     with server.client() as c:
         r = c.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]},
@@ -230,8 +223,7 @@ def test_a_stale_or_misdirected_proof_on_a_token_request_is_refused(server):
 
 
 def test_htu_is_compared_normalised_without_query_or_fragment(server):
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     url = server.base_url.replace("http://", "HTTP://").replace("127.0.0.1", "127.0.0.1")
     r = me(server, key, tokens)  # warm
     assert r.status_code == 200
@@ -244,8 +236,7 @@ def test_htu_is_compared_normalised_without_query_or_fragment(server):
 
 # -- the account views that replace a session ------------------------------------------
 def test_reauth_and_password_change_carry_the_binding_to_the_new_session(server):
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     with server.client() as c:
         r = c.post("/v1/auth/reauth", json={"password": PASSWORD},
                    headers=dpop_headers(key, server, "POST", "/v1/auth/reauth",
@@ -267,8 +258,7 @@ def test_reauth_and_password_change_carry_the_binding_to_the_new_session(server)
 
 
 def test_logout_needs_no_proof(server):
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     with server.client() as c:
         r = c.post("/v1/auth/logout",
                    headers={"Authorization": f"DPoP {tokens['access_token']}"})
@@ -281,8 +271,7 @@ def test_logout_needs_no_proof(server):
 def test_the_oauth_token_endpoint_needs_the_key_and_answers_in_rfc_shape(server):
     # Authlib's clients do not send DPoP (authlib 1.9: "Authlib supports neither DPoP nor
     # mTLS"), so the standard form request is made with plain httpx.
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
             "client_id": DEFAULT_CLIENT_ID}
     with server.client() as c:
@@ -303,8 +292,7 @@ def test_metadata_lists_the_proof_algorithms(server):
 
 def test_introspection_returns_cnf_for_bound_tokens(server):
     resource = create_client(server, "resource", "dpop-introspect")
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     auth = basic(resource["client_id"], resource["client_secret"])
     with server.client() as c:
         for token in (tokens["access_token"], tokens["refresh_token"]):
@@ -316,8 +304,7 @@ def test_introspection_returns_cnf_for_bound_tokens(server):
 
 # -- one round trip ------------------------------------------------------------------------
 def test_a_dpop_request_and_a_dpop_refresh_cost_one_round_trip_each(server, redis_server):
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     watcher = redis_server.client()
     with server.client() as c:
         def call_me() -> None:
@@ -341,8 +328,7 @@ def test_a_dpop_request_and_a_dpop_refresh_cost_one_round_trip_each(server, redi
 # -- policies ------------------------------------------------------------------------------
 def test_the_revoke_policy_ends_a_session_whose_token_came_without_its_key(server_factory):
     server = server_factory(dpop_stolen_token="revoke")
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     assert_refused(refresh(server, None, tokens), 400)
     assert events(server, "dpop_stolen_token")[-1]["revoked"] is True
     r = refresh(server, key, tokens)
@@ -363,15 +349,13 @@ def test_required_refuses_a_token_request_without_a_proof(server_factory):
         username = register(c)
         r = c.post("/v1/auth/login", json={"username": username, "password": PASSWORD})
         assert_refused(r, 400)
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    key, tokens = signed_in_key(server)
     assert refresh(server, key, tokens).status_code == 200
 
 
 def test_off_ignores_proofs_and_issues_bearer_tokens(server_factory):
     server = server_factory(dpop="off")
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)
+    _, tokens = signed_in_key(server)
     assert tokens["token_type"] == "Bearer"
     assert "cnf" not in jwt_parts(tokens["access_token"])[1]
     with server.client() as c:
@@ -386,17 +370,8 @@ def test_nonces_are_demanded_handed_out_and_then_accepted(server_factory):
     # A day-long period: the test never straddles a change of nonce.
     server = server_factory(dpop_nonce="on", dpop_nonce_period=86400, workers=2)
     key = DPoPKey()
+    tokens, nonce = signed_in_with_nonce(server, key)
     with server.client() as c:
-        username = register(c)
-        body = {"username": username, "password": PASSWORD}
-        r = c.post("/v1/auth/login", json=body,
-                   headers=dpop_headers(key, server, "POST", "/v1/auth/login"))
-        assert_refused(r, 400, "use_dpop_nonce")
-        nonce = r.headers["DPoP-Nonce"]
-        r = c.post("/v1/auth/login", json=body,
-                   headers=dpop_headers(key, server, "POST", "/v1/auth/login", nonce=nonce))
-        assert r.status_code == 200, r.text
-        tokens = r.json()
         r = c.get("/v1/me", headers=dpop_headers(key, server, "GET", "/v1/me",
                                                  tokens["access_token"]))
         assert_refused(r, 401, "use_dpop_nonce")
@@ -447,8 +422,7 @@ def test_an_unbound_sessions_reauth_or_refresh_with_a_proof_binds_it(server):
 
 def test_a_users_jti_set_is_bounded_and_a_proof_past_it_is_refused(server_factory):
     server = server_factory(dpop_jti_limit=10)
-    key = DPoPKey()
-    tokens = sign_in_with_key(server, key)  # the login's proof is the first
+    key, tokens = signed_in_key(server)  # the login's proof is the first
     for _ in range(9):
         assert me(server, key, tokens).status_code == 200
     r = me(server, key, tokens)

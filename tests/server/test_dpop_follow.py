@@ -10,10 +10,16 @@ from collections.abc import Callable
 import pytest
 
 from tests.conftest import PASSWORD, RedisProcess, ServerProcess
-from tests.server.dpop_support import DPoPKey, dpop_headers, register
+from tests.server.dpop_support import (
+    DPoPKey,
+    assert_refused,
+    dpop_headers,
+    register,
+    signed_in_with_nonce,
+)
 from tests.server.oauth_support import DEFAULT_CLIENT_ID, FORM
 from tests.server.ops_support import wipe_rate_limits
-from tests.server.test_dpop import assert_refused, events, refresh
+from tests.server.test_dpop import events, refresh
 
 
 @pytest.fixture(scope="module")
@@ -104,20 +110,6 @@ def metered(module_redis_factory: Callable[..., RedisProcess],
 def fresh_budget(metered: ServerProcess) -> ServerProcess:
     wipe_rate_limits(metered.store.client())  # type: ignore[attr-defined]
     return metered
-
-
-def signed_in_with_nonce(server: ServerProcess, key: DPoPKey) -> tuple[dict[str, str], str]:
-    with server.client() as c:
-        username = register(c)
-        body = {"username": username, "password": PASSWORD}
-        r = c.post("/v1/auth/login", json=body,
-                   headers=dpop_headers(key, server, "POST", "/v1/auth/login"))
-        assert_refused(r, 400, "use_dpop_nonce")
-        nonce = r.headers["DPoP-Nonce"]
-        r = c.post("/v1/auth/login", json=body,
-                   headers=dpop_headers(key, server, "POST", "/v1/auth/login", nonce=nonce))
-    assert r.status_code == 200, r.text
-    return dict(r.json()), nonce
 
 
 def test_bad_proofs_on_a_genuine_token_spend_the_invalid_token_budget(fresh_budget):
