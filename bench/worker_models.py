@@ -8,8 +8,10 @@ each beside the default in one run:
 
 - ``sync``: gunicorn's sync worker, one request at a time per worker process (gunicorn
   turns a sync worker with threads into gthread, so threads are 1);
-- ``granian``: granian's WSGI interface, the same worker count, ``--threads`` blocking
-  threads per worker (granian's Rust runtime parses HTTP and holds the connections).
+- ``granian``: ``LATCHKEY_SERVER=granian``, the shipped granian path
+  (``latchkey_server.serving_granian``): granian's WSGI interface, the same worker count,
+  ``--threads`` blocking threads per worker (granian's Rust runtime parses HTTP and holds
+  the connections), the request-size guard and granian's JSON logging.
 
 Run by ``bench/compare_peer.py --variants sync granian`` through ``wrapper_bin_dir``,
 which gives ``tests.conftest.start_server`` a ``latchkey-server`` that is this module.
@@ -41,23 +43,6 @@ def wrapper_bin_dir(directory: Path, model: str) -> Path:
     return directory
 
 
-def _serve_granian(settings: Any, host: str, port: int, workers: int, threads: int) -> None:
-    from granian import Granian
-    from granian.constants import Interfaces
-    from latchkey_server.logging_setup import configure_logging
-    from latchkey_server.serving import prepare_metrics_dir, prepare_shared_state
-
-    configure_logging(settings.log_level)
-    embedded = prepare_shared_state(settings)
-    prepare_metrics_dir(settings)
-    try:
-        Granian("latchkey_server:create_app", address=host, port=port, factory=True,
-                interface=Interfaces.WSGI, workers=workers, blocking_threads=threads).serve()
-    finally:
-        if embedded:
-            embedded.stop()
-
-
 def main() -> int:
     """``latchkey-server`` with the worker model named in ``BENCH_WORKER_MODEL``."""
     from latchkey_server import cli, serving
@@ -72,8 +57,8 @@ def main() -> int:
             return options
 
         serving.gunicorn_options = sync_options  # type: ignore[assignment]
-    else:
-        serving.serve_gunicorn = _serve_granian  # type: ignore[assignment]
+    else:  # the shipped granian path (serving_granian.py), chosen by its setting
+        os.environ["LATCHKEY_SERVER"] = "granian"
     return cli.main()
 
 

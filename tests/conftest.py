@@ -284,6 +284,16 @@ def module_redis_factory(tmp_path_factory: pytest.TempPathFactory
         server.stop()
 
 
+WSGI_SERVERS = ("gunicorn", "granian")
+
+
+@pytest.fixture(params=WSGI_SERVERS)
+def wsgi_server(request: pytest.FixtureRequest) -> str:
+    """Each production WSGI server ``LATCHKEY_SERVER`` chooses: a test that takes this
+    proves its guarantee under both (pass ``server=wsgi_server`` to ``server_factory``)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisProcess) -> str:
     """The URL of the real redis-server."""

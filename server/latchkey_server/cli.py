@@ -40,13 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gunicorn worker processes (default: LATCHKEY_WORKERS, 2)")
         p.add_argument("--threads", type=int,
                        help="threads per worker (default: LATCHKEY_THREADS, 8)")
+        p.add_argument("--server", choices=("gunicorn", "granian"),
+                       help="production WSGI server (default: LATCHKEY_SERVER, gunicorn)")
         p.add_argument("--dev", action="store_true",
-                       help="use werkzeug's development server instead of gunicorn")
+                       help="use werkzeug's development server instead")
     register_commands(sub)  # users, sessions, keys: operator commands (admin.py)
     return parser
 
 
-_SERVING_FLAGS = ("host", "port", "workers", "threads")
+_SERVING_FLAGS = ("host", "port", "workers", "threads", "server")
 
 
 def serving_settings(args: argparse.Namespace,
@@ -70,6 +72,11 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         if args.dev:
             serve_dev(settings, settings.host, settings.port)
+        elif settings.server == "granian":
+            from .serving_granian import serve_granian
+
+            serve_granian(settings, settings.host, settings.port, settings.workers,
+                          settings.threads)
         else:
             serve_gunicorn(settings, settings.host, settings.port, settings.workers,
                            settings.threads)

@@ -61,6 +61,7 @@ PROFILES: dict[str, Profile] = {
 }
 
 BINDING_POLICIES = ("off", "report", "enforce")
+SERVERS = ("gunicorn", "granian")
 DPOP_MODES = ("off", "allowed", "required")
 
 _SPEC_KEY = "latchkey_setting"
@@ -331,6 +332,11 @@ class Settings:
         doc="prometheus-client's multiprocess directory under gunicorn")
 
     # Serving (cli.py, serving.py; see docs/OPERATIONS.md). The CLI flags win over these.
+    server: str = setting(
+        "SERVER", "gunicorn",
+        doc="the production WSGI server: `gunicorn` (gthread workers) or `granian` (a "
+            "compiled HTTP server; `--server` wins). What each enforces is in "
+            "docs/OPERATIONS.md")
     host: str = setting("HOST", "127.0.0.1", doc="address to bind (`--host` wins)")
     port: int = setting("PORT", 8000, unit="port", minimum=1, maximum=65535,
                         doc="port to bind (`--port` wins)")
@@ -453,6 +459,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("dpop_nonce must be off or on")
     if s.dpop_theft_policy not in ("report", "revoke"):
         raise ConfigError("dpop_theft_policy must be report or revoke")
+    if s.server not in SERVERS:
+        raise ConfigError(f"server must be one of {', '.join(SERVERS)}")
     if not s.host.strip():
         raise ConfigError("host cannot be empty")
     _validate_issuer(s.issuer)

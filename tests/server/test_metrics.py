@@ -41,8 +41,8 @@ def test_metrics_are_prometheus_text_with_every_event_series(server_factory) -> 
     assert 'latchkey_rate_limited_total{limit="account_failures"} 0.0' in r.text
 
 
-def test_counts_from_every_worker_are_added_up(server_factory) -> None:
-    server = server_factory(workers=WORKERS)
+def test_counts_from_every_worker_are_added_up(server_factory, wsgi_server: str) -> None:
+    server = server_factory(workers=WORKERS, server=wsgi_server)
     _, tokens = sign_in(server)
     leaked = {"access_token": tokens["access_token"]}
     events = 30
@@ -58,8 +58,8 @@ def test_counts_from_every_worker_are_added_up(server_factory) -> None:
                             event="token_in_url") == events
 
 
-def test_counters_survive_a_dead_worker(server_factory) -> None:
-    server = server_factory(workers=2)
+def test_counters_survive_a_dead_worker(server_factory, wsgi_server: str) -> None:
+    server = server_factory(workers=2, server=wsgi_server)
     _, tokens = sign_in(server)
     for _ in range(6):
         httpx.get(server.base_url + "/healthz", params={"access_token": tokens["access_token"]})
@@ -67,7 +67,8 @@ def test_counters_survive_a_dead_worker(server_factory) -> None:
                if pid != server.proc.pid and _parent(pid) == server.proc.pid]
     assert workers
     os.kill(workers[0], signal.SIGKILL)
-    # gunicorn replaces it (child_exit marks the dead pid); counts it made are kept.
+    # The server replaces it (gunicorn's child_exit or granian's respawn marks the dead
+    # pid); counts it made are kept.
     assert wait_for(lambda: len([p for p in processes_mentioning("latchkey-server")
                                  if _parent(p) == server.proc.pid and p != workers[0]]) == 2)
     assert wait_for(lambda: metric_value(scrape(server.base_url),

@@ -1,21 +1,26 @@
-"""Production serving under gunicorn: a safe optional access log, proxy trust only when
-configured, HSTS, and a graceful shutdown that finishes requests in flight.
+"""Production serving under gunicorn and granian: a safe optional access log, proxy trust
+only when configured, HSTS, bounded request lines and header fields (H2), and a graceful
+shutdown that finishes requests in flight. Tests taking ``wsgi_server`` run under both.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import json
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
+import pytest
 from gunicorn.config import Config
 from latchkey_server.config import load_settings
 from latchkey_server.serving import RedactingGunicornLogger, gunicorn_options
+from latchkey_server.serving_granian import MAX_HEADER_FIELD, MAX_REQUEST_LINE, granian_options
 
 from tests.conftest import PASSWORD, unique_username
 from tests.server.ops_support import sign_in
@@ -75,8 +80,9 @@ def test_no_access_log_format_can_reach_headers_environ_or_query() -> None:
     assert "/v1/me?access_token=" in line
 
 
-def test_forwarded_headers_are_ignored_without_a_trusted_proxy(server_factory) -> None:
-    server = server_factory()
+def test_forwarded_headers_are_ignored_without_a_trusted_proxy(server_factory,
+                                                             wsgi_server: str) -> None:
+    server = server_factory(server=wsgi_server)
     forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
                  "X-Forwarded-Host": "evil.example"}
     with server.client(headers=forwarded) as http:
@@ -88,8 +94,9 @@ def test_forwarded_headers_are_ignored_without_a_trusted_proxy(server_factory) -
     assert '"ip": "203.0.113.9"' not in server.logs()
 
 
-def test_forwarded_headers_are_honoured_from_a_trusted_proxy(server_factory) -> None:
-    server = server_factory(trusted_proxies="1")
+def test_forwarded_headers_are_honoured_from_a_trusted_proxy(server_factory,
+                                                           wsgi_server: str) -> None:
+    server = server_factory(server=wsgi_server, trusted_proxies="1")
     forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
     with server.client(headers=forwarded) as http:
         _, tokens = sign_in(server, http)
@@ -107,9 +114,9 @@ def test_hsts_is_sent_when_configured(server_factory) -> None:
     assert r.headers["Strict-Transport-Security"] == "max-age=600; includeSubDomains"
 
 
-def test_sigterm_lets_requests_in_flight_finish(server_factory) -> None:
+def test_sigterm_lets_requests_in_flight_finish(server_factory, wsgi_server: str) -> None:
     # Expensive password hashing makes a registration last about a second.
-    server = server_factory(argon2_time_cost="8", argon2_memory_kib="131072",
+    server = server_factory(server=wsgi_server, argon2_time_cost="8", argon2_memory_kib="131072",
                             argon2_parallelism="1")
     result: dict[str, int] = {}
 
@@ -138,3 +145,57 @@ def test_gunicorn_settings_come_from_configuration(tmp_path: Path) -> None:
     assert options["accesslog"] == "-"
     assert options["forwarded_allow_ips"] == ""  # no proxy trusted unless configured
     assert callable(options["child_exit"])
+
+
+def _raw_request(base_url: str, head: bytes) -> tuple[int, bytes]:
+    """Send ``head`` on a raw socket; return the answer's status and everything read."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer) < 200:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+@pytest.mark.parametrize("oversize", ["request-line", "header-field"])
+def test_an_oversize_request_line_or_header_field_is_refused_before_the_app(
+        server_factory, wsgi_server: str, oversize: str) -> None:
+    """H2: the longest line and header field are gunicorn's limits, under either server."""
+    server = server_factory(server=wsgi_server)
+    # Near the limits fits (gunicorn counts a little framing its own way), past them not.
+    line_room = MAX_REQUEST_LINE - len("GET /healthz?pad= HTTP/1.1") - 100
+    field_room = MAX_HEADER_FIELD - len("X-Pad: ") - 100
+    fits = (f"GET /healthz?pad={'a' * line_room} HTTP/1.1\r\nHost: x\r\n"
+            f"X-Pad: {'b' * field_room}\r\nConnection: close\r\n\r\n").encode()
+    assert _raw_request(server.base_url, fits)[0] == 200
+    too_long = (f"GET /healthz?pad={'a' * (line_room + 150)} HTTP/1.1\r\nHost: x\r\n"
+                f"Connection: close\r\n\r\n" if oversize == "request-line" else
+                f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {'b' * (field_room + 150)}"
+                f"\r\nConnection: close\r\n\r\n").encode()
+    status, answer = _raw_request(server.base_url, too_long)
+    if wsgi_server == "gunicorn":  # its own plain-text 414 or 431
+        assert status in (400, 414, 431)
+    else:
+        assert status == 400
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["code"] == "invalid_request"
+    assert "Traceback" not in server.logs()
+
+
+def test_granian_settings_come_from_configuration(tmp_path: Path) -> None:
+    settings = load_settings({}, {"instance_path": tmp_path, "graceful_timeout_seconds": 25,
+                                  "keepalive_seconds": 0})
+    options = granian_options("::", 8000, 4, 8, settings)
+    assert (options["address"], options["port"]) == ("::", 8000)
+    assert (options["workers"], options["blocking_threads"]) == (4, 8)
+    assert options["workers_kill_timeout"] == 25
+    assert options["http1_settings"].keep_alive is False
+    assert options["respawn_failed_workers"] is True
+    assert options["log_access"] is False  # the app writes its own redacted access log
+    assert options["target"] == "latchkey_server.serving_granian:create_bounded_app"
