@@ -57,7 +57,8 @@ _SAMPLES = {"profile": "high", "binding_policy": "enforce", "key_retention_secon
             "log_level": "DEBUG", "issuer": "https://auth.example.com",
             "revocation_durability": "off", "revocation_replicas": "1",
             "revocation_wait_timeout_seconds": "0.5", "revocation_unconfirmed": "report",
-            "dpop": "required", "dpop_nonce": "on", "dpop_theft_policy": "revoke"}
+            "dpop": "required", "dpop_nonce": "on", "dpop_theft_policy": "revoke",
+            "server": "granian"}
 _COMPANIONS = {"host": {"LATCHKEY_ISSUER": "https://auth.example.com"},
                "redis_cluster": {"LATCHKEY_REDIS_URL": "redis://10.0.0.1:7000/0"},
                "redis_cluster_nodes": {"LATCHKEY_REDIS_URL": "redis://10.0.0.1:7000/0",
